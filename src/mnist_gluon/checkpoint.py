@@ -1,0 +1,270 @@
+"""Run folders and checkpoints on disk: written atomically, read back with their meaning.
+
+A checkpoint `X` is three files: `X.params` (parameters, MXNet's format), `X.states` (the
+trainer's optimizer state, for resuming) and `X.json`, the sidecar that says what the
+parameters are (architecture, normalisation, config, epoch, metrics, data and library
+versions) and holds the SHA-256 of the other two. The sidecar is written last, so a
+checkpoint without one was never finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import PIXELS, Normalization
+from .errors import CheckpointError, OutputError
+from .model import Architecture
+
+SIDECAR_FORMAT = "mnist-gluon-checkpoint"
+SIDECAR_VERSION = 1
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.params", "best.params")
+# The normalisation of Gluon's MNIST examples (ToTensor, then Normalize(0.13, 0.31)): assumed
+# for a bare .params file that came without a sidecar, unless the user says otherwise.
+GLUON_EXAMPLE_NORMALIZATION = Normalization(0.1307, 0.3081)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run `write` on a temporary name beside `path`, fsync, then rename it into place, so
+    `path` holds either its old content or the whole new content, never part of it."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sidecar_path(params_path: Path) -> Path:
+    return params_path.with_suffix(".json")
+
+
+def states_path(params_path: Path) -> Path:
+    return params_path.with_suffix(".states")
+
+
+def save_checkpoint(params_path: Path, net, trainer, meta: dict[str, Any]) -> None:
+    """Write `params_path`, its `.states` and its `.json` sidecar, each atomically."""
+    states = states_path(params_path)
+    atomic_write(params_path, lambda temporary: net.save_parameters(str(temporary)))
+    atomic_write(states, lambda temporary: trainer.save_states(str(temporary)))
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "version": SIDECAR_VERSION,
+        **meta,
+        "params_sha256": sha256_of(params_path),
+        "states_file": states.name,
+        "states_sha256": sha256_of(states),
+    }
+    atomic_write_text(sidecar_path(params_path), json.dumps(sidecar, indent=2) + "\n")
+
+
+def library_versions() -> dict[str, str]:
+    import mxnet
+
+    from . import __version__
+
+    return {
+        "mnist_gluon": __version__,
+        "mxnet": mxnet.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+@dataclass
+class Checkpoint:
+    """A parameter file and what is known about it."""
+
+    params_path: Path
+    architecture: Architecture
+    normalization: Normalization
+    arrays: dict[str, np.ndarray]  # fc1.weight, fc1.bias, fc2.weight, fc2.bias
+    meta: dict[str, Any]  # the sidecar; empty for a bare file
+
+    @property
+    def dataset(self) -> str:
+        return self.meta.get("data", {}).get("name", "mnist")
+
+
+def read_checkpoint(params_path: str | Path, bare_normalization: Normalization | None = None
+                    ) -> Checkpoint:
+    """Read and check a checkpoint. Without a sidecar, the file is taken for a plain Gluon
+    script's MLP: its layer sizes come from the parameter shapes."""
+    params_path = Path(params_path)
+    if not params_path.exists():
+        raise CheckpointError(f"checkpoint {params_path} does not exist; pass a .params file "
+                              "written by mnist-train (e.g. runs/base/best.params)")
+    if params_path.is_dir():
+        raise CheckpointError(f"checkpoint {params_path} is a directory; pass its .params file")
+    sidecar = sidecar_path(params_path)
+    meta = read_sidecar(sidecar, params_path) if sidecar.exists() else {}
+    arrays = read_param_arrays(params_path)
+    if meta:
+        architecture = Architecture(**meta["architecture"])
+        normalization = Normalization(**meta["normalization"])
+        layers = named_layers(arrays, params_path)
+    else:
+        layers = named_layers(arrays, params_path)
+        hidden, inputs = layers["fc1.weight"].shape
+        architecture = Architecture(inputs=inputs, hidden=hidden,
+                                    classes=layers["fc2.weight"].shape[0])
+        normalization = bare_normalization or GLUON_EXAMPLE_NORMALIZATION
+    check_shapes(layers, architecture, params_path)
+    return Checkpoint(params_path, architecture, normalization, layers, meta)
+
+
+def read_sidecar(sidecar: Path, params_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"sidecar {sidecar} is not readable JSON ({error}); restore it, "
+                              "or move it away to evaluate the .params file bare") from None
+    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+        raise CheckpointError(f"{sidecar} is not an mnist-gluon checkpoint sidecar; move it "
+                              "away to evaluate the .params file bare")
+    if meta.get("version") != SIDECAR_VERSION:
+        raise CheckpointError(f"{sidecar} has sidecar version {meta.get('version')}; this "
+                              f"mnist-gluon reads version {SIDECAR_VERSION}")
+    try:
+        Architecture(**meta["architecture"])
+        Normalization(**meta["normalization"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"sidecar {sidecar} lacks or garbles {error}; restore it") from None
+    if sha256_of(params_path) != meta.get("params_sha256"):
+        raise CheckpointError(
+            f"{params_path} does not match the checksum in {sidecar.name}: the file was "
+            "changed or damaged after it was written; use another checkpoint"
+        )
+    return meta
+
+
+def read_param_arrays(params_path: Path) -> dict[str, np.ndarray]:
+    import mxnet as mx
+
+    try:
+        loaded = mx.nd.load(str(params_path))
+    except mx.base.MXNetError:
+        raise CheckpointError(f"{params_path} is not an MXNet parameter file (empty, truncated "
+                              "or another format); pass a .params file from mnist-train or "
+                              "net.save_parameters") from None
+    if not isinstance(loaded, dict) or not loaded:
+        raise CheckpointError(f"{params_path} holds no named parameters; pass a file written "
+                              "by net.save_parameters")
+    return {name: array.asnumpy() for name, array in loaded.items()}
+
+
+def named_layers(arrays: dict[str, np.ndarray], params_path: Path) -> dict[str, np.ndarray]:
+    """Map a two-Dense-layer parameter file, whatever its names (`fc1.weight`,
+    `0.weight`, `dense0_weight`), onto fc1/fc2 by following the shapes from the input."""
+    weights = {name: a for name, a in arrays.items() if a.ndim == 2}
+    biases = {name: a for name, a in arrays.items() if a.ndim == 1}
+    if len(weights) != 2 or len(biases) != 2 or len(arrays) != 4:
+        shapes = ", ".join(f"{n} {tuple(a.shape)}" for n, a in arrays.items())
+        raise CheckpointError(f"{params_path} is not a two-layer MLP (it holds {shapes}); "
+                              "mnist-eval evaluates Dense(hidden) -> Dense(classes) models")
+    first, second = sorted(weights.values(), key=lambda w: w.shape[1] != PIXELS)
+    if first.shape[0] == second.shape[0]:
+        # Equal sizes leave the biases' order to their names, which sort by layer.
+        first_bias, second_bias = (biases[n] for n in sorted(biases))
+    else:
+        by_size = {bias.shape[0]: bias for bias in biases.values()}
+        first_bias, second_bias = by_size.get(first.shape[0]), by_size.get(second.shape[0])
+    if first_bias is None or second_bias is None or second.shape[1] != first.shape[0]:
+        raise CheckpointError(f"{params_path} holds parameters whose shapes do not chain into "
+                              "an MLP; it was saved from another model")
+    return {"fc1.weight": first, "fc1.bias": first_bias,
+            "fc2.weight": second, "fc2.bias": second_bias}
+
+
+def check_shapes(layers: dict[str, np.ndarray], arch: Architecture, params_path: Path) -> None:
+    expected = {
+        "fc1.weight": (arch.hidden, arch.inputs),
+        "fc1.bias": (arch.hidden,),
+        "fc2.weight": (arch.classes, arch.hidden),
+        "fc2.bias": (arch.classes,),
+    }
+    for name, shape in expected.items():
+        if layers[name].shape != shape:
+            raise CheckpointError(
+                f"{params_path}: {name} has shape {layers[name].shape} but the architecture "
+                f"says {shape}; the sidecar belongs to another model"
+            )
+    if arch.inputs != PIXELS:
+        raise CheckpointError(f"{params_path} takes {arch.inputs} inputs, not {PIXELS} pixels")
+
+
+def load_network(checkpoint: Checkpoint, ctx):
+    """The checkpoint's MLP, hybridized, with its parameters, on the contexts `ctx`."""
+    import mxnet as mx
+
+    from .model import build_model, set_parameters
+
+    net = build_model(checkpoint.architecture, ctx, initialize=False)
+    net.initialize(mx.init.Zero(), ctx=ctx)
+    set_parameters(net, checkpoint.arrays)
+    return net
+
+
+def prepare_run_dir(out: Path, force: bool) -> None:
+    """Create the run folder; refuse to overwrite an earlier run unless `force`."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path {out} is a file, not a folder; pass --out DIR")
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not force:
+        raise OutputError(
+            f"{out} already holds a run ({', '.join(existing)}); pass --resume {out} to "
+            "continue it, --force to overwrite it, or --out DIR for a new folder"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(f"output folder {out} is not writable ({error.strerror}); "
+                          "pass --out DIR somewhere you can write") from None
+    if force:
+        for path in out.iterdir():
+            if is_run_file(path):
+                path.unlink()
+
+
+def is_run_file(path: Path) -> bool:
+    """Files that mnist-train writes into a run folder (and --force replaces)."""
+    if path.name in ("config.yaml", "metrics.jsonl"):
+        return True
+    checkpoint_name = path.stem in ("last", "best") or path.stem.startswith("epoch-")
+    return checkpoint_name and path.suffix in (".params", ".states", ".json")
+
+
+def architecture_dict(arch: Architecture) -> dict[str, Any]:
+    return dataclasses.asdict(arch)

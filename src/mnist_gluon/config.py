@@ -1,0 +1,246 @@
+"""Configuration: YAML files and `--set` overrides turned into checked, typed dataclasses.
+
+The config is a contract: an unknown key, a value of the wrong type or one out of range
+is a ConfigError that names the key, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
+LR_SCHEDULES = ("none", "step", "cosine")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
+DATASETS = ("mnist", "fashion-mnist")
+KVSTORES = ("local", "device")
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"
+    root: str | None = None
+    download: bool = True
+    verify: bool = True
+    val_size: int = 5000
+    mirrors: list[str] | None = None
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 128
+    activation: str = "relu"
+    classes: int = 10
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    lr_decay: float = 0.1
+    lr_step_epochs: list[int] = field(default_factory=list)
+    clip_gradient: float | None = None
+    kvstore: str = "local"
+
+
+@dataclass
+class CheckpointConfig:
+    keep: int = 3
+
+
+@dataclass
+class Config:
+    seed: int = 42
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file at `path`, then each `key.sub=value` override, checked."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(Path(path))
+    for override in overrides:
+        key, value = parse_override(override)
+        set_dotted(raw, key, value)
+    return config_from_dict(raw)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read ({error}); pass a YAML file") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path} is not valid YAML{line}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys to values, not a {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def parse_override(override: str) -> tuple[str, Any]:
+    """`train.lr=0.01` -> ("train.lr", 0.01); the value is read as YAML (so `null`, `[1,2]` work)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} is not KEY=VALUE; write e.g. --set train.lr=0.01")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    config = build(Config, raw, prefix="")
+    validate(config)
+    return config
+
+
+def build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(unknown_key_message(dotted, [f"{prefix}{name}" for name in fields]))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = build(hint, value if value is not None else {}, prefix=f"{dotted}.")
+        else:
+            values[key] = coerce(dotted, value, hint)
+    return cls(**values)
+
+
+def unknown_key_message(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
+    return f"unknown config key {key}; {hint}"
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Return `value` as type `hint`, or raise a ConfigError naming the key and the type."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return coerce(key, value, inner)
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [coerce(f"{key}[{i}]", item, args[0]) for i, item in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def validate(config: Config) -> None:
+    """Range and choice checks that types alone cannot express."""
+    t = config.train
+    require_choice("data.name", config.data.name, DATASETS)
+    require_choice("model.activation", config.model.activation, ACTIVATIONS)
+    require_choice("train.optimizer", t.optimizer, OPTIMIZERS)
+    require_choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
+    require_choice("train.kvstore", t.kvstore, KVSTORES)
+    require(config.data.val_size >= 0, "data.val_size", config.data.val_size, "0 or more")
+    require(config.model.hidden >= 1, "model.hidden", config.model.hidden, "1 or more")
+    require(config.model.classes >= 2, "model.classes", config.model.classes, "2 or more")
+    require(t.epochs >= 1, "train.epochs", t.epochs, "1 or more")
+    require(t.batch_size >= 1, "train.batch_size", t.batch_size, "1 or more")
+    require(t.lr > 0, "train.lr", t.lr, "greater than 0")
+    require(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
+    require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "0 or more")
+    require(0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", t.warmup_epochs,
+            f"in [0, train.epochs={t.epochs})")
+    require(0 < t.lr_decay <= 1, "train.lr_decay", t.lr_decay, "in (0, 1]")
+    for epoch in t.lr_step_epochs:
+        require(0 < epoch < t.epochs, "train.lr_step_epochs", t.lr_step_epochs,
+                f"epochs in (0, train.epochs={t.epochs})")
+    if t.clip_gradient is not None:
+        require(t.clip_gradient > 0, "train.clip_gradient", t.clip_gradient, "null or > 0")
+    require(config.checkpoint.keep >= 0, "checkpoint.keep", config.checkpoint.keep, "0 or more")
+    if config.data.mirrors is not None:
+        for mirror in config.data.mirrors:
+            require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors",
+                    mirror, "http://, https:// or file:// URLs")
+    # The device string is parsed here too, so a typo fails before any data is read.
+    from .device import parse_device
+
+    parse_device(config.device)
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} is {value!r}; it must be {allowed}")
+
+
+def require_choice(key: str, value: str, choices: typing.Sequence[str]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{key} is {value!r}; choose one of {', '.join(choices)}{hint}")
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,25 @@
+"""One error type per kind of user mistake; the CLI prints each as one line, exit status 2."""
+
+
+class UserError(Exception):
+    """Something the user can fix: the message says what is wrong and what to do."""
+
+
+class ConfigError(UserError):
+    """A config file, key or value is wrong."""
+
+
+class DataError(UserError):
+    """A data file is missing, unreadable, malformed or fails its checksum."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, corrupt, or does not match what it claims to be."""
+
+
+class DeviceError(UserError):
+    """A device was asked for that this machine does not have."""
+
+
+class OutputError(UserError):
+    """The output folder cannot be written, or writing would overwrite a run."""

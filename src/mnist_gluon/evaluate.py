@@ -1,0 +1,44 @@
+"""Evaluate a checkpoint on a dataset's test split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mxnet as mx
+
+from .checkpoint import load_network, read_checkpoint
+from .data import DATASETS, Normalization, normalise, read_split
+from .device import resolve_contexts
+from .metrics import Report, classification_report
+from .train import predict_logits
+
+
+@dataclass
+class Evaluation:
+    checkpoint: Path
+    dataset: str
+    report: Report
+
+
+def evaluate_checkpoint(params_path: str | Path, data_root: str | None = None,
+                        device: str = "auto", dataset: str | None = None,
+                        bare_normalization: Normalization | None = None,
+                        download: bool = True) -> Evaluation:
+    """Rebuild the model from the checkpoint alone and score it on the test split."""
+    checkpoint = read_checkpoint(params_path, bare_normalization)
+    data_config = checkpoint.meta.get("config", {}).get("data", {})
+    name = dataset or checkpoint.dataset
+    test = read_split(
+        DATASETS[name], "test",
+        root=data_root if data_root is not None else data_config.get("root"),
+        download=download and data_config.get("download", True),
+        verify=data_config.get("verify", True),
+        mirrors=data_config.get("mirrors"),
+        classes=checkpoint.architecture.classes,
+    )
+    ctx = resolve_contexts(device)[0]
+    net = load_network(checkpoint, ctx)
+    images = mx.nd.array(normalise(test.images, checkpoint.normalization), ctx=ctx)
+    logits = predict_logits(net, images)
+    return Evaluation(Path(params_path), name, classification_report(logits, test.labels))

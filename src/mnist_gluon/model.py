@@ -1,0 +1,61 @@
+"""The MLP: Dense(hidden, activation) -> Dense(classes), emitting logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mxnet import gluon
+
+from .data import PIXELS
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What it takes to rebuild the network: stored in every checkpoint's sidecar."""
+
+    inputs: int = PIXELS
+    hidden: int = 128
+    activation: str = "relu"
+    classes: int = 10
+
+
+class MLP(gluon.HybridBlock):
+    """784 -> hidden -> classes. The layers are `fc1` and `fc2`, as in the plain Gluon script,
+    so parameter files move between the two. No softmax: the loss takes logits."""
+
+    def __init__(self, arch: Architecture, **kwargs):
+        super().__init__(**kwargs)
+        self.fc1 = gluon.nn.Dense(arch.hidden, activation=arch.activation, in_units=arch.inputs)
+        self.fc2 = gluon.nn.Dense(arch.classes, in_units=arch.hidden)
+
+    def hybrid_forward(self, F, x):
+        return self.fc2(self.fc1(x))
+
+
+def build_model(arch: Architecture, ctx, initialize: bool = True) -> MLP:
+    """A hybridized MLP on the contexts `ctx`; Xavier-initialised unless parameters follow."""
+    import mxnet as mx
+
+    net = MLP(arch)
+    if initialize:
+        net.initialize(mx.init.Xavier(), ctx=ctx)
+    # static_alloc/static_shape: the graph's memory is planned once and reused every step.
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
+def named_parameters(net: MLP) -> dict:
+    """Parameters by the names `save_parameters` writes: fc1.weight, fc1.bias, fc2.weight, ..."""
+    return {
+        f"{layer}.{kind}": getattr(getattr(net, layer), kind)
+        for layer in ("fc1", "fc2")
+        for kind in ("weight", "bias")
+    }
+
+
+def set_parameters(net: MLP, arrays: dict) -> None:
+    """Load numpy arrays, keyed as in `named_parameters`, into every context of `net`."""
+    import mxnet as mx
+
+    for name, param in named_parameters(net).items():
+        param.set_data(mx.nd.array(arrays[name]))

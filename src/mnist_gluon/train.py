@@ -1,0 +1,358 @@
+"""The training procedure: data, model, trainer, the autograd loop, validation, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+
+from . import checkpoint as ckpt
+from .config import Config, TrainConfig, config_from_dict, config_to_dict, config_to_yaml
+from .data import (
+    DATASETS,
+    Normalization,
+    batches,
+    fit_normalization,
+    normalise,
+    read_split,
+    split_validation,
+    steps_per_epoch,
+)
+from .device import resolve_contexts
+from .errors import CheckpointError, ConfigError
+from .metrics import softmax_cross_entropy
+from .model import Architecture, build_model, set_parameters
+
+EVAL_BATCH_SIZE = 10_000
+PROGRESS_EVERY = 50  # steps between progress-bar refreshes; each one waits for the device
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    step: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+    samples_per_second: float
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    epochs: list[EpochResult]
+    best_epoch: int
+    best_val_accuracy: float | None
+    best_checkpoint: Path
+    last_checkpoint: Path
+
+
+# --- optimisation ---------------------------------------------------------------------------
+
+def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """The learning rate for global step `step` (0-based): warm-up, then the schedule."""
+    epoch_progress = step / steps_per_epoch
+    warmup_steps = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup_steps:
+        return cfg.lr * (step + 1) / warmup_steps
+    if cfg.lr_schedule == "cosine":
+        span = cfg.epochs - cfg.warmup_epochs
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch_progress - cfg.warmup_epochs) / span))
+    if cfg.lr_schedule == "step":
+        milestones = cfg.lr_step_epochs or [m for m in (cfg.epochs // 2, cfg.epochs * 3 // 4) if m]
+        return cfg.lr * cfg.lr_decay ** sum(epoch_progress >= m for m in milestones)
+    return cfg.lr
+
+
+def make_trainer(net, cfg: TrainConfig) -> gluon.Trainer:
+    params = {"learning_rate": cfg.lr, "wd": cfg.weight_decay}
+    if cfg.optimizer in ("sgd", "nag"):
+        params["momentum"] = cfg.momentum
+    if cfg.clip_gradient is not None:
+        params["clip_gradient"] = cfg.clip_gradient  # MXNet clips each element to +-value
+    return gluon.Trainer(net.collect_params(), cfg.optimizer, params, kvstore=cfg.kvstore)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    mx.random.seed(seed)
+
+
+# --- one epoch, evaluation ------------------------------------------------------------------
+
+def train_epoch(net, trainer, loss_fn, batch_iter, ctxs, batch_size: int, lr_at: Callable,
+                first_step: int, on_progress: Callable | None = None) -> tuple[float, float, int]:
+    """Train on every batch of `batch_iter`; (mean loss, accuracy, steps). Loss and accuracy are
+    summed on the device, so the host waits for it only when progress is shown."""
+    loss_sums = [mx.nd.zeros((1,), ctx=c) for c in ctxs]
+    correct_sums = [mx.nd.zeros((1,), ctx=c) for c in ctxs]
+    step = first_step
+    for images, labels in batch_iter:
+        trainer.set_learning_rate(lr_at(step))
+        image_parts = gluon.utils.split_and_load(images, ctxs)
+        label_parts = gluon.utils.split_and_load(labels, ctxs)
+        with autograd.record():
+            outputs = [net(x) for x in image_parts]
+            losses = [loss_fn(out, y) for out, y in zip(outputs, label_parts)]
+        autograd.backward(losses)
+        trainer.step(batch_size)
+        for i, (out, y, loss) in enumerate(zip(outputs, label_parts, losses)):
+            loss_sums[i] += loss.sum()
+            correct_sums[i] += (out.argmax(axis=1) == y).sum()
+        step += 1
+        if on_progress is not None and (step - first_step) % PROGRESS_EVERY == 0:
+            seen = (step - first_step) * batch_size
+            on_progress(step - first_step, total(loss_sums) / seen, total(correct_sums) / seen)
+    steps = step - first_step
+    seen = max(steps * batch_size, 1)
+    return total(loss_sums) / seen, total(correct_sums) / seen, steps
+
+
+def total(device_sums) -> float:
+    return float(sum(s.asscalar() for s in device_sums))
+
+
+def predict_logits(net, images, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Logits for normalised images (an NDArray on the network's device), in a few big batches."""
+    parts = [net(images[start : start + batch_size]).asnumpy()
+             for start in range(0, images.shape[0], batch_size)]
+    return np.concatenate(parts)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+class Log:
+    """Progress on stdout: a tqdm bar on a terminal, one plain line per epoch otherwise."""
+
+    def __init__(self, quiet: bool):
+        self.interactive = sys.stdout.isatty() and not quiet
+        self.bar = None
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, batch_size: int) -> Callable | None:
+        if not self.interactive:
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", leave=False,
+                        dynamic_ncols=True)
+        started = time.perf_counter()
+        done = [0]
+
+        def on_progress(steps_done: int, loss: float, accuracy: float) -> None:
+            self.bar.update(steps_done - done[0])
+            done[0] = steps_done
+            rate = steps_done * batch_size / (time.perf_counter() - started)
+            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.4f}",
+                                 samples_s=f"{rate:,.0f}")
+
+        return on_progress
+
+    def end_epoch(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@dataclass
+class Prepared:
+    """What a run trains on, held on the device, with what the checkpoints must record."""
+
+    train_images: mx.nd.NDArray
+    train_labels: mx.nd.NDArray
+    val_images: mx.nd.NDArray | None
+    val_labels: np.ndarray
+    normalization: Normalization
+    checksums: dict[str, str]
+
+
+def prepare_data(config: Config, ctx, normalization: Normalization | None = None) -> Prepared:
+    """Read the training split, hold out the validation set, normalise once, move to `ctx`."""
+    spec = DATASETS[config.data.name]
+    split = read_split(spec, "train", config.data.root, config.data.download, config.data.verify,
+                       config.data.mirrors, config.model.classes)
+    train_images, train_labels, val_images, val_labels = split_validation(
+        split.images, split.labels, config.data.val_size, config.seed)
+    normalization = normalization or fit_normalization(train_images)
+    val_nd = (mx.nd.array(normalise(val_images, normalization), ctx=ctx)
+              if len(val_images) else None)
+    return Prepared(
+        train_images=mx.nd.array(normalise(train_images, normalization), ctx=ctx),
+        train_labels=mx.nd.array(train_labels, ctx=ctx, dtype="float32"),
+        val_images=val_nd,
+        val_labels=val_labels,
+        normalization=normalization,
+        checksums=split.checksums,
+    )
+
+
+def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume: bool = False,
+                 force: bool = False, quiet: bool = False) -> TrainSummary:
+    """Train `config` into `run_dir`, from scratch or continuing the run saved there."""
+    log = Log(quiet)
+    ctxs = resolve_contexts(config.device)
+    tcfg = config.train
+    if tcfg.batch_size % len(ctxs):
+        raise ConfigError(f"train.batch_size={tcfg.batch_size} does not split evenly over "
+                          f"{len(ctxs)} devices; use a multiple of {len(ctxs)}")
+
+    resumed_meta: dict = {}
+    if resume:
+        if not (run_dir / "last.params").exists():
+            raise CheckpointError(f"{run_dir} holds no run to resume (no last.params); pass the "
+                                  "folder an earlier mnist-train wrote")
+        resumed_meta = ckpt.read_checkpoint(run_dir / "last.params").meta
+    else:
+        ckpt.prepare_run_dir(run_dir, force)
+
+    seed_everything(config.seed)
+    normalization = (Normalization(**resumed_meta["normalization"]) if resumed_meta else None)
+    data = prepare_data(config, ctxs[0], normalization)
+    num_train = data.train_images.shape[0]
+    steps = steps_per_epoch(num_train, tcfg.batch_size)
+    if steps == 0:
+        raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
+                          f"{num_train} training examples; lower it")
+
+    arch = Architecture(hidden=config.model.hidden, activation=config.model.activation,
+                        classes=config.model.classes)
+    net = build_model(arch, ctxs)
+    trainer = make_trainer(net, tcfg)
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    loss_fn.hybridize(static_alloc=True, static_shape=True)
+
+    start_epoch, best_val, best_epoch, history = 1, None, 0, []
+    if resumed_meta:
+        restore(net, trainer, run_dir / "last.params", ctxs)
+        start_epoch = resumed_meta["epoch"] + 1
+        best_val = resumed_meta.get("best_val_accuracy")
+        best_epoch = resumed_meta.get("best_epoch", 0)
+        history = truncate_metrics(run_dir / "metrics.jsonl", resumed_meta["epoch"])
+    else:
+        ckpt.atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+
+    log.line(
+        f"mnist-train: {config_name or 'run'} -> {run_dir}  |  {config.data.name}: "
+        f"{num_train} train / {len(data.val_labels)} validation examples  |  "
+        f"device {', '.join(str(c) for c in ctxs)}  |  {steps} steps/epoch of "
+        f"{tcfg.batch_size}" + (f"  |  resuming at epoch {start_epoch}" if resumed_meta else "")
+    )
+
+    lr_at = lambda step: learning_rate(step, steps, tcfg)  # noqa: E731
+    for epoch in range(start_epoch, tcfg.epochs + 1):
+        first_step = (epoch - 1) * steps
+        on_progress = log.start_epoch(epoch, tcfg.epochs, steps, tcfg.batch_size)
+        started = time.perf_counter()
+        batch_iter = batches(data.train_images, data.train_labels, tcfg.batch_size, config.seed,
+                             epoch)
+        train_loss, train_acc, done = train_epoch(net, trainer, loss_fn, batch_iter, ctxs,
+                                                  tcfg.batch_size, lr_at, first_step, on_progress)
+        seconds = time.perf_counter() - started
+        log.end_epoch()
+        val_loss = val_acc = None
+        if data.val_images is not None:
+            logits = predict_logits(net, data.val_images)
+            val_loss = softmax_cross_entropy(logits, data.val_labels)
+            val_acc = float(np.mean(logits.argmax(axis=1) == data.val_labels))
+        result = EpochResult(epoch, first_step + done, lr_at(first_step + done - 1), train_loss,
+                             train_acc, val_loss, val_acc, seconds, done * tcfg.batch_size / seconds)
+        # Without a validation set, the latest epoch counts as the best.
+        improved = val_acc is None or best_val is None or val_acc > best_val
+        if improved:
+            best_val, best_epoch = val_acc, epoch
+        meta = checkpoint_meta(config, arch, data, result, best_val, best_epoch)
+        save_epoch(run_dir, net, trainer, meta, epoch, improved, config.checkpoint.keep)
+        append_metrics(run_dir / "metrics.jsonl", result)
+        history.append(result)
+        log.line(format_epoch(result, tcfg.epochs))
+
+    return TrainSummary(run_dir, history, best_epoch, best_val, run_dir / "best.params",
+                        run_dir / "last.params")
+
+
+def restore(net, trainer, params_path: Path, ctxs) -> None:
+    checkpoint = ckpt.read_checkpoint(params_path)
+    states = ckpt.states_path(params_path)
+    if not states.exists() or ckpt.sha256_of(states) != checkpoint.meta.get("states_sha256"):
+        raise CheckpointError(f"{states} is missing or does not match {params_path.name}'s "
+                              "sidecar; the run cannot resume exactly from it")
+    set_parameters(net, checkpoint.arrays)
+    trainer.load_states(str(states))
+
+
+def checkpoint_meta(config: Config, arch: Architecture, data: Prepared, result: EpochResult,
+                    best_val: float | None, best_epoch: int) -> dict:
+    return {
+        "architecture": ckpt.architecture_dict(arch),
+        "normalization": dataclasses.asdict(data.normalization),
+        "config": config_to_dict(config),
+        "epoch": result.epoch,
+        "step": result.step,
+        "metrics": dataclasses.asdict(result),
+        "best_val_accuracy": best_val,
+        "best_epoch": best_epoch,
+        "data": {"name": config.data.name, "sha1": data.checksums},
+        "versions": ckpt.library_versions(),
+    }
+
+
+def save_epoch(run_dir: Path, net, trainer, meta: dict, epoch: int, improved: bool,
+               keep: int) -> None:
+    """Write this epoch's checkpoints: `epoch-NNNN` (the last `keep` are kept), `best` when
+    validation accuracy improved, and `last`, which `--resume` continues from."""
+    if keep > 0:
+        ckpt.save_checkpoint(run_dir / f"epoch-{epoch:04d}.params", net, trainer, meta)
+        for old in sorted(run_dir.glob("epoch-*.params"))[:-keep]:
+            for path in (old, ckpt.states_path(old), ckpt.sidecar_path(old)):
+                path.unlink(missing_ok=True)
+    if improved:
+        ckpt.save_checkpoint(run_dir / "best.params", net, trainer, meta)
+    ckpt.save_checkpoint(run_dir / "last.params", net, trainer, meta)
+
+
+def append_metrics(path: Path, result: EpochResult) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(dataclasses.asdict(result)) + "\n")
+
+
+def truncate_metrics(path: Path, last_epoch: int) -> list[EpochResult]:
+    """Keep the metric lines up to `last_epoch` (a crash may have left later ones)."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("epoch", last_epoch + 1) <= last_epoch:
+            kept.append(EpochResult(**row))
+    ckpt.atomic_write_text(path, "".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in kept))
+    return kept
+
+
+def format_epoch(result: EpochResult, epochs: int) -> str:
+    val = ("" if result.val_accuracy is None else
+           f"  val_loss {result.val_loss:.4f}  val_acc {result.val_accuracy:.4f}")
+    return (f"epoch {result.epoch}/{epochs}  loss {result.train_loss:.4f}  "
+            f"acc {result.train_accuracy:.4f}{val}  lr {result.lr:.2e}  "
+            f"{result.samples_per_second:,.0f} samples/s  {result.seconds:.1f}s")
