@@ -234,8 +234,8 @@ def load_network(checkpoint: Checkpoint, ctx):
     return net
 
 
-def prepare_run_dir(out: Path, force: bool) -> None:
-    """Create the run folder; refuse to overwrite an earlier run unless `force`."""
+def check_run_dir(out: Path, force: bool) -> None:
+    """Refuse, before any work, a run folder that is a file or holds an earlier run."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} is a file, not a folder; pass --out DIR")
     existing = [name for name in RUN_FILES if (out / name).exists()]
@@ -244,6 +244,11 @@ def prepare_run_dir(out: Path, force: bool) -> None:
             f"{out} already holds a run ({', '.join(existing)}); pass --resume {out} to "
             "continue it, --force to overwrite it, or --out DIR for a new folder"
         )
+
+
+def prepare_run_dir(out: Path, force: bool) -> None:
+    """Create the run folder, proving it writable; with `force`, clear an earlier run's files."""
+    check_run_dir(out, force)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"

@@ -88,9 +88,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file") from None
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file"
+                          ) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
-        raise ConfigError(f"config file {path} cannot be read ({error}); pass a YAML file") from None
+        raise ConfigError(f"config file {path} cannot be read ({error}); pass a YAML file"
+                          ) from None
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -102,16 +104,18 @@ def read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(
-            f"config file {path} must hold a mapping of keys to values, not a {type(loaded).__name__}"
+            f"config file {path} must hold a mapping of keys to values, "
+            f"not a {type(loaded).__name__}"
         )
     return loaded
 
 
 def parse_override(override: str) -> tuple[str, Any]:
-    """`train.lr=0.01` -> ("train.lr", 0.01); the value is read as YAML (so `null`, `[1,2]` work)."""
+    """`train.lr=0.01` -> ("train.lr", 0.01); the value is read as YAML (`null`, `[1,2]`)."""
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {override!r} is not KEY=VALUE; write e.g. --set train.lr=0.01")
+        raise ConfigError(
+            f"override {override!r} is not KEY=VALUE; write e.g. --set train.lr=0.01")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
@@ -154,7 +158,28 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**values)
 
 
+# Names other tools use for our keys: a user coming from them gets pointed at ours.
+SYNONYMS = {
+    "learning_rate": "lr",
+    "wd": "weight_decay",
+    "num_epochs": "epochs",
+    "batch": "batch_size",
+    "hidden_size": "hidden",
+    "hidden_units": "hidden",
+    "num_classes": "classes",
+    "dataset": "name",
+    "lr_scheduler": "lr_schedule",
+    "clip_grad": "clip_gradient",
+    "ctx": "device",
+}
+
+
 def unknown_key_message(key: str, known: list[str]) -> str:
+    section, _, leaf = key.rpartition(".")
+    ours = SYNONYMS.get(leaf)
+    synonym = f"{section}.{ours}" if section else ours
+    if ours and synonym in known:
+        return f"unknown config key {key}; did you mean {synonym}?"
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
     return f"unknown config key {key}; {hint}"

@@ -20,10 +20,10 @@ def parse_device(text: str) -> DeviceSpec:
     text = text.strip().lower()
     if text == "auto":
         return DeviceSpec("auto")
-    kind, _, ids_text = text.partition(":")
-    if kind not in ("cpu", "gpu"):
+    kind, colon, ids_text = text.partition(":")
+    if kind not in ("cpu", "gpu") or (colon and not ids_text):
         raise ConfigError(f"device is {text!r}; use one of {DEVICE_FORMS}")
-    if not ids_text:
+    if not colon:
         return DeviceSpec(kind)
     try:
         ids = tuple(int(part) for part in ids_text.split(","))

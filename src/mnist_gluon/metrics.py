@@ -75,7 +75,7 @@ def scores_from_confusion(confusion: np.ndarray) -> list[ClassScores]:
     f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(both), where=both > 0)
     return [
         ClassScores(float(p), float(r), float(f), int(n))
-        for p, r, f, n in zip(precision, recall, f1, actual)
+        for p, r, f, n in zip(precision, recall, f1, actual, strict=True)
     ]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from . import checkpoint as ckpt
-from .config import Config, TrainConfig, config_from_dict, config_to_dict, config_to_yaml
+from .config import Config, TrainConfig, config_to_dict, config_to_yaml
 from .data import (
     DATASETS,
     Normalization,
@@ -107,10 +107,10 @@ def train_epoch(net, trainer, loss_fn, batch_iter, ctxs, batch_size: int, lr_at:
         label_parts = gluon.utils.split_and_load(labels, ctxs)
         with autograd.record():
             outputs = [net(x) for x in image_parts]
-            losses = [loss_fn(out, y) for out, y in zip(outputs, label_parts)]
+            losses = [loss_fn(out, y) for out, y in zip(outputs, label_parts, strict=True)]
         autograd.backward(losses)
         trainer.step(batch_size)
-        for i, (out, y, loss) in enumerate(zip(outputs, label_parts, losses)):
+        for i, (out, y, loss) in enumerate(zip(outputs, label_parts, losses, strict=True)):
             loss_sums[i] += loss.sum()
             correct_sums[i] += (out.argmax(axis=1) == y).sum()
         step += 1
@@ -222,7 +222,7 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
                                   "folder an earlier mnist-train wrote")
         resumed_meta = ckpt.read_checkpoint(run_dir / "last.params").meta
     else:
-        ckpt.prepare_run_dir(run_dir, force)
+        ckpt.check_run_dir(run_dir, force)
 
     seed_everything(config.seed)
     normalization = (Normalization(**resumed_meta["normalization"]) if resumed_meta else None)
@@ -232,6 +232,9 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
     if steps == 0:
         raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
                           f"{num_train} training examples; lower it")
+    if not resume:
+        # Created only now, so a failure to read the data leaves no empty run folder behind.
+        ckpt.prepare_run_dir(run_dir, force)
 
     arch = Architecture(hidden=config.model.hidden, activation=config.model.activation,
                         classes=config.model.classes)
@@ -247,8 +250,8 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         best_val = resumed_meta.get("best_val_accuracy")
         best_epoch = resumed_meta.get("best_epoch", 0)
         history = truncate_metrics(run_dir / "metrics.jsonl", resumed_meta["epoch"])
-    else:
-        ckpt.atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    # On resume too: `--set` may have changed the config (e.g. more epochs).
+    ckpt.atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
 
     log.line(
         f"mnist-train: {config_name or 'run'} -> {run_dir}  |  {config.data.name}: "
@@ -274,7 +277,8 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
             val_loss = softmax_cross_entropy(logits, data.val_labels)
             val_acc = float(np.mean(logits.argmax(axis=1) == data.val_labels))
         result = EpochResult(epoch, first_step + done, lr_at(first_step + done - 1), train_loss,
-                             train_acc, val_loss, val_acc, seconds, done * tcfg.batch_size / seconds)
+                             train_acc, val_loss, val_acc, seconds,
+                             done * tcfg.batch_size / seconds)
         # Without a validation set, the latest epoch counts as the best.
         improved = val_acc is None or best_val is None or val_acc > best_val
         if improved:

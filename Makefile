@@ -1,0 +1,40 @@
+# The two commands a newcomer needs: `make train` and `make test`. Each creates .venv if it is
+# missing and installs the package into it first.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/base.yaml
+ARGS ?=
+# This project's machines keep the MNIST files beside the checkout, and have no internet; anywhere
+# else the default data root (Gluon's cache, downloading what is missing) is used.
+DATA_ROOT ?= $(if $(filter configs/base.yaml,$(CONFIG)),$(wildcard ../shared/data/mnist))
+
+.PHONY: train test lint format clean
+
+train: $(VENV)/.installed
+	$(BIN)/mnist-train --config $(CONFIG) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests scripts
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix src tests scripts
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

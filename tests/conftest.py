@@ -1,0 +1,156 @@
+"""Shared fixtures: the real MNIST files, small real-shaped datasets, a local HTTP server."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+def real_data_dir(env: str, default: Path, how: str) -> Path:
+    folder = Path(os.environ.get(env, default))
+    missing = [name for name in MNIST_FILES if not (folder / name).exists()]
+    if missing:
+        pytest.fail(f"real data missing in {folder} ({', '.join(missing)}): {how}", pytrace=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The original MNIST files, byte-exact (../shared/data/mnist beside the repository)."""
+    return real_data_dir("MNIST_GLUON_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist",
+                         "set MNIST_GLUON_MNIST_DIR to a folder with the four MNIST .gz files")
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    return real_data_dir("MNIST_GLUON_FASHION_DIR", Path("/usr/share/datasets/fashion-mnist"),
+                         "apt-get install -y dataset-fashion-mnist")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as an IDX file."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    data = idx_bytes(array)
+    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _real_subset(mnist_dir: Path, train: int, test: int):
+    from mnist_gluon.data import DATASETS, read_split
+
+    spec = DATASETS["mnist"]
+    train_split = read_split(spec, "train", mnist_dir, download=False)
+    test_split = read_split(spec, "test", mnist_dir, download=False)
+    return (train_split.images[:train], train_split.labels[:train].astype(np.uint8),
+            test_split.images[:test], test_split.labels[:test].astype(np.uint8))
+
+
+def write_dataset(folder: Path, arrays, gz: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in zip(MNIST_FILES, arrays, strict=True):
+        write_idx(folder / (name if gz else name.removesuffix(".gz")), array)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_mnist(mnist_dir, tmp_path_factory) -> Path:
+    """The first 3,000 training and 1,000 test images of real MNIST as uncompressed IDX files
+    (so `data.verify: false`): a run on it takes a second or two."""
+    folder = tmp_path_factory.mktemp("small-mnist")
+    return write_dataset(folder, _real_subset(mnist_dir, 3000, 1000))
+
+
+@pytest.fixture
+def small_config(small_mnist, tmp_path) -> Path:
+    """A config for a short, real run on `small_mnist`."""
+    path = tmp_path / "small.yaml"
+    path.write_text(
+        "seed: 7\ndevice: cpu\n"
+        f"data: {{name: mnist, root: '{small_mnist}', verify: false, download: false, "
+        "val_size: 500}\n"
+        "model: {hidden: 32}\n"
+        "train: {epochs: 2, batch_size: 50, lr: 0.003, lr_schedule: cosine}\n"
+        "checkpoint: {keep: 1}\n"
+    )
+    return path
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the name is the base class's
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving a folder; yields (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens: what an offline mirror looks like."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path):
+    """Make `folder` unwritable even for root (immutable attribute), then restore it."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    if shutil.which("chattr") is None:
+        pytest.fail("running as root, the unwritable-folder tests need chattr (e2fsprogs)")
+    subprocess.run(["chattr", "+i", str(folder)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes, to prove nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}

@@ -1,0 +1,155 @@
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import gluon
+
+from conftest import snapshot, unwritable
+from mnist_gluon.checkpoint import (
+    atomic_write,
+    prepare_run_dir,
+    read_checkpoint,
+    save_checkpoint,
+    sha256_of,
+)
+from mnist_gluon.data import Normalization
+from mnist_gluon.errors import CheckpointError, OutputError
+from mnist_gluon.model import Architecture, build_model
+
+ARCH = Architecture(hidden=16)
+META = {
+    "architecture": {"inputs": 784, "hidden": 16, "activation": "relu", "classes": 10},
+    "normalization": {"mean": 0.1, "std": 0.3},
+    "epoch": 1,
+}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    net = build_model(ARCH, mx.cpu())
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 0.01})
+    path = tmp_path / "last.params"
+    save_checkpoint(path, net, trainer, META)
+    return path, net
+
+
+def test_a_checkpoint_reads_back_with_its_meaning(saved):
+    path, net = saved
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.architecture == ARCH
+    assert checkpoint.normalization == Normalization(0.1, 0.3)
+    np.testing.assert_array_equal(checkpoint.arrays["fc1.weight"], net.fc1.weight.data().asnumpy())
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["params_sha256"] == sha256_of(path)
+    assert sidecar["states_sha256"] == sha256_of(path.with_suffix(".states"))
+
+
+def test_a_changed_params_file_is_refused_not_loaded(saved):
+    path, _ = saved
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="does not match the checksum in last.json"):
+        read_checkpoint(path)
+
+
+def test_a_sidecar_that_disagrees_with_its_params_is_refused(saved):
+    path, _ = saved
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar["architecture"]["hidden"] = 64
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match=r"fc1\.weight has shape \(16, 784\) but the "
+                                              r"architecture says \(64, 784\)"):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 7, np.random.default_rng(0).bytes(5000)])
+def test_empty_truncated_or_random_files_are_not_checkpoints(tmp_path, content):
+    path = tmp_path / "x.params"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="is not an MXNet parameter file"):
+        read_checkpoint(path)
+
+
+def test_a_truncated_params_file_is_not_a_checkpoint(saved, tmp_path):
+    path, _ = saved
+    (tmp_path / "cut.params").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not an MXNet parameter file"):
+        read_checkpoint(tmp_path / "cut.params")
+
+
+def test_another_models_parameters_are_refused(tmp_path):
+    net = gluon.nn.HybridSequential()
+    net.add(gluon.nn.Dense(64, in_units=784), gluon.nn.Dense(32, in_units=64),
+            gluon.nn.Dense(10, in_units=32))
+    net.initialize()
+    net.save_parameters(str(tmp_path / "deep.params"))
+    with pytest.raises(CheckpointError, match="is not a two-layer MLP"):
+        read_checkpoint(tmp_path / "deep.params")
+
+
+def test_a_missing_checkpoint_says_what_to_pass(tmp_path):
+    with pytest.raises(CheckpointError, match=r"nope\.params does not exist; pass a \.params"):
+        read_checkpoint(tmp_path / "nope.params")
+
+
+@pytest.mark.parametrize("naming", ["sequential", "attributes"])
+def test_a_bare_gluon_params_file_is_read_by_its_shapes(tmp_path, naming):
+    if naming == "sequential":
+        net = gluon.nn.HybridSequential()
+        net.add(gluon.nn.Dense(20, activation="relu", in_units=784),
+                gluon.nn.Dense(10, in_units=20))
+    else:
+        net = build_model(Architecture(hidden=20), mx.cpu(), initialize=False)
+    net.initialize()
+    net.save_parameters(str(tmp_path / "bare.params"))
+    checkpoint = read_checkpoint(tmp_path / "bare.params", Normalization(0.0, 1.0))
+    assert checkpoint.architecture == Architecture(hidden=20)
+    assert checkpoint.normalization == Normalization(0.0, 1.0)
+    assert checkpoint.meta == {}
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+
+    def failing(temporary):
+        temporary.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, failing)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_an_existing_run_is_not_overwritten_without_force(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    (tmp_path / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    with pytest.raises(OutputError, match=r"already holds a run \(metrics\.jsonl\); pass "
+                                          r"--resume .* --force .* --out DIR"):
+        prepare_run_dir(tmp_path, force=False)
+    assert snapshot(tmp_path) == before
+
+
+def test_force_clears_the_old_runs_files_but_not_the_users(tmp_path):
+    for name in ("metrics.jsonl", "config.yaml", "last.params", "last.json", "epoch-0002.states"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "notes.txt").write_text("mine")
+    prepare_run_dir(tmp_path, force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_file_in_the_way_of_the_output_folder_is_reported(tmp_path):
+    (tmp_path / "run").write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        prepare_run_dir(tmp_path / "run", force=False)
+
+
+def test_an_unwritable_output_folder_is_reported(tmp_path):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    with unwritable(parent), pytest.raises(OutputError, match="is not writable"):
+        prepare_run_dir(parent / "run", force=False)

@@ -1,0 +1,346 @@
+"""The commands as a user runs them: real processes for the end-to-end paths, the same entry
+point in-process for the table of bad inputs."""
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import pytest
+import yaml
+from mxnet import autograd, gluon
+
+from conftest import MNIST_FILES, REPO, snapshot, unwritable
+from mnist_gluon.cli import eval_command, run, train_command
+
+BIN = Path(sys.executable).parent
+
+
+def command(name, *args, env=None, cwd=None):
+    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def trained(small_mnist, tmp_path_factory):
+    """A run folder trained for one epoch on the small slice of real MNIST."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    code = run(train_command, [
+        "--out", str(out), "--quiet", "--set", "device=cpu", "--set", "model.hidden=32",
+        "--set", "train.epochs=1", "--set", "data.verify=false", "--set", "data.val_size=500",
+        "--data-root", str(small_mnist)])
+    assert code == 0
+    return out
+
+
+# --- end to end, as processes ---------------------------------------------------------------
+
+def test_smoke_config_trains_and_evaluates_on_the_real_data(mnist_dir, tmp_path):
+    trained = command("mnist-train", "--config", REPO / "configs/smoke.yaml", "--data-root",
+                      mnist_dir, "--out", tmp_path / "run")
+    assert trained.returncode == 0, trained.stderr
+    # Not a terminal: one plain line per epoch, no progress bar.
+    assert "epoch 1/1" in trained.stdout and "\r" not in trained.stdout
+    assert "mnist-eval --checkpoint" in trained.stdout
+    evaluated = command("mnist-eval", "--checkpoint", tmp_path / "run/best.params",
+                        "--data-root", mnist_dir, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert result["accuracy"] > 0.9
+    assert result["examples"] == 10000
+    assert len(result["per_class"]) == 10
+    assert np.array(result["confusion_matrix"]).sum() == 10000
+
+
+def test_eval_prints_accuracy_per_class_scores_and_the_confusion_matrix(trained, mnist_dir):
+    result = command("mnist-eval", "--checkpoint", trained / "best.params", "--data-root",
+                     mnist_dir)
+    assert result.returncode == 0, result.stderr
+    assert "accuracy 0." in result.stdout and "(10000 examples)" in result.stdout
+    assert "precision" in result.stdout and "confusion matrix" in result.stdout
+
+
+def test_eval_finds_the_data_in_gluons_cache_under_mxnet_home(trained, mnist_dir, tmp_path):
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "mnist").symlink_to(mnist_dir)
+    bare = tmp_path / "copy.params"
+    shutil.copy(trained / "best.params", bare)  # no sidecar, so no data root recorded
+    result = command("mnist-eval", "--checkpoint", bare, "--json", "--no-download",
+                     env={"MXNET_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["examples"] == 10000
+
+
+def test_help_answers_without_importing_mxnet():
+    probe = ("import sys; from mnist_gluon import cli; "
+             "cli.run(cli.train_command, ['--help']); cli.run(cli.eval_command, ['--help']); "
+             "print('mxnet' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert "--config" in result.stdout and "--checkpoint" in result.stdout
+    assert result.stdout.strip().endswith("False")
+
+
+def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path):
+    result = command("mnist-train", "--config", REPO / "configs/base.yaml", "--set",
+                     "train.lr=0.02", "--print-config", cwd=tmp_path)
+    assert result.returncode == 0
+    printed = yaml.safe_load(result.stdout)
+    assert printed["train"]["lr"] == 0.02 and printed["model"]["hidden"] == 128
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_traceback_shows_only_with_debug(tmp_path):
+    plain = command("mnist-train", "--set", "train.lr=-1", "--out", tmp_path / "r")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    debug = command("mnist-train", "--set", "train.lr=-1", "--out", tmp_path / "r", "--debug")
+    assert "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+
+
+# --- a parameter file from a plain Gluon script ---------------------------------------------
+
+class DocumentMLP(gluon.Block):
+    """The document's model as a plain script writes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = gluon.nn.Dense(128, activation="relu")
+        self.fc2 = gluon.nn.Dense(10)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x))
+
+
+@pytest.mark.parametrize("mean, std", [(0.1307, 0.3081), (0.0, 1.0)])
+def test_a_bare_params_file_from_a_plain_gluon_script_evaluates(mnist_dir, tmp_path, capsys,
+                                                                mean, std):
+    from mnist_gluon.data import DATASETS, read_split
+
+    split = read_split(DATASETS["mnist"], "train", mnist_dir, download=False)
+    images = mx.nd.array((split.images[:20000].reshape(-1, 784) / 255.0 - mean) / std)
+    labels = mx.nd.array(split.labels[:20000])
+    mx.random.seed(0)
+    net = DocumentMLP()
+    net.initialize(mx.init.Xavier())
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 0.002})
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    for start in range(0, 20000, 100):
+        with autograd.record():
+            loss = loss_fn(net(images[start:start + 100]), labels[start:start + 100])
+        loss.backward()
+        trainer.step(100)
+    net.save_parameters(str(tmp_path / "plain.params"))
+
+    args = ["--checkpoint", str(tmp_path / "plain.params"), "--data-root", str(mnist_dir), "--json"]
+    if (mean, std) != (0.1307, 0.3081):
+        args += ["--normalize", f"{mean},{std}"]
+    assert run(eval_command, args) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.9
+
+
+# --- bad input: one line on stderr, exit 2, no traceback, nothing on disk changed ------------
+
+class Scene:
+    """What a bad-input case may build on: a scratch folder and real, small inputs."""
+
+    def __init__(self, tmp: Path, small: Path, mnist: Path, trained: Path, closed_url: str):
+        self.tmp, self.small, self.mnist, self.trained, self.closed_url = (
+            tmp, small, mnist, trained, closed_url)
+
+    def file(self, name: str, content: bytes | str) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return path
+
+    def data_with(self, name: str, content: bytes) -> Path:
+        """A copy of the small dataset with one file replaced."""
+        folder = self.tmp / "data"
+        shutil.copytree(self.small, folder, dirs_exist_ok=True)
+        (folder / name).write_bytes(content)
+        return folder
+
+    def checkpoint_copy(self) -> Path:
+        folder = self.tmp / "ckpt"
+        shutil.copytree(self.trained, folder, dirs_exist_ok=True)
+        return folder / "best.params"
+
+    def train(self, *args) -> list[str]:
+        return ["--out", str(self.tmp / "run"), "--set", "device=cpu", "--set",
+                "train.epochs=1", "--set", "data.val_size=500", *map(str, args)]
+
+    def on_small(self, *args) -> list[str]:
+        return self.train("--data-root", self.small, "--set", "data.verify=false", *args)
+
+
+def small_file(scene: Scene, name: str) -> bytes:
+    return (scene.small / name).read_bytes()
+
+
+def corrupt_sidecar(scene: Scene) -> list[str]:
+    params = scene.checkpoint_copy()
+    meta = json.loads(params.with_suffix(".json").read_text())
+    meta["architecture"]["classes"] = 12
+    params.with_suffix(".json").write_text(json.dumps(meta))
+    return ["--checkpoint", str(params)]
+
+
+def changed_params(scene: Scene) -> list[str]:
+    params = scene.checkpoint_copy()
+    raw = bytearray(params.read_bytes())
+    raw[-10] ^= 0x55
+    params.write_bytes(bytes(raw))
+    return ["--checkpoint", str(params)]
+
+
+def other_model(scene: Scene) -> list[str]:
+    net = gluon.nn.Dense(10, in_units=784)
+    net.initialize()
+    net.save_parameters(str(scene.tmp / "linear.params"))
+    return ["--checkpoint", str(scene.tmp / "linear.params")]
+
+
+def sidecar_not_json(scene: Scene) -> list[str]:
+    params = scene.checkpoint_copy()
+    params.with_suffix(".json").write_text("{oops")
+    return ["--checkpoint", str(params)]
+
+
+def existing_run(scene: Scene) -> list[str]:
+    scene.file("run/metrics.jsonl", '{"epoch": 1}\n')
+    scene.file("run/last.params", b"precious")
+    return scene.on_small()
+
+
+TRAIN_CASES = {
+    "malformed YAML": (lambda s: ["--config", s.file("c.yaml", "train: [1, 2\n")],
+                       r"c\.yaml is not valid YAML at line"),
+    "config not a mapping": (lambda s: ["--config", s.file("c.yaml", "just text\n")],
+                             "must hold a mapping"),
+    "missing config file": (lambda s: ["--config", s.tmp / "none.yaml"], "does not exist"),
+    "unknown key": (lambda s: ["--set", "train.lrr=0.1"],
+                    r"unknown config key train\.lrr; did you mean train\.lr\?"),
+    "unknown key in file": (lambda s: ["--config", s.file("c.yaml", "modle: {hidden: 3}\n")],
+                            "unknown config key modle; did you mean model?"),
+    "wrong type": (lambda s: ["--set", "train.batch_size=big"],
+                   r"train\.batch_size must be an integer"),
+    "zero batch size": (lambda s: ["--set", "train.batch_size=0"], r"train\.batch_size is 0"),
+    "negative learning rate": (lambda s: ["--set", "train.lr=-0.1"], r"train\.lr is -0\.1"),
+    "unknown optimizer": (lambda s: ["--set", "train.optimizer=lion"],
+                          "choose one of sgd, nag, adam, rmsprop"),
+    "override without =": (lambda s: ["--set", "train.lr"], "is not KEY=VALUE"),
+    "unknown option": (lambda s: ["--epochs", "3"], r"No such option.*--epochs"),
+    "config with resume": (lambda s: ["--config", s.file("c.yaml", ""), "--resume", s.tmp],
+                           "--resume uses the run's saved config"),
+    "resume of no run": (lambda s: ["--resume", s.tmp / "empty"], "holds no run to resume"),
+    "gpu absent": (lambda s: s.on_small("--set", "device=gpu"), "asks for GPU 0 but this machine"),
+    "bad device string": (lambda s: ["--set", "device=cuda"], "device is 'cuda'"),
+    "data missing, no download": (
+        lambda s: s.train("--data-root", s.tmp / "nodata", "--set", "data.download=false"),
+        r"mnist files missing from .*nodata; copy train-images-idx3-ubyte\.gz"),
+    "data missing, mirrors offline": (
+        lambda s: s.train("--data-root", s.tmp / "nodata", "--set",
+                          f"data.mirrors=[{s.closed_url}]"),
+        r"could not download train-images-idx3-ubyte\.gz .*--data-root"),
+    "corrupt data file": (
+        lambda s: s.on_small("--data-root", s.data_with("train-images-idx3-ubyte",
+                                                        b"\x89PNG" + bytes(100))),
+        r"train-images-idx3-ubyte is not an IDX file: bad magic number"),
+    "truncated data file": (
+        lambda s: s.on_small("--data-root", s.data_with(
+            "train-labels-idx1-ubyte", small_file(s, "train-labels-idx1-ubyte")[:-7])),
+        r"train-labels-idx1-ubyte is truncated"),
+    "truncated gzip data file": (
+        lambda s: s.train("--data-root", s.data_with(
+            "train-images-idx3-ubyte.gz", (s.mnist / MNIST_FILES[0]).read_bytes()[:4000])),
+        r"train-images-idx3-ubyte\.gz is a damaged gzip file"),
+    "empty data file": (lambda s: s.on_small("--data-root", s.data_with(
+        "train-labels-idx1-ubyte", b"")), r"is not an IDX file: only 0 bytes"),
+    "images and labels disagree": (
+        lambda s: s.on_small("--data-root", s.data_with(
+            "train-labels-idx1-ubyte", small_file(s, "t10k-labels-idx1-ubyte"))),
+        r"has 3000 images but .* has 1000 labels"),
+    "checksum mismatch": (
+        lambda s: s.train("--data-root", s.data_with(
+            "train-labels-idx1-ubyte.gz",
+            gzip.compress(small_file(s, "train-labels-idx1-ubyte")))),
+        r"train-(images|labels)-idx\d-ubyte(\.gz)? fails its checksum"),
+    "existing run": (existing_run, r"already holds a run .*--resume .*--force"),
+    "output is a file": (lambda s: s.on_small("--out", s.file("taken", "x")),
+                         "is a file, not a folder"),
+    "validation swallows the data": (lambda s: s.on_small("--set", "data.val_size=3000"),
+                                     "leaves no training data"),
+}
+
+EVAL_CASES = {
+    "missing checkpoint": (lambda s: ["--checkpoint", s.tmp / "none.params"],
+                           r"none\.params does not exist"),
+    "checkpoint is a folder": (lambda s: ["--checkpoint", s.tmp], "is a directory"),
+    "empty checkpoint": (lambda s: ["--checkpoint", s.file("e.params", b"")],
+                         "is not an MXNet parameter file"),
+    "random bytes checkpoint": (
+        lambda s: ["--checkpoint", s.file("r.params", np.random.default_rng(1).bytes(3000))],
+        "is not an MXNet parameter file"),
+    "truncated checkpoint": (
+        lambda s: ["--checkpoint", s.file("t.params", (s.trained / "best.params").read_bytes()
+                                          [:5000])], "is not an MXNet parameter file"),
+    "params changed after writing": (changed_params, "does not match the checksum"),
+    "sidecar disagrees with params": (corrupt_sidecar, "the sidecar belongs to another model"),
+    "sidecar not JSON": (sidecar_not_json, "is not readable JSON"),
+    "another model": (other_model, "is not a two-layer MLP"),
+    "gpu absent": (lambda s: ["--checkpoint", s.trained / "best.params", "--device", "gpu"],
+                   "asks for GPU 0"),
+    "bad normalize": (lambda s: ["--checkpoint", s.trained / "best.params", "--normalize", "x"],
+                      "Invalid value for --normalize"),
+    "test data missing": (
+        lambda s: ["--checkpoint", s.trained / "best.params", "--data-root", s.tmp / "nodata",
+                   "--no-download"], "mnist files missing from"),
+    "no checkpoint option": (lambda s: [], r"Missing option.*--checkpoint"),
+}
+
+
+@pytest.fixture
+def scene(tmp_path, small_mnist, mnist_dir, trained, closed_port_url):
+    work = tmp_path / "work"
+    work.mkdir()
+    return Scene(work, small_mnist, mnist_dir, trained, closed_port_url)
+
+
+def assert_one_clear_line(cli, args, message, scene, capsys):
+    before = snapshot(scene.tmp)
+    trained_before = snapshot(scene.trained)
+    code = run(cli, [str(a) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{cli.name}: error: ")
+    assert "Traceback" not in err
+    assert re.search(message, lines[0]), lines[0]
+    assert snapshot(scene.tmp) == before, "files changed"
+    assert snapshot(scene.trained) == trained_before
+
+
+@pytest.mark.parametrize("case", TRAIN_CASES)
+def test_bad_training_input_is_one_line_exit_2_and_touches_nothing(case, scene, capsys):
+    make_args, message = TRAIN_CASES[case]
+    assert_one_clear_line(train_command, make_args(scene), message, scene, capsys)
+
+
+@pytest.mark.parametrize("case", EVAL_CASES)
+def test_bad_evaluation_input_is_one_line_exit_2_and_touches_nothing(case, scene, capsys):
+    make_args, message = EVAL_CASES[case]
+    assert_one_clear_line(eval_command, make_args(scene), message, scene, capsys)
+
+
+def test_an_unwritable_output_folder_is_one_line_exit_2(scene, capsys):
+    locked = scene.tmp / "locked"
+    locked.mkdir()
+    with unwritable(locked):
+        assert_one_clear_line(train_command, scene.on_small("--out", locked / "run"),
+                              "is not writable", scene, capsys)

@@ -1,0 +1,27 @@
+import mxnet as mx
+import numpy as np
+
+from mnist_gluon.model import Architecture, build_model, named_parameters
+
+
+def test_the_mlp_maps_784_pixels_to_10_logits():
+    net = build_model(Architecture(), mx.cpu())
+    out = net(mx.nd.random.normal(shape=(5, 784))).asnumpy()
+    assert out.shape == (5, 10)
+    # Logits, not probabilities: no softmax at the end (the loss applies it).
+    assert not np.allclose(out.sum(axis=1), 1.0) and (out < 0).any()
+
+
+def test_hidden_size_and_activation_are_configurable():
+    net = build_model(Architecture(hidden=32, activation="tanh"), mx.cpu())
+    assert net.fc1.weight.shape == (32, 784) and net.fc2.weight.shape == (10, 32)
+    hidden = net.fc1(mx.nd.random.normal(shape=(4, 784)) * 100).asnumpy()
+    assert np.abs(hidden).max() <= 1.0  # tanh saturates at +-1
+
+
+def test_parameter_names_are_those_of_the_plain_gluon_script(tmp_path):
+    net = build_model(Architecture(), mx.cpu())
+    net.save_parameters(str(tmp_path / "m.params"))
+    saved = set(mx.nd.load(str(tmp_path / "m.params")))
+    assert saved == set(named_parameters(net)) == {"fc1.weight", "fc1.bias", "fc2.weight",
+                                                   "fc2.bias"}
