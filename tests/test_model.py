@@ -25,3 +25,14 @@ def test_parameter_names_are_those_of_the_plain_gluon_script(tmp_path):
     saved = set(mx.nd.load(str(tmp_path / "m.params")))
     assert saved == set(named_parameters(net)) == {"fc1.weight", "fc1.bias", "fc2.weight",
                                                    "fc2.bias"}
+
+
+def test_dropout_acts_in_training_only():
+    import mxnet.autograd as autograd
+
+    net = build_model(Architecture(dropout=0.5), mx.cpu())
+    x = mx.nd.random.normal(shape=(8, 784))
+    np.testing.assert_array_equal(net(x).asnumpy(), net(x).asnumpy())  # inference: no dropout
+    with autograd.record():
+        first, second = net(x).asnumpy(), net(x).asnumpy()
+    assert not np.array_equal(first, second)

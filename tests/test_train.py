@@ -97,11 +97,14 @@ def test_another_seed_gives_other_parameters(small_config, tmp_path):
     assert not np.array_equal(a["fc1.weight"], b["fc1.weight"])
 
 
-def test_resuming_a_stopped_run_ends_where_the_uninterrupted_run_ends(small_config, tmp_path):
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_resuming_a_stopped_run_ends_where_the_uninterrupted_run_ends(small_config, tmp_path,
+                                                                      dropout):
     # A constant rate, so a run of 1 epoch is the first epoch of a run of 3.
-    three = load_config(small_config, ["train.epochs=3", "train.lr_schedule=none"])
+    common = ["train.lr_schedule=none", f"model.dropout={dropout}"]
+    three = load_config(small_config, ["train.epochs=3", *common])
     run_training(three, tmp_path / "whole", quiet=True)
-    one = load_config(small_config, ["train.epochs=1", "train.lr_schedule=none"])
+    one = load_config(small_config, ["train.epochs=1", *common])
     run_training(one, tmp_path / "parts", quiet=True)
     run_training(three, tmp_path / "parts", resume=True, quiet=True)
     assert_same_params(params_of(tmp_path / "whole/last.params"),

@@ -40,6 +40,7 @@ class ModelConfig:
     hidden: int = 128
     activation: str = "relu"
     classes: int = 10
+    dropout: float = 0.0
 
 
 @dataclass
@@ -226,6 +227,7 @@ def validate(config: Config) -> None:
     require_choice("train.kvstore", t.kvstore, KVSTORES)
     require(config.data.val_size >= 0, "data.val_size", config.data.val_size, "0 or more")
     require(config.model.hidden >= 1, "model.hidden", config.model.hidden, "1 or more")
+    require(0 <= config.model.dropout < 1, "model.dropout", config.model.dropout, "in [0, 1)")
     require(config.model.classes >= 2, "model.classes", config.model.classes, "2 or more")
     require(t.epochs >= 1, "train.epochs", t.epochs, "1 or more")
     require(t.batch_size >= 1, "train.batch_size", t.batch_size, "1 or more")

@@ -17,6 +17,7 @@ class Architecture:
     hidden: int = 128
     activation: str = "relu"
     classes: int = 10
+    dropout: float = 0.0  # on the hidden layer, in training only
 
 
 class MLP(gluon.HybridBlock):
@@ -26,10 +27,14 @@ class MLP(gluon.HybridBlock):
     def __init__(self, arch: Architecture, **kwargs):
         super().__init__(**kwargs)
         self.fc1 = gluon.nn.Dense(arch.hidden, activation=arch.activation, in_units=arch.inputs)
+        self.drop = gluon.nn.Dropout(arch.dropout) if arch.dropout > 0 else None
         self.fc2 = gluon.nn.Dense(arch.classes, in_units=arch.hidden)
 
     def hybrid_forward(self, F, x):
-        return self.fc2(self.fc1(x))
+        hidden = self.fc1(x)
+        if self.drop is not None:
+            hidden = self.drop(hidden)
+        return self.fc2(hidden)
 
 
 def build_model(arch: Architecture, ctx, initialize: bool = True) -> MLP:

@@ -237,7 +237,7 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         ckpt.prepare_run_dir(run_dir, force)
 
     arch = Architecture(hidden=config.model.hidden, activation=config.model.activation,
-                        classes=config.model.classes)
+                        classes=config.model.classes, dropout=config.model.dropout)
     net = build_model(arch, ctxs)
     trainer = make_trainer(net, tcfg)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -263,6 +263,9 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
     lr_at = lambda step: learning_rate(step, steps, tcfg)  # noqa: E731
     for epoch in range(start_epoch, tcfg.epochs + 1):
         first_step = (epoch - 1) * steps
+        # Dropout masks come from MXNet's generator: seeded per epoch, so a resumed run draws
+        # the masks the uninterrupted run drew.
+        mx.random.seed(config.seed * 100_003 + epoch)
         on_progress = log.start_epoch(epoch, tcfg.epochs, steps, tcfg.batch_size)
         started = time.perf_counter()
         batch_iter = batches(data.train_images, data.train_labels, tcfg.batch_size, config.seed,
