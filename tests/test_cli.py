@@ -77,6 +77,16 @@ def test_eval_finds_the_data_in_gluons_cache_under_mxnet_home(trained, mnist_dir
     assert json.loads(result.stdout)["examples"] == 10000
 
 
+def test_resume_continues_a_run_with_its_saved_config(trained, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    assert run(train_command, ["--resume", str(run_dir), "--set", "train.epochs=2", "--quiet"]) == 0
+    assert "resuming at epoch 2" in capsys.readouterr().out
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert json.loads((run_dir / "last.json").read_text())["epoch"] == 2
+
+
 def test_help_answers_without_importing_mxnet():
     probe = ("import sys; from mnist_gluon import cli; "
              "cli.run(cli.train_command, ['--help']); cli.run(cli.eval_command, ['--help']); "
@@ -211,6 +221,16 @@ def sidecar_not_json(scene: Scene) -> list[str]:
     return ["--checkpoint", str(params)]
 
 
+def run_copy(scene: Scene) -> Path:
+    return scene.checkpoint_copy().parent
+
+
+def damaged_states(scene: Scene) -> list[str]:
+    run_dir = run_copy(scene)
+    (run_dir / "last.states").write_bytes(b"\x00" * 100)
+    return ["--resume", str(run_dir)]
+
+
 def existing_run(scene: Scene) -> list[str]:
     scene.file("run/metrics.jsonl", '{"epoch": 1}\n')
     scene.file("run/last.params", b"precious")
@@ -238,6 +258,10 @@ TRAIN_CASES = {
     "config with resume": (lambda s: ["--config", s.file("c.yaml", ""), "--resume", s.tmp],
                            "--resume uses the run's saved config"),
     "resume of no run": (lambda s: ["--resume", s.tmp / "empty"], "holds no run to resume"),
+    "resume changing the model": (
+        lambda s: ["--resume", run_copy(s), "--set", "model.hidden=64"],
+        r"model\.hidden was 32 in the run being resumed, now 64; it cannot change on --resume"),
+    "resume with damaged optimizer state": (damaged_states, "the run cannot resume exactly"),
     "gpu absent": (lambda s: s.on_small("--set", "device=gpu"), "asks for GPU 0 but this machine"),
     "bad device string": (lambda s: ["--set", "device=cuda"], "device is 'cuda'"),
     "data missing, no download": (

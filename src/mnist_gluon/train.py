@@ -215,18 +215,14 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         raise ConfigError(f"train.batch_size={tcfg.batch_size} does not split evenly over "
                           f"{len(ctxs)} devices; use a multiple of {len(ctxs)}")
 
-    resumed_meta: dict = {}
+    resumed = None
     if resume:
-        if not (run_dir / "last.params").exists():
-            raise CheckpointError(f"{run_dir} holds no run to resume (no last.params); pass the "
-                                  "folder an earlier mnist-train wrote")
-        resumed_meta = ckpt.read_checkpoint(run_dir / "last.params").meta
+        resumed = read_resumable(run_dir, config)
     else:
         ckpt.check_run_dir(run_dir, force)
 
     seed_everything(config.seed)
-    normalization = (Normalization(**resumed_meta["normalization"]) if resumed_meta else None)
-    data = prepare_data(config, ctxs[0], normalization)
+    data = prepare_data(config, ctxs[0], resumed.normalization if resumed else None)
     num_train = data.train_images.shape[0]
     steps = steps_per_epoch(num_train, tcfg.batch_size)
     if steps == 0:
@@ -244,12 +240,12 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
     loss_fn.hybridize(static_alloc=True, static_shape=True)
 
     start_epoch, best_val, best_epoch, history = 1, None, 0, []
-    if resumed_meta:
-        restore(net, trainer, run_dir / "last.params", ctxs)
-        start_epoch = resumed_meta["epoch"] + 1
-        best_val = resumed_meta.get("best_val_accuracy")
-        best_epoch = resumed_meta.get("best_epoch", 0)
-        history = truncate_metrics(run_dir / "metrics.jsonl", resumed_meta["epoch"])
+    if resumed:
+        set_parameters(net, resumed.arrays)
+        trainer.load_states(str(ckpt.states_path(resumed.params_path)))
+        start_epoch = resumed.meta["epoch"] + 1
+        best_val, best_epoch = resumed.meta["best_val_accuracy"], resumed.meta["best_epoch"]
+        history = truncate_metrics(run_dir / "metrics.jsonl", resumed.meta["epoch"])
     # On resume too: `--set` may have changed the config (e.g. more epochs).
     ckpt.atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
 
@@ -257,7 +253,7 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         f"mnist-train: {config_name or 'run'} -> {run_dir}  |  {config.data.name}: "
         f"{num_train} train / {len(data.val_labels)} validation examples  |  "
         f"device {', '.join(str(c) for c in ctxs)}  |  {steps} steps/epoch of "
-        f"{tcfg.batch_size}" + (f"  |  resuming at epoch {start_epoch}" if resumed_meta else "")
+        f"{tcfg.batch_size}" + (f"  |  resuming at epoch {start_epoch}" if resumed else "")
     )
 
     lr_at = lambda step: learning_rate(step, steps, tcfg)  # noqa: E731
@@ -265,7 +261,7 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         first_step = (epoch - 1) * steps
         # Dropout masks come from MXNet's generator: seeded per epoch, so a resumed run draws
         # the masks the uninterrupted run drew.
-        mx.random.seed(config.seed * 100_003 + epoch)
+        mx.random.seed((config.seed * 100_003 + epoch) % 2**31)
         on_progress = log.start_epoch(epoch, tcfg.epochs, steps, tcfg.batch_size)
         started = time.perf_counter()
         batch_iter = batches(data.train_images, data.train_labels, tcfg.batch_size, config.seed,
@@ -274,11 +270,7 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
                                                   tcfg.batch_size, lr_at, first_step, on_progress)
         seconds = time.perf_counter() - started
         log.end_epoch()
-        val_loss = val_acc = None
-        if data.val_images is not None:
-            logits = predict_logits(net, data.val_images)
-            val_loss = softmax_cross_entropy(logits, data.val_labels)
-            val_acc = float(np.mean(logits.argmax(axis=1) == data.val_labels))
+        val_loss, val_acc = validate(net, data)
         result = EpochResult(epoch, first_step + done, lr_at(first_step + done - 1), train_loss,
                              train_acc, val_loss, val_acc, seconds,
                              done * tcfg.batch_size / seconds)
@@ -296,14 +288,43 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
                         run_dir / "last.params")
 
 
-def restore(net, trainer, params_path: Path, ctxs) -> None:
+# Changing these on resume would make the run another run: other examples held out, another model.
+FIXED_ON_RESUME = ("seed", "data.name", "data.val_size", "model.hidden", "model.activation",
+                   "model.classes", "model.dropout")
+
+
+def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:
+    """The `last` checkpoint of the run in `run_dir`, checked against `config`."""
+    params_path = run_dir / "last.params"
+    if not params_path.exists():
+        raise CheckpointError(f"{run_dir} holds no run to resume (no last.params); pass the "
+                              "folder an earlier mnist-train wrote")
     checkpoint = ckpt.read_checkpoint(params_path)
     states = ckpt.states_path(params_path)
+    if not checkpoint.meta:
+        raise CheckpointError(f"{params_path} has no sidecar {params_path.stem}.json, so the run "
+                              "cannot be resumed; start a new run")
     if not states.exists() or ckpt.sha256_of(states) != checkpoint.meta.get("states_sha256"):
         raise CheckpointError(f"{states} is missing or does not match {params_path.name}'s "
                               "sidecar; the run cannot resume exactly from it")
-    set_parameters(net, checkpoint.arrays)
-    trainer.load_states(str(states))
+    saved = checkpoint.meta["config"]
+    for key in FIXED_ON_RESUME:
+        section, _, leaf = key.rpartition(".")
+        before = saved[section][leaf] if section else saved[leaf]
+        now = getattr(getattr(config, section), leaf) if section else getattr(config, key)
+        if before != now:
+            raise ConfigError(f"{key} was {before!r} in the run being resumed, now {now!r}; "
+                              "it cannot change on --resume: start a new run with --out DIR")
+    return checkpoint
+
+
+def validate(net, data: Prepared) -> tuple[float | None, float | None]:
+    """(loss, accuracy) on the validation set; (None, None) without one."""
+    if data.val_images is None:
+        return None, None
+    logits = predict_logits(net, data.val_images)
+    accuracy = float(np.mean(logits.argmax(axis=1) == data.val_labels))
+    return softmax_cross_entropy(logits, data.val_labels), accuracy
 
 
 def checkpoint_meta(config: Config, arch: Architecture, data: Prepared, result: EpochResult,
