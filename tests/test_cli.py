@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,29 @@ def test_resume_continues_a_run_with_its_saved_config(trained, tmp_path, capsys)
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert json.loads((run_dir / "last.json").read_text())["epoch"] == 2
+
+
+def test_ctrl_c_stops_with_130_keeping_a_resumable_run(small_config, tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [str(BIN / "mnist-train"), "--config", str(small_config), "--out", str(run_dir),
+         "--set", "train.epochs=1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in process.stdout:
+            if line.startswith("epoch 1/1000"):
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert err.strip() == (f"mnist-train: interrupted; the last finished epoch is saved; "
+                           f"continue with: mnist-train --resume {run_dir}")
+    assert json.loads((run_dir / "last.json").read_text())["epoch"] >= 1
+    assert run(train_command, ["--resume", str(run_dir), "--set", "train.epochs=1",
+                               "--quiet"]) == 0
 
 
 def test_help_answers_without_importing_mxnet():

@@ -132,6 +132,27 @@ def test_two_cpu_contexts_train_like_one_with_the_same_total_batch(small_config,
         np.testing.assert_allclose(one[name], two[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def test_kvstore_device_aggregates_like_local(small_config, tmp_path):
+    common = ["train.epochs=1", "device=cpu:0,1"]
+    run_training(load_config(small_config, common), tmp_path / "local", quiet=True)
+    run_training(load_config(small_config, [*common, "train.kvstore=device"]),
+                 tmp_path / "device", quiet=True)
+    local, device = params_of(tmp_path / "local/last.params"), params_of(
+        tmp_path / "device/last.params")
+    for name in local:
+        np.testing.assert_allclose(local[name], device[name], rtol=1e-4, atol=1e-5)
+
+
+def test_without_a_validation_set_the_latest_epoch_is_the_best(small_config, tmp_path):
+    summary = run_training(load_config(small_config, ["data.val_size=0"]), tmp_path / "run",
+                           quiet=True)
+    assert summary.best_epoch == 2 and summary.best_val_accuracy is None
+    assert (tmp_path / "run/best.params").read_bytes() == (
+        tmp_path / "run/last.params").read_bytes()
+    row = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[-1])
+    assert row["val_accuracy"] is None
+
+
 def test_a_batch_that_does_not_split_over_the_devices_is_a_config_error(small_config, tmp_path):
     config = load_config(small_config, ["device=cpu:0,1", "train.batch_size=51"])
     with pytest.raises(ConfigError, match="does not split evenly over 2 devices"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 USAGE_ERROR = 2
@@ -62,8 +62,13 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
 
     from .train import run_training
 
-    summary = run_training(config, run_dir, config_name=run_dir.name, resume=resume_dir is not None,
-                           force=force, quiet=quiet)
+    try:
+        summary = run_training(config, run_dir, config_name=run_dir.name,
+                               resume=resume_dir is not None, force=force, quiet=quiet)
+    except KeyboardInterrupt:
+        kept = (f"the last finished epoch is saved; continue with: mnist-train --resume {run_dir}"
+                if (run_dir / "last.params").exists() else "no epoch had finished")
+        raise Interrupted(f"interrupted; {kept}") from None
     best = summary.best_val_accuracy
     click.echo(f"done: best validation accuracy {best:.4f} at epoch {summary.best_epoch}; "
                if best is not None else "done: ", nl=False)
@@ -127,6 +132,9 @@ def run(command: click.Command, argv: list[str] | None = None) -> int:
     prog = command.name
     try:
         result = command.main(args=args, prog_name=prog, standalone_mode=False)
+    except Interrupted as interruption:
+        click.echo(f"{prog}: {interruption}", err=True)
+        return 130
     except click.Abort:
         click.echo(f"{prog}: interrupted", err=True)
         return 130

@@ -23,3 +23,7 @@ class DeviceError(UserError):
 
 class OutputError(UserError):
     """The output folder cannot be written, or writing would overwrite a run."""
+
+
+class Interrupted(Exception):
+    """The user stopped a run (Ctrl-C); the message says what was kept. Exit status 130."""
