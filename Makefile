@@ -8,7 +8,7 @@ CONFIG ?= configs/base.yaml
 ARGS ?=
 # This project's machines keep the MNIST files beside the checkout, and have no internet; anywhere
 # else the default data root (Gluon's cache, downloading what is missing) is used.
-DATA_ROOT ?= $(if $(filter configs/base.yaml,$(CONFIG)),$(wildcard ../shared/data/mnist))
+DATA_ROOT ?= $(if $(shell grep -qs "name: *fashion" $(CONFIG) && echo fashion),,$(wildcard ../shared/data/mnist))
 
 .PHONY: train test lint format clean
 

@@ -345,6 +345,9 @@ EVAL_CASES = {
                    "asks for GPU 0"),
     "bad normalize": (lambda s: ["--checkpoint", s.trained / "best.params", "--normalize", "x"],
                       "Invalid value for --normalize"),
+    "normalize with a sidecar": (
+        lambda s: ["--checkpoint", s.trained / "best.params", "--normalize", "0,1"],
+        "--normalize is for bare .params files"),
     "test data missing": (
         lambda s: ["--checkpoint", s.trained / "best.params", "--data-root", s.tmp / "nodata",
                    "--no-download"], "mnist files missing from"),

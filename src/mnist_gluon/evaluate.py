@@ -10,6 +10,7 @@ import mxnet as mx
 from .checkpoint import load_network, read_checkpoint
 from .data import DATASETS, Normalization, normalise, read_split
 from .device import resolve_contexts
+from .errors import ConfigError
 from .metrics import Report, classification_report
 from .train import predict_logits
 
@@ -27,6 +28,9 @@ def evaluate_checkpoint(params_path: str | Path, data_root: str | None = None,
                         download: bool = True) -> Evaluation:
     """Rebuild the model from the checkpoint alone and score it on the test split."""
     checkpoint = read_checkpoint(params_path, bare_normalization)
+    if bare_normalization is not None and checkpoint.meta:
+        raise ConfigError(f"--normalize is for bare .params files; {params_path} has a sidecar "
+                          "that records its normalisation: drop --normalize")
     data_config = checkpoint.meta.get("config", {}).get("data", {})
     name = dataset or checkpoint.dataset
     test = read_split(
