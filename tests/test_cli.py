@@ -290,7 +290,8 @@ TRAIN_CASES = {
     "bad device string": (lambda s: ["--set", "device=cuda"], "device is 'cuda'"),
     "data missing, no download": (
         lambda s: s.train("--data-root", s.tmp / "nodata", "--set", "data.download=false"),
-        r"mnist files missing from .*nodata; copy train-images-idx3-ubyte\.gz"),
+        r"mnist files missing from .*nodata \(train-images-idx3-ubyte\.gz, "
+        r"train-labels-idx1-ubyte\.gz\); copy the four mnist files"),
     "data missing, mirrors offline": (
         lambda s: s.train("--data-root", s.tmp / "nodata", "--set",
                           f"data.mirrors=[{s.closed_url}]"),

@@ -200,11 +200,12 @@ def locate(
     target = candidates[0]
     missing = [file for file in files if find_file(target, file) is None]
     how = (
-        f"copy {', '.join(f.name for f in missing)} (gzip or uncompressed) into {target}, "
-        "or pass --data-root DIR pointing at a folder that has them"
+        f"copy the four {spec.name} files ({', '.join(f.name for f in spec.files)}; gzip or "
+        f"uncompressed) into {target}, or pass --data-root DIR pointing at a folder that has them"
     )
     if not download:
-        raise DataError(f"{spec.name} files missing from {target}; {how}")
+        names = ", ".join(f.name for f in missing)
+        raise DataError(f"{spec.name} files missing from {target} ({names}); {how}")
     for file in missing:
         download_file(file, target, mirrors if mirrors is not None else spec.mirrors, how, timeout)
     return {file: find_file(target, file) for file in files}  # type: ignore[misc]
