@@ -127,13 +127,11 @@ def read_checkpoint(params_path: str | Path, bare_normalization: Normalization |
         raise CheckpointError(f"checkpoint {params_path} is a directory; pass its .params file")
     sidecar = sidecar_path(params_path)
     meta = read_sidecar(sidecar, params_path) if sidecar.exists() else {}
-    arrays = read_param_arrays(params_path)
+    layers = named_layers(read_param_arrays(params_path), params_path)
     if meta:
         architecture = Architecture(**meta["architecture"])
         normalization = Normalization(**meta["normalization"])
-        layers = named_layers(arrays, params_path)
     else:
-        layers = named_layers(arrays, params_path)
         hidden, inputs = layers["fc1.weight"].shape
         architecture = Architecture(inputs=inputs, hidden=hidden,
                                     classes=layers["fc2.weight"].shape[0])
