@@ -6,15 +6,10 @@ import pytest
 from mxnet import gluon
 
 from conftest import snapshot, unwritable
-from mnist_gluon.checkpoint import (
-    atomic_write,
-    prepare_run_dir,
-    read_checkpoint,
-    save_checkpoint,
-    sha256_of,
-)
+from mnist_gluon.checkpoint import prepare_run_dir, read_checkpoint, save_checkpoint
 from mnist_gluon.data import Normalization
 from mnist_gluon.errors import CheckpointError, OutputError
+from mnist_gluon.files import atomic_write, sha256_of
 from mnist_gluon.model import Architecture, build_model
 
 ARCH = Architecture(hidden=16)

@@ -9,12 +9,9 @@ checkpoint without one was never finished.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import numpy as np
 
 from .data import PIXELS, Normalization
 from .errors import CheckpointError, OutputError
+from .files import atomic_write, atomic_write_text, sha256_of
 from .model import Architecture
 
 SIDECAR_FORMAT = "mnist-gluon-checkpoint"
@@ -31,36 +29,6 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "last.params", "best.params")
 # The normalisation of Gluon's MNIST examples (ToTensor, then Normalize(0.13, 0.31)): assumed
 # for a bare .params file that came without a sidecar, unless the user says otherwise.
 GLUON_EXAMPLE_NORMALIZATION = Normalization(0.1307, 0.3081)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run `write` on a temporary name beside `path`, fsync, then rename it into place, so
-    `path` holds either its old content or the whole new content, never part of it."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda temporary: temporary.write_text(text))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sidecar_path(params_path: Path) -> Path:
@@ -129,8 +97,12 @@ def read_checkpoint(params_path: str | Path, bare_normalization: Normalization |
     meta = read_sidecar(sidecar, params_path) if sidecar.exists() else {}
     layers = named_layers(read_param_arrays(params_path), params_path)
     if meta:
-        architecture = Architecture(**meta["architecture"])
-        normalization = Normalization(**meta["normalization"])
+        try:
+            architecture = Architecture(**meta["architecture"])
+            normalization = Normalization(**meta["normalization"])
+        except (KeyError, TypeError) as error:
+            raise CheckpointError(f"sidecar {sidecar} lacks or garbles {error}; restore it"
+                                  ) from None
     else:
         hidden, inputs = layers["fc1.weight"].shape
         architecture = Architecture(inputs=inputs, hidden=hidden,
@@ -152,11 +124,6 @@ def read_sidecar(sidecar: Path, params_path: Path) -> dict[str, Any]:
     if meta.get("version") != SIDECAR_VERSION:
         raise CheckpointError(f"{sidecar} has sidecar version {meta.get('version')}; this "
                               f"mnist-gluon reads version {SIDECAR_VERSION}")
-    try:
-        Architecture(**meta["architecture"])
-        Normalization(**meta["normalization"])
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"sidecar {sidecar} lacks or garbles {error}; restore it") from None
     if sha256_of(params_path) != meta.get("params_sha256"):
         raise CheckpointError(
             f"{params_path} does not match the checksum in {sidecar.name}: the file was "
@@ -268,6 +235,3 @@ def is_run_file(path: Path) -> bool:
     checkpoint_name = path.stem in ("last", "best") or path.stem.startswith("epoch-")
     return checkpoint_name and path.suffix in (".params", ".states", ".json")
 
-
-def architecture_dict(arch: Architecture) -> dict[str, Any]:
-    return dataclasses.asdict(arch)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .device import parse_device
 from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
@@ -247,10 +248,7 @@ def validate(config: Config) -> None:
         for mirror in config.data.mirrors:
             require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors",
                     mirror, "http://, https:// or file:// URLs")
-    # The device string is parsed here too, so a typo fails before any data is read.
-    from .device import parse_device
-
-    parse_device(config.device)
+    parse_device(config.device)  # so a typo fails before any data is read
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:

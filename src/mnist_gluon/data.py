@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .files import atomic_write
 
 IMAGE_SIZE = 28
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -67,12 +68,17 @@ def read_file_bytes(path: Path) -> tuple[bytes, bytes]:
         raise DataError(f"{path} is a directory, not a data file") from None
     except OSError as error:
         raise DataError(f"{path} cannot be read: {error.strerror or error}") from None
+    return stored, decompressed(stored, str(path))
+
+
+def decompressed(stored: bytes, name: str) -> bytes:
+    """The content of a data file: gunzipped when it is gzip, else as stored."""
     if stored[:2] != b"\x1f\x8b":
-        return stored, stored
+        return stored
     try:
-        return stored, gzip.decompress(stored)
+        return gzip.decompress(stored)
     except (EOFError, OSError, zlib.error) as error:
-        raise DataError(f"{path} is a damaged gzip file ({error}); replace it") from None
+        raise DataError(f"{name} is a damaged gzip file ({error}); replace it") from None
 
 
 @dataclass(frozen=True)
@@ -220,7 +226,6 @@ def download_file(
     except OSError as error:
         raise DataError(f"cannot create data folder {folder} ({error.strerror}); {how}") from None
     destination = folder / file.name
-    partial = folder / f".{file.name}.part-{os.getpid()}"
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + file.name
@@ -230,31 +235,26 @@ def download_file(
         except (urllib.error.URLError, OSError, ValueError) as error:
             failures.append(f"{url}: {getattr(error, 'reason', error)}")
             continue
-        if not checksum_matches(file, stored):
+        try:
+            intact = is_original(file, stored, decompressed(stored, url))
+        except DataError:
+            intact = False
+        if not intact:
             failures.append(f"{url}: checksum mismatch")
             continue
         try:
-            with open(partial, "wb") as out:
-                out.write(stored)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(partial, destination)
+            atomic_write(destination, lambda temporary, data=stored: temporary.write_bytes(data))
         except OSError as error:
-            partial.unlink(missing_ok=True)
             raise DataError(f"cannot write {destination} ({error.strerror}); {how}") from None
         return destination
     tried = "; ".join(failures) if failures else "no mirrors configured"
     raise DataError(f"could not download {file.name} ({tried}); {how}")
 
 
-def checksum_matches(file: IdxFile, stored: bytes) -> bool:
-    if hashlib.sha1(stored).hexdigest() == file.gz_sha1:
-        return True
-    try:
-        content = gzip.decompress(stored) if stored[:2] == b"\x1f\x8b" else stored
-    except (EOFError, OSError, zlib.error):
-        return False
-    return hashlib.sha1(content).hexdigest() == file.content_sha1
+def is_original(file: IdxFile, stored: bytes, content: bytes) -> bool:
+    """The file as Gluon ships it (its .gz SHA-1), or the same content however compressed."""
+    return (hashlib.sha1(stored).hexdigest() == file.gz_sha1
+            or hashlib.sha1(content).hexdigest() == file.content_sha1)
 
 
 @dataclass
@@ -281,9 +281,7 @@ def read_split(
         path = paths[file]
         stored, content = read_file_bytes(path)
         content_sha1 = hashlib.sha1(content).hexdigest()
-        if verify and hashlib.sha1(stored).hexdigest() != file.gz_sha1 and (
-            content_sha1 != file.content_sha1
-        ):
+        if verify and not is_original(file, stored, content):
             raise DataError(
                 f"{path} fails its checksum (content sha1 {content_sha1}, expected "
                 f"{file.content_sha1}); replace it with the original {spec.name} file, "

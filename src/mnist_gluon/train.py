@@ -30,6 +30,7 @@ from .data import (
 )
 from .device import resolve_contexts
 from .errors import CheckpointError, ConfigError
+from .files import atomic_write_text, sha256_of
 from .metrics import softmax_cross_entropy
 from .model import Architecture, build_model, set_parameters
 
@@ -247,7 +248,7 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         best_val, best_epoch = resumed.meta["best_val_accuracy"], resumed.meta["best_epoch"]
         history = truncate_metrics(run_dir / "metrics.jsonl", resumed.meta["epoch"])
     # On resume too: `--set` may have changed the config (e.g. more epochs).
-    ckpt.atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
 
     log.line(
         f"mnist-train: {config_name or 'run'} -> {run_dir}  |  {config.data.name}: "
@@ -304,7 +305,7 @@ def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:
     if not checkpoint.meta:
         raise CheckpointError(f"{params_path} has no sidecar {params_path.stem}.json, so the run "
                               "cannot be resumed; start a new run")
-    if not states.exists() or ckpt.sha256_of(states) != checkpoint.meta.get("states_sha256"):
+    if not states.exists() or sha256_of(states) != checkpoint.meta.get("states_sha256"):
         raise CheckpointError(f"{states} is missing or does not match {params_path.name}'s "
                               "sidecar; the run cannot resume exactly from it")
     saved = checkpoint.meta["config"]
@@ -330,7 +331,7 @@ def validate(net, data: Prepared) -> tuple[float | None, float | None]:
 def checkpoint_meta(config: Config, arch: Architecture, data: Prepared, result: EpochResult,
                     best_val: float | None, best_epoch: int) -> dict:
     return {
-        "architecture": ckpt.architecture_dict(arch),
+        "architecture": dataclasses.asdict(arch),
         "normalization": dataclasses.asdict(data.normalization),
         "config": config_to_dict(config),
         "epoch": result.epoch,
@@ -374,7 +375,7 @@ def truncate_metrics(path: Path, last_epoch: int) -> list[EpochResult]:
             continue
         if row.get("epoch", last_epoch + 1) <= last_epoch:
             kept.append(EpochResult(**row))
-    ckpt.atomic_write_text(path, "".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in kept))
+    atomic_write_text(path, "".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in kept))
     return kept
 
 
