@@ -7,10 +7,12 @@ from mxnet import gluon
 
 from conftest import snapshot, unwritable
 from mnist_gluon.checkpoint import prepare_run_dir, read_checkpoint, save_checkpoint
+from mnist_gluon.config import TrainConfig
 from mnist_gluon.data import Normalization
 from mnist_gluon.errors import CheckpointError, OutputError
 from mnist_gluon.files import atomic_write, sha256_of
-from mnist_gluon.model import Architecture, build_model
+from mnist_gluon.model import Architecture, build_model, named_parameters
+from mnist_gluon.optim import Updater
 
 ARCH = Architecture(hidden=16)
 META = {
@@ -23,9 +25,9 @@ META = {
 @pytest.fixture
 def saved(tmp_path):
     net = build_model(ARCH, mx.cpu())
-    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 0.01})
+    updater = Updater(named_parameters(net), TrainConfig(optimizer="adam"), mx.cpu())
     path = tmp_path / "last.params"
-    save_checkpoint(path, net, trainer, META)
+    save_checkpoint(path, net, updater, META)
     return path, net
 
 

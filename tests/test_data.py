@@ -7,7 +7,7 @@ import pytest
 from conftest import MNIST_FILES, idx_bytes, write_idx
 from mnist_gluon.data import (
     DATASETS,
-    batches,
+    batch_indices,
     epoch_order,
     fit_normalization,
     gluon_cache_root,
@@ -233,15 +233,32 @@ def test_each_epoch_has_its_own_seeded_order():
     assert sorted(first.tolist()) == list(range(1000))
 
 
-def test_batches_are_full_shuffled_and_keep_images_with_their_labels():
+def test_batch_indices_are_full_shuffled_batches_that_drop_the_remainder():
     import mxnet as mx
 
-    images = mx.nd.array(np.repeat(np.arange(103, dtype=np.float32)[:, None], 784, axis=1))
-    labels = mx.nd.array(np.arange(103, dtype=np.float32))
-    seen = []
-    for x, y in batches(images, labels, 10, seed=0, epoch=1):
-        assert x.shape == (10, 784) and y.shape == (10,)
-        np.testing.assert_array_equal(x.asnumpy()[:, 0], y.asnumpy())
-        seen.extend(y.asnumpy().astype(int).tolist())
-    assert len(seen) == 100 and len(set(seen)) == 100  # the last 3 are dropped this epoch
-    assert seen != sorted(seen)
+    order = epoch_order(103, seed=0, epoch=1)
+    steps = batch_indices(order, 10, [mx.cpu()])
+    assert len(steps) == 10 and all(len(parts) == 1 for parts in steps)
+    seen = np.concatenate([parts[0].asnumpy() for parts in steps])
+    assert [parts[0].shape for parts in steps] == [(10,)] * 10
+    np.testing.assert_array_equal(seen, order[:100])  # the last 3 are dropped this epoch
+    assert len(set(seen.tolist())) == 100 and seen.tolist() != sorted(seen.tolist())
+
+
+def test_batch_indices_give_each_device_its_own_equal_share_of_the_batch():
+    import mxnet as mx
+
+    order = epoch_order(40, seed=3, epoch=2)
+    steps = batch_indices(order, 8, [mx.cpu(0), mx.cpu(1)])
+    assert len(steps) == 5
+    for step, (first, second) in enumerate(steps):
+        assert first.context == mx.cpu(0) and second.context == mx.cpu(1)
+        np.testing.assert_array_equal(np.concatenate([first.asnumpy(), second.asnumpy()]),
+                                      order[step * 8 : step * 8 + 8])
+
+
+def test_a_single_step_epoch_still_gives_one_batch():
+    import mxnet as mx
+
+    steps = batch_indices(epoch_order(12, seed=0, epoch=1), 10, [mx.cpu()])
+    assert len(steps) == 1 and steps[0][0].shape == (10,)

@@ -1,7 +1,8 @@
 import mxnet as mx
 import numpy as np
 
-from mnist_gluon.model import Architecture, build_model, named_parameters
+from mnist_gluon.data import Normalization, normalise
+from mnist_gluon.model import Architecture, build_model, named_parameters, pixel_classifier
 
 
 def test_the_mlp_maps_784_pixels_to_10_logits():
@@ -36,3 +37,14 @@ def test_dropout_acts_in_training_only():
     with autograd.record():
         first, second = net(x).asnumpy(), net(x).asnumpy()
     assert not np.array_equal(first, second)
+
+
+def test_the_pixel_classifier_folds_the_normalisation_into_the_first_layer():
+    mx.random.seed(3)
+    net = build_model(Architecture(hidden=32), mx.cpu())
+    norm = Normalization(0.1307, 0.3081)
+    pixels = np.random.default_rng(0).integers(0, 256, (50, 784)).astype(np.uint8)
+    expected = net(mx.nd.array(normalise(pixels, norm))).asnumpy()
+    got = pixel_classifier(net, norm)(mx.nd.array(pixels, dtype="uint8")).asnumpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))

@@ -1,7 +1,7 @@
 """Run folders and checkpoints on disk: written atomically, read back with their meaning.
 
 A checkpoint `X` is three files: `X.params` (parameters, MXNet's format), `X.states` (the
-trainer's optimizer state, for resuming) and `X.json`, the sidecar that says what the
+optimizer state, for resuming) and `X.json`, the sidecar that says what the
 parameters are (architecture, normalisation, config, epoch, metrics, data and library
 versions) and holds the SHA-256 of the other two. The sidecar is written last, so a
 checkpoint without one was never finished.
@@ -25,6 +25,8 @@ from .model import Architecture
 
 SIDECAR_FORMAT = "mnist-gluon-checkpoint"
 SIDECAR_VERSION = 1
+# How the `.states` file is laid out (optim.Updater.save); resume needs the same layout.
+STATES_FORMAT = "mnist-gluon-updater-1"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.params", "best.params")
 # The normalisation of Gluon's MNIST examples (ToTensor, then Normalize(0.13, 0.31)): assumed
 # for a bare .params file that came without a sidecar, unless the user says otherwise.
@@ -39,17 +41,18 @@ def states_path(params_path: Path) -> Path:
     return params_path.with_suffix(".states")
 
 
-def save_checkpoint(params_path: Path, net, trainer, meta: dict[str, Any]) -> None:
+def save_checkpoint(params_path: Path, net, updater, meta: dict[str, Any]) -> None:
     """Write `params_path`, its `.states` and its `.json` sidecar, each atomically."""
     states = states_path(params_path)
     atomic_write(params_path, lambda temporary: net.save_parameters(str(temporary)))
-    atomic_write(states, lambda temporary: trainer.save_states(str(temporary)))
+    atomic_write(states, updater.save)
     sidecar = {
         "format": SIDECAR_FORMAT,
         "version": SIDECAR_VERSION,
         **meta,
         "params_sha256": sha256_of(params_path),
         "states_file": states.name,
+        "states_format": STATES_FORMAT,
         "states_sha256": sha256_of(states),
     }
     atomic_write_text(sidecar_path(params_path), json.dumps(sidecar, indent=2) + "\n")

@@ -11,7 +11,7 @@ import os
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,19 +351,25 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
 
 
-def batches(images, labels, batch_size: int, seed: int, epoch: int) -> Iterator[tuple]:
-    """Shuffled (images, labels) batches of MXNet arrays that stay on their device.
+def batch_indices(order: np.ndarray, batch_size: int, ctxs: Sequence) -> list[list]:
+    """The epoch's batches as example indices: for each step, one int32 array per device
+    holding that device's equal share of the batch. Made with one `split` per device, so the
+    steps pay nothing to get their data: the training graph gathers its rows itself.
 
     The last partial batch is dropped: every step has the same shape (a static graph) and
     the dropped examples differ from epoch to epoch.
     """
     import mxnet as mx
 
-    order = mx.nd.array(epoch_order(images.shape[0], seed, epoch), ctx=images.context,
-                        dtype="int32")
-    for start in range(0, images.shape[0] - batch_size + 1, batch_size):
-        index = order[start : start + batch_size]
-        yield mx.nd.take(images, index), mx.nd.take(labels, index)
+    steps = steps_per_epoch(len(order), batch_size)
+    per_device = batch_size // len(ctxs)
+    grid = order[: steps * batch_size].reshape(steps, len(ctxs), per_device)
+    columns = []
+    for i, ctx in enumerate(ctxs):
+        indices = mx.nd.array(grid[:, i], ctx=ctx, dtype="int32")
+        parts = mx.nd.split(indices, num_outputs=steps, axis=0, squeeze_axis=True)
+        columns.append(parts if steps > 1 else [parts])
+    return [list(step) for step in zip(*columns, strict=True)]
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:

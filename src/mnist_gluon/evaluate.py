@@ -8,10 +8,11 @@ from pathlib import Path
 import mxnet as mx
 
 from .checkpoint import load_network, read_checkpoint
-from .data import DATASETS, Normalization, normalise, read_split
+from .data import DATASETS, PIXELS, Normalization, read_split
 from .device import resolve_contexts
 from .errors import ConfigError
 from .metrics import Report, classification_report
+from .model import pixel_classifier
 from .train import predict_logits
 
 
@@ -42,7 +43,7 @@ def evaluate_checkpoint(params_path: str | Path, data_root: str | None = None,
         classes=checkpoint.architecture.classes,
     )
     ctx = resolve_contexts(device)[0]
-    net = load_network(checkpoint, ctx)
-    images = mx.nd.array(normalise(test.images, checkpoint.normalization), ctx=ctx)
-    logits = predict_logits(net, images)
+    classifier = pixel_classifier(load_network(checkpoint, ctx), checkpoint.normalization)
+    pixels = mx.nd.array(test.images.reshape(len(test.images), PIXELS), ctx=ctx, dtype="uint8")
+    logits = predict_logits(classifier, pixels)
     return Evaluation(Path(params_path), name, classification_report(logits, test.labels))

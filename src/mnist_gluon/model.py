@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from mxnet import gluon
 
-from .data import PIXELS
+from .data import PIXELS, Normalization
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class MLP(gluon.HybridBlock):
 
     def __init__(self, arch: Architecture, **kwargs):
         super().__init__(**kwargs)
+        self.architecture = arch
         self.fc1 = gluon.nn.Dense(arch.hidden, activation=arch.activation, in_units=arch.inputs)
         self.drop = gluon.nn.Dropout(arch.dropout) if arch.dropout > 0 else None
         self.fc2 = gluon.nn.Dense(arch.classes, in_units=arch.hidden)
@@ -35,6 +37,38 @@ class MLP(gluon.HybridBlock):
         if self.drop is not None:
             hidden = self.drop(hidden)
         return self.fc2(hidden)
+
+
+class PixelClassifier(gluon.HybridBlock):
+    """Raw pixels (0-255, N x 784, any dtype) -> logits, for evaluation, prediction and export.
+
+    The normalisation is folded into the first layer, W((x * s) - c) + b = (sW)x + (b - cW1),
+    so inference pays for a cast and nothing else. It holds a copy of `net`'s parameters as
+    they are when it is made.
+    """
+
+    def __init__(self, net: MLP, normalization: Normalization, **kwargs):
+        super().__init__(**kwargs)
+        ctxs = net.fc1.weight.list_ctx()
+        self.net = MLP(net.architecture)
+        self.net.initialize(ctx=ctxs)
+        scale = 1.0 / (255.0 * normalization.std)
+        shift = normalization.mean / normalization.std
+        weight = net.fc1.weight.data().asnumpy().astype(np.float64)
+        bias = net.fc1.bias.data().asnumpy().astype(np.float64)
+        folded = {"fc1.weight": weight * scale, "fc1.bias": bias - shift * weight.sum(axis=1),
+                  "fc2.weight": net.fc2.weight.data().asnumpy(),
+                  "fc2.bias": net.fc2.bias.data().asnumpy()}
+        set_parameters(self.net, {k: v.astype(np.float32) for k, v in folded.items()})
+
+    def hybrid_forward(self, F, pixels):
+        return self.net(F.cast(pixels, "float32"))
+
+
+def pixel_classifier(net: MLP, normalization: Normalization) -> PixelClassifier:
+    classifier = PixelClassifier(net, normalization)
+    classifier.hybridize(static_alloc=True, static_shape=True)
+    return classifier
 
 
 def build_model(arch: Architecture, ctx, initialize: bool = True) -> MLP:

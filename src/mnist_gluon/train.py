@@ -21,7 +21,8 @@ from .config import Config, TrainConfig, config_to_dict, config_to_yaml
 from .data import (
     DATASETS,
     Normalization,
-    batches,
+    batch_indices,
+    epoch_order,
     fit_normalization,
     normalise,
     read_split,
@@ -32,7 +33,8 @@ from .device import resolve_contexts
 from .errors import CheckpointError, ConfigError
 from .files import atomic_write_text, sha256_of
 from .metrics import softmax_cross_entropy
-from .model import Architecture, build_model, set_parameters
+from .model import MLP, Architecture, build_model, named_parameters, set_parameters
+from .optim import Updater
 
 EVAL_BATCH_SIZE = 10_000
 PROGRESS_EVERY = 50  # steps between progress-bar refreshes; each one waits for the device
@@ -78,15 +80,6 @@ def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
-def make_trainer(net, cfg: TrainConfig) -> gluon.Trainer:
-    params = {"learning_rate": cfg.lr, "wd": cfg.weight_decay}
-    if cfg.optimizer in ("sgd", "nag"):
-        params["momentum"] = cfg.momentum
-    if cfg.clip_gradient is not None:
-        params["clip_gradient"] = cfg.clip_gradient  # MXNet clips each element to +-value
-    return gluon.Trainer(net.collect_params(), cfg.optimizer, params, kvstore=cfg.kvstore)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -95,42 +88,84 @@ def seed_everything(seed: int) -> None:
 
 # --- one epoch, evaluation ------------------------------------------------------------------
 
-def train_epoch(net, trainer, loss_fn, batch_iter, ctxs, batch_size: int, lr_at: Callable,
-                first_step: int, on_progress: Callable | None = None) -> tuple[float, float, int]:
-    """Train on every batch of `batch_iter`; (mean loss, accuracy, steps). Loss and accuracy are
-    summed on the device, so the host waits for it only when progress is shown."""
-    loss_sums = [mx.nd.zeros((1,), ctx=c) for c in ctxs]
-    correct_sums = [mx.nd.zeros((1,), ctx=c) for c in ctxs]
+class TrainStep(gluon.HybridBlock):
+    """One training batch as one graph: gather the batch's rows from the normalised training
+    set held on the device, classify them, and return [summed loss, number correct]. Loss and
+    accuracy stay on the device; gradients flow from the loss alone (argmax and == have none).
+    """
+
+    def __init__(self, net: MLP, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+        self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
+
+    def hybrid_forward(self, F, images, labels, index):
+        logits = self.net(F.take(images, index))
+        batch_labels = F.take(labels, index)
+        correct = F.sum(F.argmax(logits, axis=1) == batch_labels)
+        return F.concat(F.sum(self.loss(logits, batch_labels)), correct, dim=0)
+
+
+def train_step_graph(net: MLP) -> TrainStep:
+    graph = TrainStep(net)
+    graph.hybridize(static_alloc=True, static_shape=True)
+    return graph
+
+
+@dataclass
+class DeviceData:
+    """A training set, normalised, on one device: what the training graph gathers from."""
+
+    images: mx.nd.NDArray  # float32 N x 784
+    labels: mx.nd.NDArray  # float32 N
+
+    @classmethod
+    def create(cls, images: np.ndarray, labels: np.ndarray, normalization: Normalization,
+               ctx) -> DeviceData:
+        return cls(mx.nd.array(normalise(images, normalization), ctx=ctx),
+                   mx.nd.array(labels, ctx=ctx, dtype="float32"))
+
+
+def train_epoch(graph: TrainStep, updater: Updater, data: list[DeviceData], order: np.ndarray,
+                batch_size: int, lr_at: Callable, first_step: int,
+                on_progress: Callable | None = None) -> tuple[float, float, int]:
+    """Train on the batches of `order` (one shuffled epoch); (mean loss, accuracy, steps).
+
+    `data` holds the training set once per device. The host waits for the devices only at
+    the end, or when progress is shown.
+    """
+    ctxs = [part.images.context for part in data]
+    sums = [mx.nd.zeros((2,), ctx=ctx) for ctx in ctxs]
     step = first_step
-    for images, labels in batch_iter:
-        trainer.set_learning_rate(lr_at(step))
-        image_parts = gluon.utils.split_and_load(images, ctxs)
-        label_parts = gluon.utils.split_and_load(labels, ctxs)
+    for indices in batch_indices(order, batch_size, ctxs):
         with autograd.record():
-            outputs = [net(x) for x in image_parts]
-            losses = [loss_fn(out, y) for out, y in zip(outputs, label_parts, strict=True)]
-        autograd.backward(losses)
-        trainer.step(batch_size)
-        for i, (out, y, loss) in enumerate(zip(outputs, label_parts, losses, strict=True)):
-            loss_sums[i] += loss.sum()
-            correct_sums[i] += (out.argmax(axis=1) == y).sum()
+            stats = [graph(part.images, part.labels, index)
+                     for part, index in zip(data, indices, strict=True)]
+        autograd.backward(stats)
+        updater.step(lr_at(step), batch_size)
+        for total_so_far, batch_stats in zip(sums, stats, strict=True):
+            total_so_far += batch_stats
         step += 1
         if on_progress is not None and (step - first_step) % PROGRESS_EVERY == 0:
+            loss, correct = totals(sums)
             seen = (step - first_step) * batch_size
-            on_progress(step - first_step, total(loss_sums) / seen, total(correct_sums) / seen)
+            on_progress(step - first_step, loss / seen, correct / seen)
     steps = step - first_step
+    loss, correct = totals(sums)
     seen = max(steps * batch_size, 1)
-    return total(loss_sums) / seen, total(correct_sums) / seen, steps
+    return loss / seen, correct / seen, steps
 
 
-def total(device_sums) -> float:
-    return float(sum(s.asscalar() for s in device_sums))
+def totals(device_sums) -> tuple[float, float]:
+    loss, correct = np.sum([s.asnumpy().astype(np.float64) for s in device_sums], axis=0)
+    return float(loss), float(correct)
 
 
-def predict_logits(net, images, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
-    """Logits for normalised images (an NDArray on the network's device), in a few big batches."""
-    parts = [net(images[start : start + batch_size]).asnumpy()
-             for start in range(0, images.shape[0], batch_size)]
+def predict_logits(net, inputs, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Logits for `inputs` (an N x 784 NDArray on the network's device), in big batches:
+    normalised images for the MLP, raw pixels for a PixelClassifier."""
+    parts = [net(inputs[start : start + batch_size]).asnumpy()
+             for start in range(0, inputs.shape[0], batch_size)]
     return np.concatenate(parts)
 
 
@@ -176,34 +211,61 @@ class Log:
 
 @dataclass
 class Prepared:
-    """What a run trains on, held on the device, with what the checkpoints must record."""
+    """What a run trains on, normalised once and held on the devices, with what the
+    checkpoints must record."""
 
-    train_images: mx.nd.NDArray
-    train_labels: mx.nd.NDArray
+    train: list[DeviceData]  # one copy per device
     val_images: mx.nd.NDArray | None
     val_labels: np.ndarray
     normalization: Normalization
     checksums: dict[str, str]
 
+    @property
+    def num_train(self) -> int:
+        return self.train[0].images.shape[0]
 
-def prepare_data(config: Config, ctx, normalization: Normalization | None = None) -> Prepared:
-    """Read the training split, hold out the validation set, normalise once, move to `ctx`."""
+
+def prepare_data(config: Config, ctxs, normalization: Normalization | None = None) -> Prepared:
+    """Read the training split, hold out the validation set, move both to the devices."""
     spec = DATASETS[config.data.name]
     split = read_split(spec, "train", config.data.root, config.data.download, config.data.verify,
                        config.data.mirrors, config.model.classes)
     train_images, train_labels, val_images, val_labels = split_validation(
         split.images, split.labels, config.data.val_size, config.seed)
     normalization = normalization or fit_normalization(train_images)
-    val_nd = (mx.nd.array(normalise(val_images, normalization), ctx=ctx)
+    val_nd = (mx.nd.array(normalise(val_images, normalization), ctx=ctxs[0])
               if len(val_images) else None)
     return Prepared(
-        train_images=mx.nd.array(normalise(train_images, normalization), ctx=ctx),
-        train_labels=mx.nd.array(train_labels, ctx=ctx, dtype="float32"),
+        train=[DeviceData.create(train_images, train_labels, normalization, ctx) for ctx in ctxs],
         val_images=val_nd,
         val_labels=val_labels,
         normalization=normalization,
         checksums=split.checksums,
     )
+
+
+@dataclass
+class Model:
+    """The network and what trains it: `graph` is the training step, `updater` the optimizer."""
+
+    architecture: Architecture
+    net: object
+    graph: TrainStep
+    updater: Updater
+
+
+def build_training(config: Config, ctxs, arrays: dict | None = None) -> Model:
+    """The model of `config` on `ctxs`, Xavier-initialised or holding `arrays`."""
+    arch = Architecture(hidden=config.model.hidden, activation=config.model.activation,
+                        classes=config.model.classes, dropout=config.model.dropout)
+    net = build_model(arch, ctxs)
+    if arrays is not None:
+        set_parameters(net, arrays)
+    # Several devices: gradients meet on the CPU (kvstore local) or on the first device.
+    reduce_ctx = mx.cpu() if len(ctxs) > 1 and config.train.kvstore == "local" else ctxs[0]
+    params = {name: param for name, param in named_parameters(net).items()}
+    return Model(arch, net, train_step_graph(net),
+                 Updater(params, config.train, reduce_ctx))
 
 
 def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume: bool = False,
@@ -223,8 +285,8 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         ckpt.check_run_dir(run_dir, force)
 
     seed_everything(config.seed)
-    data = prepare_data(config, ctxs[0], resumed.normalization if resumed else None)
-    num_train = data.train_images.shape[0]
+    data = prepare_data(config, ctxs, resumed.normalization if resumed else None)
+    num_train = data.num_train
     steps = steps_per_epoch(num_train, tcfg.batch_size)
     if steps == 0:
         raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
@@ -233,17 +295,10 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         # Created only now, so a failure to read the data leaves no empty run folder behind.
         ckpt.prepare_run_dir(run_dir, force)
 
-    arch = Architecture(hidden=config.model.hidden, activation=config.model.activation,
-                        classes=config.model.classes, dropout=config.model.dropout)
-    net = build_model(arch, ctxs)
-    trainer = make_trainer(net, tcfg)
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    loss_fn.hybridize(static_alloc=True, static_shape=True)
-
+    model = build_training(config, ctxs, resumed.arrays if resumed else None)
     start_epoch, best_val, best_epoch, history = 1, None, 0, []
     if resumed:
-        set_parameters(net, resumed.arrays)
-        trainer.load_states(str(ckpt.states_path(resumed.params_path)))
+        model.updater.load(ckpt.states_path(resumed.params_path))
         start_epoch = resumed.meta["epoch"] + 1
         best_val, best_epoch = resumed.meta["best_val_accuracy"], resumed.meta["best_epoch"]
         history = truncate_metrics(run_dir / "metrics.jsonl", resumed.meta["epoch"])
@@ -265,13 +320,13 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         mx.random.seed((config.seed * 100_003 + epoch) % 2**31)
         on_progress = log.start_epoch(epoch, tcfg.epochs, steps, tcfg.batch_size)
         started = time.perf_counter()
-        batch_iter = batches(data.train_images, data.train_labels, tcfg.batch_size, config.seed,
-                             epoch)
-        train_loss, train_acc, done = train_epoch(net, trainer, loss_fn, batch_iter, ctxs,
-                                                  tcfg.batch_size, lr_at, first_step, on_progress)
+        order = epoch_order(num_train, config.seed, epoch)
+        train_loss, train_acc, done = train_epoch(model.graph, model.updater, data.train,
+                                                  order, tcfg.batch_size, lr_at, first_step,
+                                                  on_progress)
         seconds = time.perf_counter() - started
         log.end_epoch()
-        val_loss, val_acc = validate(net, data)
+        val_loss, val_acc = validate(model.net, data)
         result = EpochResult(epoch, first_step + done, lr_at(first_step + done - 1), train_loss,
                              train_acc, val_loss, val_acc, seconds,
                              done * tcfg.batch_size / seconds)
@@ -279,8 +334,9 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         improved = val_acc is None or best_val is None or val_acc > best_val
         if improved:
             best_val, best_epoch = val_acc, epoch
-        meta = checkpoint_meta(config, arch, data, result, best_val, best_epoch)
-        save_epoch(run_dir, net, trainer, meta, epoch, improved, config.checkpoint.keep)
+        meta = checkpoint_meta(config, model.architecture, data, result, best_val, best_epoch)
+        save_epoch(run_dir, model.net, model.updater, meta, epoch, improved,
+                   config.checkpoint.keep)
         append_metrics(run_dir / "metrics.jsonl", result)
         history.append(result)
         log.line(format_epoch(result, tcfg.epochs))
@@ -305,6 +361,10 @@ def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:
     if not checkpoint.meta:
         raise CheckpointError(f"{params_path} has no sidecar {params_path.stem}.json, so the run "
                               "cannot be resumed; start a new run")
+    if checkpoint.meta.get("states_format") != ckpt.STATES_FORMAT:
+        raise CheckpointError(f"{params_path} was written by an earlier mnist-gluon whose "
+                              "optimizer state this version cannot continue; start a new run "
+                              "(its parameters still evaluate with mnist-eval)")
     if not states.exists() or sha256_of(states) != checkpoint.meta.get("states_sha256"):
         raise CheckpointError(f"{states} is missing or does not match {params_path.name}'s "
                               "sidecar; the run cannot resume exactly from it")
@@ -319,7 +379,7 @@ def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:
     return checkpoint
 
 
-def validate(net, data: Prepared) -> tuple[float | None, float | None]:
+def validate(net: MLP, data: Prepared) -> tuple[float | None, float | None]:
     """(loss, accuracy) on the validation set; (None, None) without one."""
     if data.val_images is None:
         return None, None
@@ -344,18 +404,18 @@ def checkpoint_meta(config: Config, arch: Architecture, data: Prepared, result: 
     }
 
 
-def save_epoch(run_dir: Path, net, trainer, meta: dict, epoch: int, improved: bool,
+def save_epoch(run_dir: Path, net, updater: Updater, meta: dict, epoch: int, improved: bool,
                keep: int) -> None:
     """Write this epoch's checkpoints: `epoch-NNNN` (the last `keep` are kept), `best` when
     validation accuracy improved, and `last`, which `--resume` continues from."""
     if keep > 0:
-        ckpt.save_checkpoint(run_dir / f"epoch-{epoch:04d}.params", net, trainer, meta)
+        ckpt.save_checkpoint(run_dir / f"epoch-{epoch:04d}.params", net, updater, meta)
         for old in sorted(run_dir.glob("epoch-*.params"))[:-keep]:
             for path in (old, ckpt.states_path(old), ckpt.sidecar_path(old)):
                 path.unlink(missing_ok=True)
     if improved:
-        ckpt.save_checkpoint(run_dir / "best.params", net, trainer, meta)
-    ckpt.save_checkpoint(run_dir / "last.params", net, trainer, meta)
+        ckpt.save_checkpoint(run_dir / "best.params", net, updater, meta)
+    ckpt.save_checkpoint(run_dir / "last.params", net, updater, meta)
 
 
 def append_metrics(path: Path, result: EpochResult) -> None:

@@ -1,0 +1,350 @@
+#!/usr/bin/env python
+"""Measure mnist-gluon's speed on this machine, against PyTorch, in one run.
+
+    pip install -e ".[bench]"
+    python scripts/bench.py --json bench.json
+
+Training throughput is that of `mnist_gluon.train.train_epoch`, the loop `mnist-train` runs,
+on the real MNIST training set normalised as `mnist-train` does, with base.yaml's recipe (NAG,
+momentum 0.9, weight decay 5e-4). PyTorch trains the same MLP on the same data, in the same
+order, with the same optimizer, epoch for epoch in alternation with ours, so the ratio holds
+while the machine's speed drifts. Figures are medians over repetitions after warm-up, with the
+range. Shared machines are noisy: compare ratios, not absolute times, across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+# Forward 2*(784*128 + 128*10) and backward 2*784*128 + 2*(2*128*10): the first layer needs
+# no gradient for its input.
+FLOP_PER_SAMPLE = 409_088
+GFLOPS_PER_CORE = 250.0  # measured on these cores for matrices of this shape (issue 3)
+
+
+def matmul_gflops(rows: int, repeats: int = 20) -> float:
+    """This machine's float32 matrix-product speed on the first layer's shape (rows x 784 by
+    784 x 128), through numpy's BLAS on all cores: the ceiling the FLOP bound is taken against."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((rows, 784), dtype=np.float32)
+    b = rng.standard_normal((784, 128), dtype=np.float32)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - started)
+    return 2 * rows * 784 * 128 / min(times) / 1e9
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+# --- ours --------------------------------------------------------------------------------------
+
+class Ours:
+    """mnist-train's own training step, on the real data, for one batch size."""
+
+    def __init__(self, config, prepared, batch_size: int):
+        import mxnet as mx
+
+        from mnist_gluon.device import resolve_contexts
+        from mnist_gluon.train import build_training, learning_rate
+
+        self.config = config
+        self.prepared = prepared
+        self.batch_size = batch_size
+        self.ctxs = resolve_contexts("cpu")
+        mx.random.seed(config.seed)
+        self.model = build_training(config, self.ctxs)
+        self.steps = prepared.num_train // batch_size
+        self.lr_at = lambda step: learning_rate(step, self.steps, config.train)
+
+    def epoch(self, order: np.ndarray) -> float:
+        from mnist_gluon.train import train_epoch
+
+        started = time.perf_counter()
+        train_epoch(self.model.graph, self.model.updater, self.prepared.train, order,
+                    self.batch_size, self.lr_at, 0)
+        return time.perf_counter() - started
+
+    def core(self, steps: int) -> float:
+        """Forward, backward and update alone, `steps` times on one fixed batch: no gathering,
+        no loss or accuracy kept."""
+        import mxnet as mx
+        from mxnet import autograd, gluon
+
+        images = self.prepared.train[0].images[: self.batch_size]
+        labels = self.prepared.train[0].labels[: self.batch_size]
+        loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+        loss_fn.hybridize(static_alloc=True, static_shape=True)
+        net, updater = self.model.net, self.model.updater
+        started = time.perf_counter()
+        for step in range(steps):
+            with autograd.record():
+                loss = loss_fn(net(images), labels)
+            loss.backward()
+            updater.step(self.lr_at(step), self.batch_size)
+        mx.nd.waitall()
+        return time.perf_counter() - started
+
+
+# --- PyTorch -----------------------------------------------------------------------------------
+
+class Torch:
+    """The same MLP, data, order and optimizer in PyTorch, written the fast way: tensors in
+    memory, one gather per batch, loss and accuracy summed without a sync per step."""
+
+    def __init__(self, prepared, batch_size: int, config):
+        import torch
+
+        self.torch = torch
+        images = prepared.train[0].images.asnumpy()
+        labels = prepared.train[0].labels.asnumpy().astype(np.int64)
+        self.images = torch.from_numpy(images)
+        self.labels = torch.from_numpy(labels)
+        self.batch_size = batch_size
+        torch.manual_seed(config.seed)
+        self.net = torch.nn.Sequential(torch.nn.Linear(784, config.model.hidden), torch.nn.ReLU(),
+                                       torch.nn.Linear(config.model.hidden, 10))
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=config.train.lr,
+                                         momentum=config.train.momentum, nesterov=True,
+                                         weight_decay=config.train.weight_decay)
+        self.loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+
+    def epoch(self, order: np.ndarray) -> float:
+        torch = self.torch
+        started = time.perf_counter()
+        order_t = torch.from_numpy(order.astype(np.int64))
+        loss_sum = torch.zeros(())
+        correct = torch.zeros((), dtype=torch.int64)
+        steps = len(order) // self.batch_size
+        for step in range(steps):
+            index = order_t[step * self.batch_size : (step + 1) * self.batch_size]
+            images, labels = self.images[index], self.labels[index]
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = self.net(images)
+            loss = self.loss_fn(logits, labels)
+            (loss / self.batch_size).backward()
+            self.optimizer.step()
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
+        float(loss_sum), int(correct)
+        return time.perf_counter() - started
+
+
+# --- whole processes ---------------------------------------------------------------------------
+
+def time_process(argv: list[str], repeats: int, env: dict) -> dict:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+        times.append(time.perf_counter() - started)
+    return summary(times)
+
+
+def processes(data_root: str, repeats: int) -> dict:
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ)
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        run = Path(scratch) / "run"
+        train = [str(bin_dir / "mnist-train"), "--config", str(REPO / "configs/base.yaml"),
+                 "--data-root", data_root, "--set", "train.epochs=1",
+                 "--set", "train.warmup_epochs=0", "--out", str(run), "--force", "--quiet"]
+        results["train_one_epoch_process_s"] = time_process(train, repeats, env)
+        evaluate = [str(bin_dir / "mnist-eval"), "--checkpoint", str(run / "best.params"),
+                    "--data-root", data_root]
+        results["eval_process_s"] = time_process(evaluate, repeats, env)
+        results["train_help_s"] = time_process([str(bin_dir / "mnist-train"), "--help"],
+                                               repeats, env)
+        results["eval_help_s"] = time_process([str(bin_dir / "mnist-eval"), "--help"],
+                                              repeats, env)
+    return results
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+def evaluation(model, prepared, data_root: str, repeats: int) -> dict:
+    """mnist-eval's inference: raw test pixels through the classifier with its in-graph
+    normalisation, in one batch of 10,000."""
+    import mxnet as mx
+
+    from mnist_gluon.data import DATASETS, PIXELS, read_split
+    from mnist_gluon.model import pixel_classifier
+    from mnist_gluon.train import predict_logits
+
+    test = read_split(DATASETS["mnist"], "test", data_root, download=False)
+    pixels = mx.nd.array(test.images.reshape(-1, PIXELS), dtype="uint8")
+    classifier = pixel_classifier(model.net, prepared.normalization)
+    for _ in range(3):
+        predict_logits(classifier, pixels)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predict_logits(classifier, pixels)
+        times.append(time.perf_counter() - started)
+    peak = matmul_gflops(len(pixels))
+    forward_flop = 2 * (784 * 128 + 128 * 10) * len(pixels)
+    return {"eval_10k_ms": summary([t * 1000 for t in times]),
+            "eval_samples_per_s": len(pixels) / statistics.median(times),
+            "eval_10k_floor_ms_at_measured_matmul": forward_flop / (peak * 1e9) * 1000}
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch: bool,
+                     cores: int) -> dict:
+    from mnist_gluon.data import batch_indices, epoch_order
+
+    ours = Ours(config, prepared, batch_size)
+    theirs = Torch(prepared, batch_size, config) if use_torch else None
+    ours_s, torch_s, ratios = [], [], []
+    samples = ours.steps * batch_size
+    for rep in range(repeats + 1):  # the first is warm-up
+        order = epoch_order(prepared.num_train, config.seed, rep + 1)
+        pair = [("ours", ours)] + ([("torch", theirs)] if theirs else [])
+        if rep % 2:
+            pair.reverse()  # neither always runs first
+        times = {name: runner.epoch(order) for name, runner in pair}
+        if rep == 0:
+            continue
+        ours_s.append(times["ours"])
+        if theirs:
+            torch_s.append(times["torch"])
+            ratios.append(times["torch"] / times["ours"])
+    ours_rate = samples / statistics.median(ours_s)
+    core_s = statistics.median(ours.core(ours.steps) for _ in range(3))
+    order = epoch_order(prepared.num_train, config.seed, 99)
+    started = time.perf_counter()
+    batch_indices(order, batch_size, ours.ctxs)
+    data_s = time.perf_counter() - started
+    result = {
+        "ours_samples_per_s": ours_rate,
+        "ours_epoch_s": summary(ours_s),
+        "flop_bound_fraction": ours_rate * FLOP_PER_SAMPLE / (cores * GFLOPS_PER_CORE * 1e9),
+        "measured_matmul_gflops": (peak := matmul_gflops(batch_size)),
+        "measured_bound_fraction": ours_rate * FLOP_PER_SAMPLE / (peak * 1e9),
+        "outside_core_share": max(0.0, 1 - core_s / statistics.median(ours_s)),
+        "batch_indices_share": data_s / statistics.median(ours_s),
+    }
+    if theirs:
+        result.update({
+            "torch_samples_per_s": samples / statistics.median(torch_s),
+            "torch_epoch_s": summary(torch_s),
+            "ratio_vs_pytorch": statistics.median(ratios),
+            "ratio_vs_pytorch_range": [min(ratios), max(ratios)],
+        })
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", default=str(REPO.parent / "shared/data/mnist"),
+                        help="folder with the MNIST IDX files")
+    parser.add_argument("--batch-sizes", default="64,256")
+    parser.add_argument("--repeats", type=int, default=7, help="timed epochs per batch size")
+    parser.add_argument("--process-repeats", type=int, default=3)
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--no-processes", action="store_true",
+                        help="skip timing whole mnist-train / mnist-eval processes")
+    parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1,
+                        help="PyTorch's intra-op threads [default: all cores]")
+    parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    args = parser.parse_args()
+
+    import mxnet as mx
+
+    from mnist_gluon.config import load_config
+    from mnist_gluon.train import prepare_data
+
+    use_torch = not args.no_torch
+    if use_torch:
+        try:
+            import torch
+        except ImportError:
+            print("bench.py: error: PyTorch is not installed; pip install -e '.[bench]' or pass "
+                  "--no-torch", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.torch_threads)
+    config = load_config(REPO / "configs/base.yaml", [f"data.root={args.data_root}",
+                                                      "device=cpu", "data.download=false"])
+    prepared = prepare_data(config, [mx.cpu()])
+    cores = os.cpu_count() or 1
+    figures: dict = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cores": cores, "python": platform.python_version(),
+                    "mxnet": mx.__version__, "numpy": np.__version__,
+                    "torch": torch.__version__ if use_torch else None,
+                    "torch_threads": torch.get_num_threads() if use_torch else None,
+                    "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",
+                                                            "MXNET_ENGINE_TYPE")}},
+        "flop_per_sample": FLOP_PER_SAMPLE,
+    }
+    last = None
+    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        result = bench_batch_size(config, prepared, batch_size, args.repeats, use_torch, cores)
+        figures[f"batch_{batch_size}"] = result
+        for key, value in result.items():
+            if key in ("ratio_vs_pytorch", "ours_samples_per_s", "torch_samples_per_s"):
+                figures[f"{key}_batch_{batch_size}"] = value
+        last = Ours(config, prepared, batch_size)
+    figures.update(evaluation(last.model, prepared, args.data_root, max(args.repeats, 10)))
+    if not args.no_processes:
+        figures.update(processes(args.data_root, args.process_repeats))
+
+    print_table(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def print_table(figures: dict) -> None:
+    machine = figures["machine"]
+    print(f"machine: {machine['platform']}, {machine['cores']} cores, mxnet {machine['mxnet']}, "
+          f"torch {machine['torch']} ({machine['torch_threads']} threads)")
+    print(f"{'batch':>6} {'ours samples/s':>15} {'torch samples/s':>16} {'ratio':>6} "
+          f"{'range':>11} {'of 250 GF/core':>14} {'of measured':>11} {'outside core':>12}")
+    for key, row in figures.items():
+        if not key.startswith("batch_"):
+            continue
+        torch_rate = row.get("torch_samples_per_s")
+        ratio = row.get("ratio_vs_pytorch")
+        span = row.get("ratio_vs_pytorch_range")
+        print(f"{key[6:]:>6} {row['ours_samples_per_s']:>15,.0f} "
+              f"{torch_rate if torch_rate is None else format(torch_rate, ',.0f'):>16} "
+              f"{'-' if ratio is None else format(ratio, '.2f'):>6} "
+              f"{'-' if span is None else f'{span[0]:.2f}-{span[1]:.2f}':>11} "
+              f"{row['flop_bound_fraction']:>14.1%} {row['measured_bound_fraction']:>11.1%} "
+              f"{row['outside_core_share']:>12.1%}")
+    ms = figures["eval_10k_ms"]
+    print(f"evaluation of 10,000 test images: {ms['median']:.1f} ms "
+          f"(min {ms['min']:.1f}, max {ms['max']:.1f}); "
+          f"{figures['eval_samples_per_s']:,.0f} samples/s; the FLOP floor at this machine's "
+          f"measured matmul speed is {figures['eval_10k_floor_ms_at_measured_matmul']:.1f} ms")
+    for key in ("train_one_epoch_process_s", "eval_process_s", "train_help_s", "eval_help_s"):
+        if key in figures:
+            s = figures[key]
+            print(f"{key}: {s['median']:.2f} s (min {s['min']:.2f}, max {s['max']:.2f})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

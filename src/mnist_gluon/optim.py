@@ -1,0 +1,120 @@
+"""The optimizer update: MXNet's fused update operators called directly on the parameters.
+
+`gluon.Trainer.step` spends more time in Python than the update itself takes on this small
+network (see BENCHMARKS.md), so a local run updates through this class instead. The arithmetic
+is MXNet's own (`sgd_mom_update`, `nag_mom_update`, `adam_update`, `rmsprop_update`, with the
+defaults of `mx.optimizer`), so a recipe trains as it would under `gluon.Trainer`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+
+from .config import TrainConfig
+from .errors import CheckpointError
+
+ADAM_BETAS = (0.9, 0.999)
+RMSPROP_GAMMA = 0.9
+EPSILON = 1e-8
+
+
+class Updater:
+    """Optimizer state for `params` (name -> gluon Parameter) and the step that applies it.
+
+    With several devices, gradients are summed on `reduce_ctx`, the update runs there once,
+    and the new weights are copied back to every device.
+    """
+
+    def __init__(self, params: dict, cfg: TrainConfig, reduce_ctx):
+        self.params = params
+        self.cfg = cfg
+        self.reduce_ctx = reduce_ctx
+        self.num_update = 0
+        self.multi_device = any(len(p.list_ctx()) > 1 or p.list_ctx()[0] != reduce_ctx
+                                for p in params.values())
+        self.weights = {name: self._master(p) for name, p in params.items()}
+        self.states = {name: [mx.nd.zeros(w.shape, ctx=reduce_ctx) for _ in range(self._slots())]
+                       for name, w in self.weights.items()}
+        self.options = {"wd": cfg.weight_decay}
+        if cfg.clip_gradient is not None:
+            self.options["clip_gradient"] = cfg.clip_gradient  # each element to +-value
+
+    def _master(self, param):
+        return param.list_data()[0].copyto(self.reduce_ctx) if self.multi_device else param.data()
+
+    def _slots(self) -> int:
+        if self.cfg.optimizer == "adam":
+            return 2
+        if self.cfg.optimizer in ("sgd", "nag") and self.cfg.momentum == 0:
+            return 0
+        return 1
+
+    def step(self, lr: float, batch_size: int) -> None:
+        """One update with learning rate `lr` from gradients summed over `batch_size` examples."""
+        self.num_update += 1
+        options = dict(self.options, rescale_grad=1.0 / batch_size, lr=self._scaled_lr(lr))
+        for name, param in self.params.items():
+            weight = self.weights[name]
+            grad = self._gradient(param)
+            self._apply(weight, grad, self.states[name], options)
+            if self.multi_device:
+                for data in param.list_data():
+                    weight.copyto(data)
+
+    def _gradient(self, param):
+        if not self.multi_device:
+            return param.grad()
+        return mx.nd.add_n(*(g.as_in_context(self.reduce_ctx) for g in param.list_grad()))
+
+    def _scaled_lr(self, lr: float) -> float:
+        if self.cfg.optimizer != "adam":
+            return lr
+        beta1, beta2 = ADAM_BETAS  # bias correction, as mx.optimizer.Adam applies it
+        return lr * math.sqrt(1 - beta2 ** self.num_update) / (1 - beta1 ** self.num_update)
+
+    def _apply(self, weight, grad, states, options) -> None:
+        kind = self.cfg.optimizer
+        if kind == "adam":
+            beta1, beta2 = ADAM_BETAS
+            mx.nd.adam_update(weight, grad, *states, out=weight, beta1=beta1, beta2=beta2,
+                              epsilon=EPSILON, **options)
+        elif kind == "rmsprop":
+            mx.nd.rmsprop_update(weight, grad, *states, out=weight, gamma1=RMSPROP_GAMMA,
+                                 epsilon=EPSILON, **options)
+        elif not states:
+            mx.nd.sgd_update(weight, grad, out=weight, **options)
+        elif kind == "nag":
+            mx.nd.nag_mom_update(weight, grad, *states, out=weight, momentum=self.cfg.momentum,
+                                 **options)
+        else:
+            mx.nd.sgd_mom_update(weight, grad, *states, out=weight, momentum=self.cfg.momentum,
+                                 **options)
+
+    # --- saved with every checkpoint, so a resumed run continues the same trajectory ---------
+
+    def save(self, path: str | Path) -> None:
+        arrays = {f"{name}:{i}": state for name, slots in self.states.items()
+                  for i, state in enumerate(slots)}
+        arrays["num_update"] = mx.nd.array([self.num_update], dtype="int64")
+        mx.nd.save(str(path), arrays)
+
+    def load(self, path: str | Path) -> None:
+        try:
+            arrays = mx.nd.load(str(path))
+        except mx.base.MXNetError as error:
+            raise CheckpointError(f"{path} is not an optimizer state file this tool wrote "
+                                  f"({str(error).splitlines()[0]})") from None
+        expected = {f"{name}:{i}" for name, slots in self.states.items()
+                    for i in range(len(slots))} | {"num_update"}
+        if not isinstance(arrays, dict) or set(arrays) != expected:
+            raise CheckpointError(f"{path} holds the state of another optimizer than "
+                                  f"train.optimizer={self.cfg.optimizer}; resume with the "
+                                  "optimizer the run started with")
+        for name, slots in self.states.items():
+            for i, state in enumerate(slots):
+                state[:] = arrays[f"{name}:{i}"].as_in_context(self.reduce_ctx)
+        self.num_update = int(np.asarray(arrays["num_update"].asnumpy())[0])
