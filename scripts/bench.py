@@ -78,11 +78,11 @@ class Ours:
         self.lr_at = lambda step: learning_rate(step, self.steps, config.train)
 
     def epoch(self, order: np.ndarray) -> float:
-        from mnist_gluon.train import train_epoch
+        from mnist_gluon.train import EpochProgress, train_epoch
 
         started = time.perf_counter()
         train_epoch(self.model.graph, self.model.updater, self.prepared.train, order,
-                    self.batch_size, self.lr_at, 0)
+                    self.batch_size, self.lr_at, EpochProgress(epoch=1), first_step=0)
         return time.perf_counter() - started
 
     def core(self, steps: int) -> float:

@@ -150,7 +150,8 @@ def unwritable(folder: Path):
         subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` with its bytes, to prove nothing changed."""
+def snapshot(folder: Path, exclude: set[str] = frozenset()) -> dict[str, bytes]:
+    """Every file under `folder` (but those named in `exclude`) with its bytes, to prove
+    nothing changed."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+            if p.is_file() and p.name not in exclude}

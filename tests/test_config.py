@@ -142,3 +142,8 @@ def test_printed_config_loads_back_to_the_same_config(tmp_path):
     config = load_config(overrides=["train.lr=0.02", "data.mirrors=[http://127.0.0.1/x/]"])
     path = write(tmp_path, config_to_yaml(config))
     assert load_config(path) == config
+
+
+def test_exponent_notation_without_a_dot_is_a_number():
+    # YAML 1.1 reads 1e-3 as a string; users write learning rates that way.
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 0.001

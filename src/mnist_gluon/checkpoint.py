@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from .data import PIXELS, Normalization
 from .errors import CheckpointError, OutputError
-from .files import atomic_write, atomic_write_text, sha256_of
+from .files import commit, sha256_of, stage
 from .model import Architecture
 
 SIDECAR_FORMAT = "mnist-gluon-checkpoint"
@@ -28,6 +29,7 @@ SIDECAR_VERSION = 1
 # How the `.states` file is laid out (optim.Updater.save); resume needs the same layout.
 STATES_FORMAT = "mnist-gluon-updater-1"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.params", "best.params")
+PREVIOUS = "previous"  # the `last` checkpoint before the newest, kept while it is replaced
 # The normalisation of Gluon's MNIST examples (ToTensor, then Normalize(0.13, 0.31)): assumed
 # for a bare .params file that came without a sidecar, unless the user says otherwise.
 GLUON_EXAMPLE_NORMALIZATION = Normalization(0.1307, 0.3081)
@@ -41,21 +43,44 @@ def states_path(params_path: Path) -> Path:
     return params_path.with_suffix(".states")
 
 
-def save_checkpoint(params_path: Path, net, updater, meta: dict[str, Any]) -> None:
-    """Write `params_path`, its `.states` and its `.json` sidecar, each atomically."""
-    states = states_path(params_path)
-    atomic_write(params_path, lambda temporary: net.save_parameters(str(temporary)))
-    atomic_write(states, updater.save)
-    sidecar = {
-        "format": SIDECAR_FORMAT,
-        "version": SIDECAR_VERSION,
-        **meta,
-        "params_sha256": sha256_of(params_path),
-        "states_file": states.name,
-        "states_format": STATES_FORMAT,
-        "states_sha256": sha256_of(states),
-    }
-    atomic_write_text(sidecar_path(params_path), json.dumps(sidecar, indent=2) + "\n")
+def save_checkpoint(params_path: Path, net, updater, meta: dict[str, Any],
+                    keep_previous: bool = False) -> None:
+    """Write `params_path`, its `.states` and its `.json` sidecar.
+
+    All three are written and fsynced under temporary names first, then renamed into place
+    together. With `keep_previous`, the checkpoint being replaced is first hard-linked to
+    `previous.*`, so a crash between the renames still leaves one complete checkpoint.
+    """
+    states, sidecar = states_path(params_path), sidecar_path(params_path)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        staged.append((stage(params_path, lambda tmp: net.save_parameters(str(tmp))),
+                       params_path))
+        staged.append((stage(states, updater.save), states))
+        content = {
+            "format": SIDECAR_FORMAT,
+            "version": SIDECAR_VERSION,
+            **meta,
+            "params_sha256": sha256_of(staged[0][0]),
+            "states_file": states.name,
+            "states_format": STATES_FORMAT,
+            "states_sha256": sha256_of(staged[1][0]),
+        }
+        text = json.dumps(content, indent=2) + "\n"
+        staged.append((stage(sidecar, lambda tmp: tmp.write_text(text)), sidecar))
+        if keep_previous and sidecar.exists():
+            previous = params_path.with_name(PREVIOUS + params_path.suffix)
+            for _, path in staged:
+                backup = previous.with_suffix(path.suffix)
+                backup.unlink(missing_ok=True)
+                try:
+                    os.link(path, backup)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(path, backup)
+        commit(staged)
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
 
 
 def library_versions() -> dict[str, str]:
@@ -235,6 +260,6 @@ def is_run_file(path: Path) -> bool:
     """Files that mnist-train writes into a run folder (and --force replaces)."""
     if path.name in ("config.yaml", "metrics.jsonl"):
         return True
-    checkpoint_name = path.stem in ("last", "best") or path.stem.startswith("epoch-")
+    checkpoint_name = path.stem in ("last", "best", PREVIOUS) or path.stem.startswith("epoch-")
     return checkpoint_name and path.suffix in (".params", ".states", ".json")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .errors import Interrupted, UserError
+from .errors import Diverged, Interrupted, Stopped, UserError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 USAGE_ERROR = 2
@@ -60,14 +60,17 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
         click.echo(config_to_yaml(config), nl=False)
         return
 
+    from .stopping import StopSignals
     from .train import run_training
 
     try:
-        summary = run_training(config, run_dir, config_name=run_dir.name,
-                               resume=resume_dir is not None, force=force, quiet=quiet)
+        with StopSignals("mnist-train") as signals:
+            summary = run_training(config, run_dir, config_name=run_dir.name,
+                                   resume=resume_dir is not None, force=force, quiet=quiet,
+                                   stop_signal=signals.received)
     except KeyboardInterrupt:
-        kept = (f"the last finished epoch is saved; continue with: mnist-train --resume {run_dir}"
-                if (run_dir / "last.params").exists() else "no epoch had finished")
+        kept = (f"the last checkpoint is intact; continue with: mnist-train --resume {run_dir}"
+                if (run_dir / "last.params").exists() else "no checkpoint had been written")
         raise Interrupted(f"interrupted; {kept}") from None
     best = summary.best_val_accuracy
     click.echo(f"done: best validation accuracy {best:.4f} at epoch {summary.best_epoch}; "
@@ -135,6 +138,14 @@ def run(command: click.Command, argv: list[str] | None = None) -> int:
     except Interrupted as interruption:
         click.echo(f"{prog}: {interruption}", err=True)
         return 130
+    except Stopped as stop:
+        click.echo(f"{prog}: {stop}", err=True)
+        return stop.exit_status
+    except Diverged as error:
+        if debug:
+            raise
+        click.echo(f"{prog}: error: {error}", err=True)
+        return 1
     except click.Abort:
         click.echo(f"{prog}: interrupted", err=True)
         return 130

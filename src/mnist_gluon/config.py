@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -58,11 +59,13 @@ class TrainConfig:
     lr_step_epochs: list[int] = field(default_factory=list)
     clip_gradient: float | None = None
     kvstore: str = "local"
+    skip_nonfinite: bool = False  # skip a batch whose loss or gradient is not finite
 
 
 @dataclass
 class CheckpointConfig:
     keep: int = 3
+    every_steps: int | None = None  # also write last.* every N steps inside an epoch
 
 
 @dataclass
@@ -210,6 +213,13 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                return number
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
@@ -243,6 +253,9 @@ def validate(config: Config) -> None:
                 f"epochs in (0, train.epochs={t.epochs})")
     if t.clip_gradient is not None:
         require(t.clip_gradient > 0, "train.clip_gradient", t.clip_gradient, "null or > 0")
+    if config.checkpoint.every_steps is not None:
+        require(config.checkpoint.every_steps >= 1, "checkpoint.every_steps",
+                config.checkpoint.every_steps, "null or 1 or more")
     require(config.checkpoint.keep >= 0, "checkpoint.keep", config.checkpoint.keep, "0 or more")
     if config.data.mirrors is not None:
         for mirror in config.data.mirrors:

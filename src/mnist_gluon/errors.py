@@ -1,4 +1,5 @@
-"""One error type per kind of user mistake; the CLI prints each as one line, exit status 2."""
+"""One error type per kind of user mistake (the CLI prints each as one line, exit status 2),
+and the ways a run ends early: interrupted, stopped by a signal, diverged."""
 
 
 class UserError(Exception):
@@ -27,3 +28,16 @@ class OutputError(UserError):
 
 class Interrupted(Exception):
     """The user stopped a run (Ctrl-C); the message says what was kept. Exit status 130."""
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM stopped a run after a checkpoint; exit 128 + the signal's number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_status = 128 + signum
+
+
+class Diverged(Exception):
+    """The loss or a gradient stopped being finite; the message names the step and the last
+    good checkpoint. Exit status 1."""

@@ -8,22 +8,39 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run `write` on a temporary name beside `path`, fsync, then rename it into place, so
-    `path` holds either its old content or the whole new content, never part of it."""
+def stage(path: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write` on a temporary name beside `path` and fsync it; the caller commits it."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(temporary)
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
+def commit(staged: list[tuple[Path, Path]]) -> None:
+    """Rename each (temporary, path) into place, then make the renames durable."""
+    for temporary, path in staged:
         os.replace(temporary, path)
+    for directory in {path.parent for _, path in staged}:
+        handle = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` so that it holds either its old content or the whole new content, never
+    part of it: a temporary file, fsynced, renamed into place."""
+    temporary = stage(path, write)
+    try:
+        commit([(temporary, path)])
     finally:
         temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -6,10 +6,11 @@ import dataclasses
 import json
 import math
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mxnet as mx
@@ -30,7 +31,7 @@ from .data import (
     steps_per_epoch,
 )
 from .device import resolve_contexts
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, Diverged, Stopped
 from .files import atomic_write_text, sha256_of
 from .metrics import softmax_cross_entropy
 from .model import MLP, Architecture, build_model, named_parameters, set_parameters
@@ -126,39 +127,103 @@ class DeviceData:
                    mx.nd.array(labels, ctx=ctx, dtype="float32"))
 
 
-def train_epoch(graph: TrainStep, updater: Updater, data: list[DeviceData], order: np.ndarray,
-                batch_size: int, lr_at: Callable, first_step: int,
-                on_progress: Callable | None = None) -> tuple[float, float, int]:
-    """Train on the batches of `order` (one shuffled epoch); (mean loss, accuracy, steps).
+@dataclass
+class EpochProgress:
+    """How far an epoch has got: what a mid-epoch checkpoint records to continue it exactly."""
 
-    `data` holds the training set once per device. The host waits for the devices only at
-    the end, or when progress is shown.
+    epoch: int
+    steps_done: int = 0
+    # Per device, the [loss, correct] sums of its two accumulators (even and odd steps), as the
+    # device's float32 values: restored as they were, the epoch's sums come out bit-identical.
+    sums: list = field(default_factory=list)
+    skipped: int = 0  # batches skipped as non-finite (train.skip_nonfinite)
+    seconds: float = 0.0
+
+    @property
+    def totals(self) -> tuple[float, float]:
+        if not self.sums:
+            return 0.0, 0.0
+        loss, correct = np.sum(np.asarray(self.sums, dtype=np.float32).reshape(-1, 2), axis=0,
+                               dtype=np.float32)
+        return float(loss), float(correct)
+
+
+@dataclass
+class StepControl:
+    """What the loop asks after each step. `action(step)` returns None to go on, "save" to
+    write a mid-epoch checkpoint, or "stop" to write one and end; `save` writes it."""
+
+    action: Callable[[int], str | None]
+    save: Callable[[EpochProgress], None]
+
+
+def train_epoch(graph: TrainStep, updater: Updater, data: list[DeviceData], order: np.ndarray,
+                batch_size: int, lr_at: Callable, progress: EpochProgress, first_step: int, *,
+                skip_nonfinite: bool = False, reseed: Callable[[int], None] | None = None,
+                control: StepControl | None = None,
+                on_progress: Callable | None = None) -> tuple[EpochProgress, bool]:
+    """Train on the batches of `order` (one shuffled epoch) from `progress.steps_done` on;
+    returns (progress, whether `control` stopped the epoch early).
+
+    `data` holds the training set once per device. Loss and accuracy are summed on the device
+    into two alternating accumulators, so the host can check the previous step's sum for a
+    non-finite loss while the device works on the current step: a non-finite loss raises
+    Diverged one step later, before anything more is saved. (A non-finite gradient shows as a
+    non-finite loss at the next step.) With `skip_nonfinite` the host instead waits for each
+    step's loss and skips the update of a batch whose loss is not finite.
     """
     ctxs = [part.images.context for part in data]
-    sums = [mx.nd.zeros((2,), ctx=ctx) for ctx in ctxs]
-    step = first_step
-    for indices in batch_indices(order, batch_size, ctxs):
+    sums = [[mx.nd.zeros((2,), ctx=ctx), mx.nd.zeros((2,), ctx=ctx)] for ctx in ctxs]
+    if len(progress.sums) == len(ctxs):
+        for pair, saved in zip(sums, progress.sums, strict=True):
+            for accumulator, values in zip(pair, saved, strict=True):
+                accumulator[:] = mx.nd.array(values, dtype="float32")
+    elif progress.sums:  # resumed on another number of devices: the totals still hold
+        sums[0][0][:] = mx.nd.array(progress.totals, dtype="float32")
+    skipped = progress.skipped
+    started = time.perf_counter()
+    steps = batch_indices(order, batch_size, ctxs)
+    step = first_step + progress.steps_done
+
+    def current(done: int) -> EpochProgress:
+        values = [[acc.asnumpy().tolist() for acc in pair] for pair in sums]
+        return EpochProgress(progress.epoch, done, values, skipped,
+                             progress.seconds + time.perf_counter() - started)
+
+    for done in range(progress.steps_done + 1, len(steps) + 1):
+        if reseed is not None:
+            reseed(step)
         with autograd.record():
             stats = [graph(part.images, part.labels, index)
-                     for part, index in zip(data, indices, strict=True)]
+                     for part, index in zip(data, steps[done - 1], strict=True)]
         autograd.backward(stats)
-        updater.step(lr_at(step), batch_size)
-        for total_so_far, batch_stats in zip(sums, stats, strict=True):
-            total_so_far += batch_stats
+        if skip_nonfinite and not all(np.isfinite(s.asnumpy()).all() for s in stats):
+            skipped += 1  # nothing is updated or counted for this batch
+        else:
+            updater.step(lr_at(step), batch_size)
+            for pair, batch_stats in zip(sums, stats, strict=True):
+                pair[step % 2] += batch_stats
+        check_finite([pair[(step + 1) % 2] for pair in sums], step - 1)
         step += 1
-        if on_progress is not None and (step - first_step) % PROGRESS_EVERY == 0:
-            loss, correct = totals(sums)
-            seen = (step - first_step) * batch_size
-            on_progress(step - first_step, loss / seen, correct / seen)
-    steps = step - first_step
-    loss, correct = totals(sums)
-    seen = max(steps * batch_size, 1)
-    return loss / seen, correct / seen, steps
+        action = control.action(step) if control is not None else None
+        if action is not None:
+            check_finite([pair[(step + 1) % 2] for pair in sums], step - 1)
+            control.save(current(done))
+            if action == "stop":
+                return current(done), True
+        if on_progress is not None and done % PROGRESS_EVERY == 0:
+            now = current(done)
+            seen = max((done - now.skipped) * batch_size, 1)
+            loss, correct = now.totals
+            on_progress(done, loss / seen, correct / seen)
+    check_finite([pair[(step + 1) % 2] for pair in sums], step - 1)
+    return current(len(steps)), False
 
 
-def totals(device_sums) -> tuple[float, float]:
-    loss, correct = np.sum([s.asnumpy().astype(np.float64) for s in device_sums], axis=0)
-    return float(loss), float(correct)
+def check_finite(device_sums, step: int) -> None:
+    """Raise Diverged if a loss summed into `device_sums` (up to `step`) was not finite."""
+    if not all(np.isfinite(s.asnumpy()).all() for s in device_sums):
+        raise Diverged(f"the loss became non-finite at step {step + 1}")
 
 
 def predict_logits(net, inputs, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
@@ -269,8 +334,13 @@ def build_training(config: Config, ctxs, arrays: dict | None = None) -> Model:
 
 
 def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume: bool = False,
-                 force: bool = False, quiet: bool = False) -> TrainSummary:
-    """Train `config` into `run_dir`, from scratch or continuing the run saved there."""
+                 force: bool = False, quiet: bool = False,
+                 stop_signal: Callable[[], int | None] | None = None) -> TrainSummary:
+    """Train `config` into `run_dir`, from scratch or continuing the run saved there.
+
+    `stop_signal` is asked after every step; a signal number from it ends the run after a
+    checkpoint (Stopped). A non-finite loss or gradient raises Diverged.
+    """
     log = Log(quiet)
     ctxs = resolve_contexts(config.device)
     tcfg = config.train
@@ -296,66 +366,157 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         ckpt.prepare_run_dir(run_dir, force)
 
     model = build_training(config, ctxs, resumed.arrays if resumed else None)
-    start_epoch, best_val, best_epoch, history = 1, None, 0, []
+    start_epoch, best_val, best_epoch, history, partial = 1, None, 0, [], None
+    last_saved = "none was written yet"
     if resumed:
         model.updater.load(ckpt.states_path(resumed.params_path))
         start_epoch = resumed.meta["epoch"] + 1
         best_val, best_epoch = resumed.meta["best_val_accuracy"], resumed.meta["best_epoch"]
         history = truncate_metrics(run_dir / "metrics.jsonl", resumed.meta["epoch"])
+        if resumed.meta.get("in_epoch"):
+            partial = EpochProgress(**resumed.meta["in_epoch"])
+            start_epoch = partial.epoch
+        last_saved = describe(resumed.params_path, resumed.meta)
     # On resume too: `--set` may have changed the config (e.g. more epochs).
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
 
+    at = ""
+    if resumed:
+        at = f"  |  resuming at epoch {start_epoch}" + (
+            f", step {partial.steps_done + 1} of {steps}" if partial else "")
+        if resumed.params_path.name != "last.params":
+            at += f" from {resumed.params_path.name} (last.params was incomplete)"
     log.line(
         f"mnist-train: {config_name or 'run'} -> {run_dir}  |  {config.data.name}: "
         f"{num_train} train / {len(data.val_labels)} validation examples  |  "
         f"device {', '.join(str(c) for c in ctxs)}  |  {steps} steps/epoch of "
-        f"{tcfg.batch_size}" + (f"  |  resuming at epoch {start_epoch}" if resumed else "")
+        f"{tcfg.batch_size}{at}"
     )
 
     lr_at = lambda step: learning_rate(step, steps, tcfg)  # noqa: E731
+    every = config.checkpoint.every_steps
+    signalled: list[int] = []
+
+    def action(step: int) -> str | None:
+        signum = stop_signal() if stop_signal is not None else None
+        if signum:
+            signalled.append(signum)
+            return "stop"
+        return "save" if every and step % every == 0 and step % steps else None
+
     for epoch in range(start_epoch, tcfg.epochs + 1):
         first_step = (epoch - 1) * steps
-        # Dropout masks come from MXNet's generator: seeded per epoch, so a resumed run draws
-        # the masks the uninterrupted run drew.
-        mx.random.seed((config.seed * 100_003 + epoch) % 2**31)
+        progress = partial if partial is not None else EpochProgress(epoch)
+        partial = None
+
+        def save_mid(now: EpochProgress, epoch: int = epoch, best: tuple = (best_val, best_epoch)
+                     ) -> None:
+            nonlocal last_saved
+            meta = checkpoint_meta(config, model.architecture, data, epoch - 1,
+                                   (epoch - 1) * steps + now.steps_done,
+                                   history[-1] if history else None, *best, now)
+            ckpt.save_checkpoint(run_dir / "last.params", model.net, model.updater, meta,
+                                 keep_previous=True)
+            last_saved = describe(run_dir / "last.params", meta)
+
         on_progress = log.start_epoch(epoch, tcfg.epochs, steps, tcfg.batch_size)
-        started = time.perf_counter()
-        order = epoch_order(num_train, config.seed, epoch)
-        train_loss, train_acc, done = train_epoch(model.graph, model.updater, data.train,
-                                                  order, tcfg.batch_size, lr_at, first_step,
-                                                  on_progress)
-        seconds = time.perf_counter() - started
-        log.end_epoch()
+        try:
+            progress, stopped = train_epoch(
+                model.graph, model.updater, data.train, epoch_order(num_train, config.seed, epoch),
+                tcfg.batch_size, lr_at, progress, first_step, skip_nonfinite=tcfg.skip_nonfinite,
+                reseed=dropout_reseeder(config), control=StepControl(action, save_mid),
+                on_progress=on_progress)
+        except Diverged as error:
+            raise Diverged(f"{error} (epoch {epoch}); the last good checkpoint is {last_saved}; "
+                           "lower train.lr, set train.clip_gradient, or set "
+                           "train.skip_nonfinite=true") from None
+        finally:
+            log.end_epoch()
+        if stopped:
+            name = signal.Signals(signalled[-1]).name
+            step = first_step + progress.steps_done
+            raise Stopped(f"stopped by {name} at epoch {epoch}, step {step}; saved "
+                          f"{run_dir / 'last.params'}; continue with: "
+                          f"mnist-train --resume {run_dir}", signalled[-1])
         val_loss, val_acc = validate(model.net, data)
-        result = EpochResult(epoch, first_step + done, lr_at(first_step + done - 1), train_loss,
-                             train_acc, val_loss, val_acc, seconds,
-                             done * tcfg.batch_size / seconds)
+        trained = max((steps - progress.skipped) * tcfg.batch_size, 1)
+        loss_sum, correct_sum = progress.totals
+        result = EpochResult(epoch, first_step + steps, lr_at(first_step + steps - 1),
+                             loss_sum / trained, correct_sum / trained, val_loss, val_acc,
+                             progress.seconds, steps * tcfg.batch_size / progress.seconds)
         # Without a validation set, the latest epoch counts as the best.
         improved = val_acc is None or best_val is None or val_acc > best_val
         if improved:
             best_val, best_epoch = val_acc, epoch
-        meta = checkpoint_meta(config, model.architecture, data, result, best_val, best_epoch)
-        save_epoch(run_dir, model.net, model.updater, meta, epoch, improved,
-                   config.checkpoint.keep)
+        # Metrics first: a crash before the checkpoint leaves a line that resume drops.
         append_metrics(run_dir / "metrics.jsonl", result)
         history.append(result)
-        log.line(format_epoch(result, tcfg.epochs))
+        meta = checkpoint_meta(config, model.architecture, data, epoch, result.step, result,
+                               best_val, best_epoch)
+        save_epoch(run_dir, model.net, model.updater, meta, epoch, improved,
+                   config.checkpoint.keep)
+        last_saved = describe(run_dir / "last.params", meta)
+        log.line(format_epoch(result, tcfg.epochs)
+                 + (f"  ({progress.skipped} non-finite batches skipped)" if progress.skipped
+                    else ""))
 
     return TrainSummary(run_dir, history, best_epoch, best_val, run_dir / "best.params",
                         run_dir / "last.params")
 
 
-# Changing these on resume would make the run another run: other examples held out, another model.
+def dropout_reseeder(config: Config) -> Callable[[int], None] | None:
+    """With dropout, MXNet's generator is seeded from (seed, step) before every step, so a run
+    resumed at any step draws the masks the uninterrupted run drew. MXNet cannot save the
+    generator's state, and nothing else draws from it."""
+    if config.model.dropout == 0:
+        return None
+    return lambda step: mx.random.seed((config.seed * 1_000_003 + step) % 2**31)
+
+
+def describe(params_path: Path, meta: dict) -> str:
+    where = meta.get("in_epoch")
+    at = (f"epoch {where['epoch']}, step {meta['step']}" if where
+          else f"end of epoch {meta['epoch']}")
+    return f"{params_path} ({at})"
+
+
+# Changing these on resume would make the run another run: other examples held out, another
+# model, other batches.
 FIXED_ON_RESUME = ("seed", "data.name", "data.val_size", "model.hidden", "model.activation",
-                   "model.classes", "model.dropout")
+                   "model.classes", "model.dropout", "train.batch_size")
 
 
 def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:
-    """The `last` checkpoint of the run in `run_dir`, checked against `config`."""
+    """The newest complete checkpoint of the run in `run_dir`, checked against `config`:
+    `last`, or `previous` or an `epoch-NNNN` if a crash cut the writing of `last` short."""
     params_path = run_dir / "last.params"
     if not params_path.exists():
         raise CheckpointError(f"{run_dir} holds no run to resume (no last.params); pass the "
                               "folder an earlier mnist-train wrote")
+    usable, problems = [], []
+    for path in [params_path, run_dir / f"{ckpt.PREVIOUS}.params",
+                 *sorted(run_dir.glob("epoch-*.params"), reverse=True)]:
+        if not path.exists():
+            continue
+        try:
+            usable.append(resumable_checkpoint(path))
+        except CheckpointError as error:
+            problems.append(error)
+    if not usable:
+        raise problems[0]
+    checkpoint = max(usable, key=lambda c: c.meta.get("step", 0))  # the first of equals: last
+    saved = checkpoint.meta["config"]
+    for key in FIXED_ON_RESUME:
+        section, _, leaf = key.rpartition(".")
+        before = saved[section][leaf] if section else saved[leaf]
+        now = getattr(getattr(config, section), leaf) if section else getattr(config, key)
+        if before != now:
+            raise ConfigError(f"{key} was {before!r} in the run being resumed, now {now!r}; "
+                              "it cannot change on --resume: start a new run with --out DIR")
+    return checkpoint
+
+
+def resumable_checkpoint(params_path: Path) -> ckpt.Checkpoint:
     checkpoint = ckpt.read_checkpoint(params_path)
     states = ckpt.states_path(params_path)
     if not checkpoint.meta:
@@ -368,14 +529,6 @@ def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:
     if not states.exists() or sha256_of(states) != checkpoint.meta.get("states_sha256"):
         raise CheckpointError(f"{states} is missing or does not match {params_path.name}'s "
                               "sidecar; the run cannot resume exactly from it")
-    saved = checkpoint.meta["config"]
-    for key in FIXED_ON_RESUME:
-        section, _, leaf = key.rpartition(".")
-        before = saved[section][leaf] if section else saved[leaf]
-        now = getattr(getattr(config, section), leaf) if section else getattr(config, key)
-        if before != now:
-            raise ConfigError(f"{key} was {before!r} in the run being resumed, now {now!r}; "
-                              "it cannot change on --resume: start a new run with --out DIR")
     return checkpoint
 
 
@@ -388,15 +541,19 @@ def validate(net: MLP, data: Prepared) -> tuple[float | None, float | None]:
     return softmax_cross_entropy(logits, data.val_labels), accuracy
 
 
-def checkpoint_meta(config: Config, arch: Architecture, data: Prepared, result: EpochResult,
-                    best_val: float | None, best_epoch: int) -> dict:
+def checkpoint_meta(config: Config, arch: Architecture, data: Prepared, epoch: int, step: int,
+                    result: EpochResult | None, best_val: float | None, best_epoch: int,
+                    in_epoch: EpochProgress | None = None) -> dict:
+    """The sidecar's content. `epoch` counts finished epochs; `in_epoch` is how far the next
+    one had got when a checkpoint is written inside it."""
     return {
         "architecture": dataclasses.asdict(arch),
         "normalization": dataclasses.asdict(data.normalization),
         "config": config_to_dict(config),
-        "epoch": result.epoch,
-        "step": result.step,
-        "metrics": dataclasses.asdict(result),
+        "epoch": epoch,
+        "step": step,
+        "in_epoch": dataclasses.asdict(in_epoch) if in_epoch is not None else None,
+        "metrics": dataclasses.asdict(result) if result is not None else None,
         "best_val_accuracy": best_val,
         "best_epoch": best_epoch,
         "data": {"name": config.data.name, "sha1": data.checksums},
@@ -415,7 +572,7 @@ def save_epoch(run_dir: Path, net, updater: Updater, meta: dict, epoch: int, imp
                 path.unlink(missing_ok=True)
     if improved:
         ckpt.save_checkpoint(run_dir / "best.params", net, updater, meta)
-    ckpt.save_checkpoint(run_dir / "last.params", net, updater, meta)
+    ckpt.save_checkpoint(run_dir / "last.params", net, updater, meta, keep_previous=True)
 
 
 def append_metrics(path: Path, result: EpochResult) -> None:
