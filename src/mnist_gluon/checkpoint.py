@@ -258,7 +258,7 @@ def prepare_run_dir(out: Path, force: bool) -> None:
 
 def is_run_file(path: Path) -> bool:
     """Files that mnist-train writes into a run folder (and --force replaces)."""
-    if path.name in ("config.yaml", "metrics.jsonl"):
+    if path.name in ("config.yaml", "metrics.jsonl", "curves.png"):
         return True
     checkpoint_name = path.stem in ("last", "best", PREVIOUS) or path.stem.startswith("epoch-")
     return checkpoint_name and path.suffix in (".params", ".states", ".json")

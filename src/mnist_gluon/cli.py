@@ -1,4 +1,4 @@
-"""Command-line entry points: `mnist-train` and `mnist-eval`.
+"""Command-line entry points: `mnist-train`, `mnist-eval`, `mnist-predict`, `mnist-export`.
 
 This layer turns arguments into calls and results into output. A user's mistake (any
 UserError, or a usage error) ends as one line on stderr and exit status 2; `--debug`
@@ -8,6 +8,7 @@ answers at once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,6 +19,9 @@ from .errors import Diverged, Interrupted, Stopped, UserError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 USAGE_ERROR = 2
+
+NORMALIZE_HELP = ("For a bare .params file without sidecar: the normalisation its script used "
+                  "on pixels scaled to [0, 1] (0,1 for ToTensor alone).  [default: 0.1307,0.3081]")
 
 
 @click.command("mnist-train", context_settings=CONTEXT)
@@ -72,6 +76,12 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
         kept = (f"the last checkpoint is intact; continue with: mnist-train --resume {run_dir}"
                 if (run_dir / "last.params").exists() else "no checkpoint had been written")
         raise Interrupted(f"interrupted; {kept}") from None
+    from .plots import missing, plot_curves
+
+    if (note := missing()) is None:
+        plot_curves([dataclasses.asdict(r) for r in summary.epochs], run_dir / "curves.png")
+    else:
+        click.echo(f"no curves.png written; {note}")
     best = summary.best_val_accuracy
     click.echo(f"done: best validation accuracy {best:.4f} at epoch {summary.best_epoch}; "
                if best is not None else "done: ", nl=False)
@@ -88,31 +98,21 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
               help="Dataset to test on.  [default: the one the checkpoint was trained on]")
 @click.option("--device", default="auto", show_default=True,
               help="auto, cpu, gpu or gpu:N.")
-@click.option("--normalize", default=None, metavar="MEAN,STD",
-              help="For a bare .params file without sidecar: the normalisation its script "
-                   "used on pixels scaled to [0, 1] (0,1 for ToTensor alone).  "
-                   "[default: 0.1307,0.3081]")
+@click.option("--normalize", default=None, metavar="MEAN,STD", help=NORMALIZE_HELP)
 @click.option("--no-download", is_flag=True, help="Never download missing data files.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write confusion.png and mistakes.png (the most confidently wrong test "
+                   "images) into this folder; needs the plot extra.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
 def eval_command(checkpoint_path, data_root, dataset, device, normalize, no_download, as_json,
-                 debug):
+                 plot_dir, debug):
     """Evaluate a checkpoint on the test set: accuracy, loss, per-class precision, recall and
     F1, macro averages and the confusion matrix."""
-    from .data import Normalization
     from .device import parse_device
 
     parse_device(device)
-    bare_normalization = None
-    if normalize is not None:
-        try:
-            mean, std = (float(part) for part in normalize.split(","))
-        except ValueError:
-            raise click.BadParameter("write MEAN,STD, e.g. 0.1307,0.3081",
-                                     param_hint="--normalize") from None
-        if std <= 0:
-            raise click.BadParameter("STD must be greater than 0", param_hint="--normalize")
-        bare_normalization = Normalization(mean, std)
+    bare_normalization = parse_normalize(normalize)
 
     from .evaluate import evaluate_checkpoint
     from .metrics import format_report
@@ -126,6 +126,140 @@ def eval_command(checkpoint_path, data_root, dataset, device, normalize, no_down
     else:
         click.echo(format_report(evaluation.report,
                                  f"{evaluation.checkpoint} on the {evaluation.dataset} test set"))
+    if plot_dir is not None:
+        write_eval_plots(evaluation, Path(plot_dir))
+
+
+def write_eval_plots(evaluation, folder: Path) -> None:
+    from .errors import OutputError
+    from .export import CLASS_NAMES
+    from .metrics import softmax
+    from .plots import missing, plot_confusion, plot_mistakes
+
+    if (note := missing()) is not None:
+        click.echo(f"mnist-eval: no pictures written; {note}", err=True)
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"--plot folder {folder} cannot be created ({error.strerror})") from None
+    classes = CLASS_NAMES[evaluation.dataset]
+    plot_confusion(evaluation.report.confusion, classes, folder / "confusion.png")
+    plot_mistakes(evaluation.images, evaluation.labels, softmax(evaluation.logits), classes,
+                  folder / "mistakes.png")
+    click.echo(f"wrote {folder / 'confusion.png'} and {folder / 'mistakes.png'}", err=True)
+
+
+def parse_normalize(text: str | None):
+    from .data import Normalization
+
+    if text is None:
+        return None
+    try:
+        mean, std = (float(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter("write MEAN,STD, e.g. 0.1307,0.3081",
+                                 param_hint="--normalize") from None
+    if std <= 0:
+        raise click.BadParameter("STD must be greater than 0", param_hint="--normalize")
+    return Normalization(mean, std)
+
+
+@click.command("mnist-predict", context_settings=CONTEXT)
+@click.option("--checkpoint", "checkpoint_path", required=True, type=click.Path(),
+              help="A .params file from mnist-train (or a plain Gluon script's).")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", "top_k", type=click.IntRange(1, None), default=3, show_default=True,
+              help="How many classes to show per image.")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, gpu or gpu:N.")
+@click.option("--normalize", default=None, metavar="MEAN,STD", help=NORMALIZE_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list: one object per image with path, label and top_k.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+def predict_command(checkpoint_path, inputs, top_k, device, normalize, as_json, debug):
+    """Classify images: PNG/JPEG/BMP files of any size (a dark digit on light paper is
+    inverted, cropped and centred the way MNIST's digits are), .npy arrays and IDX files of
+    28x28 images, or folders of them. A file that cannot be read is reported and skipped;
+    the exit status is then 1."""
+    from .device import parse_device
+
+    parse_device(device)
+    bare_normalization = parse_normalize(normalize)
+
+    from .errors import DataError
+    from .images import expand, load_inputs
+    from .predict import load_classifier, predict
+
+    classifier, _ = load_classifier(checkpoint_path, device, bare_normalization)
+    paths = expand([Path(p) for p in inputs])
+    if not paths:
+        raise DataError(f"no files to classify in {', '.join(inputs)}")
+    results, failed = [], 0
+    for path in paths:
+        try:
+            results.extend(predict(classifier, load_inputs(path), top_k))
+        except DataError as error:
+            failed += 1
+            click.echo(f"mnist-predict: skipped: {error}", err=True)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results]))
+    else:
+        for r in results:
+            where = r.path + (f"[{r.index}]" if r.index is not None else "")
+            ranked = "  ".join(f"{label} {p:.3f}" for label, p in r.top_k)
+            click.echo(f"{where}: {r.label}  ({ranked})")
+    return 1 if failed else 0
+
+
+@click.command("mnist-export", context_settings=CONTEXT)
+@click.option("--checkpoint", "checkpoint_path", required=True, type=click.Path(),
+              help="A .params file from mnist-train.")
+@click.option("--format", "fmt", type=click.Choice(["mxnet", "onnx"]), default="mxnet",
+              show_default=True, help="mxnet: *-symbol.json + *-0000.params; onnx: one .onnx.")
+@click.option("--out", type=click.Path(), required=True, help="Folder to write the export to.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="INT8 with MXNet's quantization (MKLDNN), calibrated on training images; "
+                   "reports accuracy and speed against float on the test set.")
+@click.option("--data-root", type=click.Path(), default=None,
+              help="Folder with the dataset's IDX files (int8 calibration and check).")
+@click.option("--normalize", default=None, metavar="MEAN,STD", help=NORMALIZE_HELP)
+@click.option("--force", is_flag=True, help="Replace an export already in --out.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+def export_command(checkpoint_path, fmt, out, quantize, data_root, normalize, force, debug):
+    """Export a checkpoint for serving. The exported model takes raw pixels (float32, 0-255,
+    N x 784) with the normalisation inside the graph, and returns logits; model.json beside
+    it describes input, output and class names."""
+    bare_normalization = parse_normalize(normalize)
+
+    from .export import export_checkpoint
+    from .predict import load_classifier
+
+    classifier, checkpoint = load_classifier(checkpoint_path, "cpu", bare_normalization)
+    calibration = test = None
+    if quantize:
+        calibration, test = quantization_data(checkpoint, data_root)
+    exported = export_checkpoint(classifier, checkpoint, Path(out), fmt, quantize, calibration,
+                                 test, force)
+    for path in exported.files:
+        click.echo(f"wrote {path}")
+    if exported.figures:
+        f = exported.figures
+        click.echo(f"int8 on {f['images']} test images: accuracy {f['int8_accuracy']:.4f} "
+                   f"(float32 {f['float32_accuracy']:.4f}); {f['int8_ms']:.1f} ms against "
+                   f"{f['float32_ms']:.1f} ms, {f['speedup']:.2f}x faster")
+
+
+def quantization_data(checkpoint, data_root):
+    """5,000 training images to calibrate on, and the test set to check the result with."""
+    from .data import DATASETS, read_split
+
+    spec = DATASETS[checkpoint.dataset]
+    data = checkpoint.meta.get("config", {}).get("data", {})
+    root = data_root if data_root is not None else data.get("root")
+    train = read_split(spec, "train", root, download=data.get("download", True))
+    test = read_split(spec, "test", root, download=data.get("download", True))
+    calibration = train.images[:5000].reshape(-1, 784)
+    return calibration, (test.images.reshape(-1, 784).astype("float32"), test.labels)
 
 
 def run(command: click.Command, argv: list[str] | None = None) -> int:
@@ -168,3 +302,11 @@ def train_main() -> None:
 
 def eval_main() -> None:
     sys.exit(run(eval_command))
+
+
+def predict_main() -> None:
+    sys.exit(run(predict_command))
+
+
+def export_main() -> None:
+    sys.exit(run(export_command))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mxnet as mx
+import numpy as np
 
 from .checkpoint import load_network, read_checkpoint
 from .data import DATASETS, PIXELS, Normalization, read_split
@@ -21,6 +22,9 @@ class Evaluation:
     checkpoint: Path
     dataset: str
     report: Report
+    images: np.ndarray  # the test images, uint8 N x 28 x 28
+    labels: np.ndarray
+    logits: np.ndarray
 
 
 def evaluate_checkpoint(params_path: str | Path, data_root: str | None = None,
@@ -46,4 +50,5 @@ def evaluate_checkpoint(params_path: str | Path, data_root: str | None = None,
     classifier = pixel_classifier(load_network(checkpoint, ctx), checkpoint.normalization)
     pixels = mx.nd.array(test.images.reshape(len(test.images), PIXELS), ctx=ctx, dtype="uint8")
     logits = predict_logits(classifier, pixels)
-    return Evaluation(Path(params_path), name, classification_report(logits, test.labels))
+    return Evaluation(Path(params_path), name, classification_report(logits, test.labels),
+                      test.images, test.labels, logits)

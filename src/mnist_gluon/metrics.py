@@ -16,6 +16,14 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
     )
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from logits, row by row, computed stably."""
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = shifted - shifted.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood of `labels` under softmax(`logits`), computed stably."""
     logits = np.asarray(logits, dtype=np.float64)

@@ -1,0 +1,163 @@
+"""Export a checkpoint for serving: MXNet symbol + params, ONNX, or an INT8 MXNet graph.
+
+Every export takes raw pixel values (float32, 0-255, N x 784, a white digit on black, rows of
+a 28 x 28 image) and returns logits: the normalisation is folded into the first layer, so a
+client needs nothing but the files. `model.json` beside them says so.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .errors import ConfigError, OutputError
+from .files import atomic_write_text, sha256_of
+
+PREFIX = "mnist-mlp"
+FORMATS = ("mxnet", "onnx")
+CLASS_NAMES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+}
+
+
+@dataclass
+class Exported:
+    files: list[Path]
+    description: dict
+    figures: dict = field(default_factory=dict)  # int8: accuracy and speed against float
+
+
+def export_checkpoint(classifier, checkpoint: Checkpoint, out: Path, fmt: str,
+                      quantize: str | None = None, calibration: np.ndarray | None = None,
+                      test: tuple[np.ndarray, np.ndarray] | None = None,
+                      force: bool = False) -> Exported:
+    """Write `classifier` (a PixelClassifier on the CPU) to `out` in format `fmt`."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if quantize is not None and fmt != "mxnet":
+        raise ConfigError("--quantize int8 exports an MXNet graph; use it with --format mxnet")
+    prepare_out(out, force)
+    if quantize == "int8":
+        network = quantize_int8(classifier, calibration)
+        prefix = out / f"{PREFIX}-int8"
+    else:
+        network, prefix = classifier, out / PREFIX
+    files = export_mxnet(network, prefix)
+    if fmt == "onnx":
+        files = [export_onnx(*files, out / f"{PREFIX}.onnx")]
+        for path in (out / f"{PREFIX}-symbol.json", out / f"{PREFIX}-0000.params"):
+            path.unlink()
+    figures = compare(classifier, network, *test) if quantize and test is not None else {}
+    description = describe(checkpoint, fmt, quantize, files, figures)
+    atomic_write_text(out / "model.json", json.dumps(description, indent=2) + "\n")
+    return Exported([*files, out / "model.json"], description, figures)
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path {out} is a file, not a folder; pass --out DIR")
+    if (out / "model.json").exists() and not force:
+        raise OutputError(f"{out} already holds an export (model.json); pass --force to "
+                          "replace it, or --out DIR for a new folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"output folder {out} cannot be created ({error.strerror}); pass "
+                          "--out DIR somewhere you can write") from None
+
+
+def export_mxnet(network, prefix: Path) -> list[Path]:
+    import mxnet as mx
+
+    network.hybridize(static_alloc=True, static_shape=True)
+    network(mx.nd.zeros((1, 784)))  # the graph is traced on a first call
+    network.export(str(prefix), epoch=0)
+    return [prefix.with_name(prefix.name + "-symbol.json"),
+            prefix.with_name(prefix.name + "-0000.params")]
+
+
+def export_onnx(symbol_file: Path, params_file: Path, onnx_file: Path) -> Path:
+    try:
+        import onnx
+        from mxnet import onnx as mx_onnx
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnx extra: pip install 'mnist-gluon[onnx]'"
+                          ) from None
+    # A None inside the plain input shape crashes the exporter; a dynamic batch is declared
+    # this way instead.
+    mx_onnx.export_model(str(symbol_file), str(params_file), [(1, 784)], [np.float32],
+                         str(onnx_file), dynamic=True, dynamic_input_shapes=[(None, 784)])
+    model = onnx.load(str(onnx_file))
+    # The exporter lists the weights as graph inputs too; onnxruntime then warns on every load
+    # and cannot fold them as constants. Only the pixels are an input.
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(onnx_file))
+    return onnx_file
+
+
+def quantize_int8(classifier, calibration: np.ndarray):
+    """MXNet's own INT8 quantization (MKLDNN), calibrated on training images (min/max)."""
+    import mxnet as mx
+    from mxnet.contrib.quantization import quantize_net_v2
+
+    if calibration is None or not len(calibration):
+        raise ConfigError("int8 needs calibration images; the training split was not found")
+    batches = mx.io.NDArrayIter(data=calibration.astype(np.float32), batch_size=500,
+                                last_batch_handle="discard")
+    return quantize_net_v2(classifier, quantized_dtype="auto", quantize_mode="full",
+                           calib_data=batches, calib_mode="naive",
+                           num_calib_examples=len(calibration) // 500 * 500, ctx=mx.cpu())
+
+
+def compare(float_net, int8_net, pixels: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy and inference time of both networks on the same images, one batch each."""
+    import mxnet as mx
+
+    data = mx.nd.array(pixels, dtype="float32")
+    figures = {}
+    for name, network in (("float32", float_net), ("int8", int8_net)):
+        for _ in range(3):
+            network(data).wait_to_read()
+        times = []
+        for _ in range(10):
+            started = time.perf_counter()
+            logits = network(data).asnumpy()
+            times.append(time.perf_counter() - started)
+        figures[f"{name}_accuracy"] = float(np.mean(logits.argmax(axis=1) == labels))
+        figures[f"{name}_ms"] = float(np.median(times) * 1000)
+    figures["speedup"] = figures["float32_ms"] / figures["int8_ms"]
+    figures["images"] = len(labels)
+    return figures
+
+
+def describe(checkpoint: Checkpoint, fmt: str, quantize: str | None, files: list[Path],
+             figures: dict) -> dict:
+    dataset = checkpoint.dataset
+    classes = CLASS_NAMES.get(dataset, [str(i) for i in range(checkpoint.architecture.classes)])
+    return {
+        "format": fmt + ("-int8" if quantize else ""),
+        "files": {path.name: sha256_of(path) for path in files},
+        "input": {"name": "data", "shape": [None, 784], "dtype": "float32", "range": [0, 255],
+                  "layout": "28 x 28 pixels row by row, a white digit on black, as in MNIST",
+                  "normalization": "inside the graph (folded into the first layer)"},
+        "output": {"shape": [None, len(classes)], "meaning": "logits; softmax gives "
+                   "probabilities"},
+        "classes": classes,
+        "architecture": {k: getattr(checkpoint.architecture, k)
+                         for k in ("inputs", "hidden", "activation", "classes")},
+        "checkpoint": {"path": str(checkpoint.params_path),
+                       "sha256": sha256_of(checkpoint.params_path),
+                       "dataset": dataset, "epoch": checkpoint.meta.get("epoch")},
+        **({"int8": figures} if figures else {}),
+    }

@@ -1,0 +1,159 @@
+"""Inputs for prediction: image files, .npy arrays and IDX files, made to look like MNIST.
+
+An MNIST digit is white on black, its ink fitted into a 20 x 20 box and centred by its centre
+of mass in a 28 x 28 image. A photo or a drawing of any size is brought to that form: made
+grey, inverted when the digit is dark on light, cropped to its ink, scaled and centred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import IMAGE_SIZE, parse_idx, read_file_bytes
+from .errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+ARRAY_SUFFIXES = (".npy",)
+BOX = 20  # MNIST fits each digit's ink into 20 x 20 pixels
+INK = 0.2  # of the image's range: what counts as ink when cropping
+
+
+@dataclass
+class Input:
+    """One image to classify: where it came from, and 784 pixels, 0-255, white on black."""
+
+    path: str
+    index: int | None  # the position inside a file that holds several images
+    pixels: np.ndarray  # float32, 784
+
+
+def load_inputs(path: Path) -> list[Input]:
+    """Every image in `path`: an image file, a .npy array of one or more 28 x 28 images
+    (0-255, or 0-1 floats), or an IDX file of images. Raises DataError for what it cannot read.
+    """
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; pass its files (folders are expanded by "
+                        "mnist-predict)")
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    if suffix in IMAGE_SUFFIXES:
+        return [Input(str(path), None, mnist_like(read_image(path)).reshape(-1))]
+    if suffix in ARRAY_SUFFIXES:
+        return from_stack(path, read_npy(path))
+    _, content = read_file_bytes(path)
+    if content[:4] in (b"\x00\x00\x08\x03",):  # IDX, unsigned bytes, 3 dimensions: images
+        return from_stack(path, parse_idx(content, str(path)))
+    raise DataError(f"{path} is not an image (png, jpg, bmp), a .npy array or an IDX image "
+                    "file")
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Folders become the image, .npy and IDX files directly inside them, in name order."""
+    out = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.is_file()
+                              and not p.name.startswith(".")))
+        else:
+            out.append(path)
+    return out
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A greyscale float32 image from a PNG/JPEG/BMP file, decoded by MXNet's OpenCV."""
+    import mxnet as mx
+
+    raw = path.read_bytes()
+    try:
+        image = mx.image.imdecode(raw, flag=0, to_rgb=False).asnumpy()
+    except mx.base.MXNetError:
+        raise DataError(f"{path} could not be decoded as an image") from None
+    return image.reshape(image.shape[0], image.shape[1]).astype(np.float32)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise DataError(f"{path} is not a readable .npy file ({error})") from None
+    if not np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_:
+        raise DataError(f"{path} holds {array.dtype} values, not pixel values")
+    array = array.astype(np.float32)
+    if array.size and np.nanmax(array) <= 1.0:
+        array = array * 255.0  # 0-1 floats, as ToTensor gives
+    return array
+
+
+def from_stack(path: Path, array: np.ndarray) -> list[Input]:
+    """Images from an array shaped 28x28, Nx28x28, 784 or Nx784."""
+    pixels = IMAGE_SIZE * IMAGE_SIZE
+    if array.shape in ((IMAGE_SIZE, IMAGE_SIZE), (pixels,)):
+        return [Input(str(path), None, check_pixels(path, array.reshape(-1)))]
+    if array.ndim == 3 and array.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE) or (
+            array.ndim == 2 and array.shape[1] == pixels):
+        flat = array.reshape(len(array), pixels)
+        return [Input(str(path), i, check_pixels(path, row)) for i, row in enumerate(flat)]
+    raise DataError(f"{path} holds an array of shape {array.shape}; expected 28x28, Nx28x28, "
+                    "784 or Nx784 pixels")
+
+
+def check_pixels(path: Path, pixels: np.ndarray) -> np.ndarray:
+    pixels = pixels.astype(np.float32)
+    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
+        raise DataError(f"{path} has pixel values outside 0-255")
+    return pixels
+
+
+def mnist_like(image: np.ndarray) -> np.ndarray:
+    """A greyscale image of any size -> 28 x 28 float32, white digit on black, centred."""
+    image = image.astype(np.float32)
+    if border_is_light(image):
+        image = 255.0 - image  # people draw dark digits on light paper
+    low, high = float(image.min()), float(image.max())
+    if high - low < 1e-6:
+        return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    image = (image - low) * (255.0 / (high - low))
+    if image.shape == (IMAGE_SIZE, IMAGE_SIZE):
+        return image  # already MNIST's size: taken as it is
+    rows = np.flatnonzero((image > INK * 255).any(axis=1))
+    cols = np.flatnonzero((image > INK * 255).any(axis=0))
+    ink = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    scale = BOX / max(ink.shape)
+    height = max(1, round(ink.shape[0] * scale))
+    width = max(1, round(ink.shape[1] * scale))
+    small = resize(ink, width, height)
+    canvas = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    top, left = (IMAGE_SIZE - height) // 2, (IMAGE_SIZE - width) // 2
+    canvas[top : top + height, left : left + width] = small
+    return centre_of_mass_shift(canvas)
+
+
+def border_is_light(image: np.ndarray) -> bool:
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return float(np.median(border)) > (float(image.min()) + float(image.max())) / 2
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    import mxnet as mx
+
+    # INTER_AREA (3) averages when shrinking, as MNIST's own anti-aliased digits were made.
+    array = mx.nd.array(image[:, :, None])
+    return mx.image.imresize(array, width, height, interp=3).asnumpy()[:, :, 0].clip(0, 255)
+
+
+def centre_of_mass_shift(canvas: np.ndarray) -> np.ndarray:
+    total = canvas.sum()
+    if total <= 0:
+        return canvas
+    ys, xs = np.indices(canvas.shape)
+    # MNIST puts the centre of mass at (14, 14), zero-based: half a pixel off the middle.
+    dy = int(round(IMAGE_SIZE / 2 - (ys * canvas).sum() / total))
+    dx = int(round(IMAGE_SIZE / 2 - (xs * canvas).sum() / total))
+    shifted = np.zeros_like(canvas)
+    src = canvas[max(0, -dy) : IMAGE_SIZE - max(0, dy), max(0, -dx) : IMAGE_SIZE - max(0, dx)]
+    shifted[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
+    return shifted

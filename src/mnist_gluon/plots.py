@@ -1,0 +1,93 @@
+"""Pictures: training curves, the confusion matrix, the most confidently wrong test images.
+
+matplotlib is the optional `plot` extra. Without it nothing fails: `missing()` gives the line
+that says how to install it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .files import atomic_write
+
+INSTALL = "pictures need matplotlib: pip install 'mnist-gluon[plot]'"
+
+
+def missing() -> str | None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return INSTALL
+    return None
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib import pyplot as plt
+
+    return plt, plt.figure(figsize=(width, height), dpi=100)
+
+
+def _save(plt, figure, path: Path) -> None:
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png"))
+    plt.close(figure)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, training and validation: 1000 x 400 pixels."""
+    plt, figure = _figure(10, 4)
+    epochs = [r["epoch"] for r in rows]
+    for position, (key, title) in enumerate((("loss", "loss"), ("accuracy", "accuracy")), 1):
+        axes = figure.add_subplot(1, 2, position)
+        axes.plot(epochs, [r[f"train_{key}"] for r in rows], marker="o", label="training")
+        if any(r.get(f"val_{key}") is not None for r in rows):
+            axes.plot(epochs, [r[f"val_{key}"] for r in rows], marker="o", label="validation")
+        axes.set_xlabel("epoch")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    _save(plt, figure, path)
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
+    """Rows are true classes, columns predicted: 700 x 600 pixels."""
+    plt, figure = _figure(7, 6)
+    axes = figure.add_subplot(1, 1, 1)
+    shown = axes.imshow(np.log1p(matrix), cmap="Blues")
+    for (row, col), count in np.ndenumerate(matrix):
+        if count:
+            axes.text(col, row, str(count), ha="center", va="center", fontsize=7,
+                      color="white" if row == col else "black")
+    axes.set_xticks(range(len(classes)), classes, rotation=45 if len(classes[0]) > 2 else 0)
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(f"confusion matrix ({int(matrix.sum())} test images)")
+    figure.colorbar(shown, ax=axes, label="log(1 + count)")
+    figure.tight_layout()
+    _save(plt, figure, path)
+
+
+def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
+                  classes: list[str], path: Path, count: int = 25) -> int:
+    """The `count` wrong predictions made with the most confidence, in a 5-wide grid:
+    800 x 880 pixels. Returns how many were drawn."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:count]
+    plt, figure = _figure(8, 8.8)
+    for slot, index in enumerate(worst):
+        axes = figure.add_subplot(5, 5, slot + 1)
+        axes.imshow(images[index].reshape(28, 28), cmap="gray")
+        axes.set_title(f"{classes[predicted[index]]} {probabilities[index, predicted[index]]:.2f}"
+                       f" (true {classes[labels[index]]})", fontsize=8)
+        axes.axis("off")
+    figure.suptitle("most confident mistakes: predicted, probability (true)")
+    figure.tight_layout()
+    _save(plt, figure, path)
+    return len(worst)
