@@ -78,10 +78,12 @@ class Ours:
         self.lr_at = lambda step: learning_rate(step, self.steps, config.train)
 
     def epoch(self, order: np.ndarray) -> float:
-        from mnist_gluon.train import EpochProgress, train_epoch
+        from mnist_gluon.train import EpochProgress, plan_epoch, train_epoch
 
         started = time.perf_counter()
-        train_epoch(self.model.graph, self.model.updater, self.prepared.train, order,
+        steps = plan_epoch(order, self.prepared.train_labels, self.batch_size, self.ctxs,
+                           self.config.data.augment, self.config.seed, 1)
+        train_epoch(self.model.graph, self.model.updater, self.prepared.train, steps,
                     self.batch_size, self.lr_at, EpochProgress(epoch=1), first_step=0)
         return time.perf_counter() - started
 
@@ -91,8 +93,7 @@ class Ours:
         import mxnet as mx
         from mxnet import autograd, gluon
 
-        images = self.prepared.train[0].images[: self.batch_size]
-        labels = self.prepared.train[0].labels[: self.batch_size]
+        images, labels = (x[: self.batch_size] for x in self.prepared.train[0].inputs)
         loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
         loss_fn.hybridize(static_alloc=True, static_shape=True)
         net, updater = self.model.net, self.model.updater
@@ -116,8 +117,8 @@ class Torch:
         import torch
 
         self.torch = torch
-        images = prepared.train[0].images.asnumpy()
-        labels = prepared.train[0].labels.asnumpy().astype(np.int64)
+        images = prepared.train[0].inputs[0].asnumpy()
+        labels = prepared.train_labels.astype(np.int64)
         self.images = torch.from_numpy(images)
         self.labels = torch.from_numpy(labels)
         self.batch_size = batch_size
@@ -209,11 +210,43 @@ def evaluation(model, prepared, data_root: str, repeats: int) -> dict:
             "eval_10k_floor_ms_at_measured_matmul": forward_flop / (peak * 1e9) * 1000}
 
 
+# --- augmentation ------------------------------------------------------------------------------
+
+def augmentation(config, data_root: str, repeats: int, batch_size: int = 128) -> dict:
+    """Epoch time with configs/best.yaml's random shifts against none, in alternation."""
+    import dataclasses
+
+    import mxnet as mx
+
+    from mnist_gluon.config import AugmentConfig
+    from mnist_gluon.data import epoch_order
+    from mnist_gluon.train import prepare_data
+
+    times: dict[str, list[float]] = {"none": [], "shift": []}
+    runners = {}
+    for name, augment in (("none", AugmentConfig()), ("shift", AugmentConfig(shift=2))):
+        shifted = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                       augment=augment))
+        runners[name] = Ours(shifted, prepare_data(shifted, [mx.cpu()]), batch_size)
+    for rep in range(repeats + 1):
+        order = epoch_order(runners["none"].prepared.num_train, config.seed, rep + 1)
+        names = ["none", "shift"] if rep % 2 else ["shift", "none"]
+        for name in names:
+            seconds = runners[name].epoch(order)
+            if rep:
+                times[name].append(seconds)
+    none, shift = statistics.median(times["none"]), statistics.median(times["shift"])
+    return {"augment_batch_size": batch_size, "epoch_s_without_augmentation": summary(
+        times["none"]), "epoch_s_with_shift_2": summary(times["shift"]),
+            "augmentation_overhead": shift / none - 1}
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch: bool,
                      cores: int) -> dict:
-    from mnist_gluon.data import batch_indices, epoch_order
+    from mnist_gluon.data import epoch_order
+    from mnist_gluon.train import plan_epoch
 
     ours = Ours(config, prepared, batch_size)
     theirs = Torch(prepared, batch_size, config) if use_torch else None
@@ -235,7 +268,8 @@ def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch:
     core_s = statistics.median(ours.core(ours.steps) for _ in range(3))
     order = epoch_order(prepared.num_train, config.seed, 99)
     started = time.perf_counter()
-    batch_indices(order, batch_size, ours.ctxs)
+    plan_epoch(order, prepared.train_labels, batch_size, ours.ctxs, config.data.augment,
+               config.seed, 99)
     data_s = time.perf_counter() - started
     result = {
         "ours_samples_per_s": ours_rate,
@@ -244,7 +278,7 @@ def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch:
         "measured_matmul_gflops": (peak := matmul_gflops(batch_size)),
         "measured_bound_fraction": ours_rate * FLOP_PER_SAMPLE / (peak * 1e9),
         "outside_core_share": max(0.0, 1 - core_s / statistics.median(ours_s)),
-        "batch_indices_share": data_s / statistics.median(ours_s),
+        "plan_epoch_share": data_s / statistics.median(ours_s),
     }
     if theirs:
         result.update({
@@ -307,6 +341,7 @@ def main() -> int:
             if key in ("ratio_vs_pytorch", "ours_samples_per_s", "torch_samples_per_s"):
                 figures[f"{key}_batch_{batch_size}"] = value
         last = Ours(config, prepared, batch_size)
+    figures.update(augmentation(config, args.data_root, args.repeats))
     figures.update(evaluation(last.model, prepared, args.data_root, max(args.repeats, 10)))
     if not args.no_processes:
         figures.update(processes(args.data_root, args.process_repeats))
@@ -335,6 +370,10 @@ def print_table(figures: dict) -> None:
               f"{'-' if span is None else f'{span[0]:.2f}-{span[1]:.2f}':>11} "
               f"{row['flop_bound_fraction']:>14.1%} {row['measured_bound_fraction']:>11.1%} "
               f"{row['outside_core_share']:>12.1%}")
+    print(f"random shifts (data.augment.shift=2) at batch {figures['augment_batch_size']}: "
+          f"{figures['augmentation_overhead']:+.1%} epoch time "
+          f"({figures['epoch_s_with_shift_2']['median']:.3f} s against "
+          f"{figures['epoch_s_without_augmentation']['median']:.3f} s)")
     ms = figures["eval_10k_ms"]
     print(f"evaluation of 10,000 test images: {ms['median']:.1f} ms "
           f"(min {ms['min']:.1f}, max {ms['max']:.1f}); "

@@ -249,6 +249,68 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, normalize, fo
                    f"{f['float32_ms']:.1f} ms, {f['speedup']:.2f}x faster")
 
 
+@click.command("mnist-sweep", context_settings=CONTEXT)
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="The config every trial starts from.")
+@click.option("--grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
+              help="Values to try for one key; repeat for more keys (their product is run).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key in every trial; repeatable.")
+@click.option("--random", "random_count", type=int, default=None,
+              help="Run this many trials drawn from the grid instead of all of it.")
+@click.option("--seed", type=int, default=0, show_default=True, help="For --random.")
+@click.option("--jobs", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Trials run at once, each in its own process.")
+@click.option("--out", type=click.Path(), required=True, help="The sweep's folder.")
+@click.option("--data-root", type=click.Path(), default=None,
+              help="Folder with the dataset's IDX files (sets data.root in every trial).")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+def sweep_command(config_path, grid, overrides, random_count, seed, jobs, out, data_root,
+                  debug):
+    """Run a grid (or a random part of it) of mnist-train trials, each a normal run folder,
+    and pick the best on validation accuracy, never on the test set. Writes results.csv,
+    results.json and best.yaml; the same command again skips finished trials and resumes
+    interrupted ones."""
+    from .config import config_to_yaml, load_config
+    from .sweep import (
+        best_trial,
+        parse_grid,
+        plan_trials,
+        prepare,
+        results,
+        run_trials,
+        write_results,
+    )
+
+    out_dir, config_file = Path(out), Path(config_path)
+    base = list(overrides) + ([f"data.root={Path(data_root).resolve()}"] if data_root else [])
+    trials = plan_trials(parse_grid(list(grid)), random_count, seed)
+    prepare(out_dir, config_file.resolve(), base, trials)
+    say = lambda text: click.echo(f"mnist-sweep: {text}", err=True)  # noqa: E731
+    try:
+        statuses = run_trials(trials, out_dir, config_file.resolve(), base, jobs, say)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; the trials saved checkpoints: run the same command "
+                          "again to continue") from None
+    rows = results(trials, out_dir)
+    write_results(rows, out_dir)
+    keys = [k for k in rows[0] if k not in ("trial", "finished")]
+    click.echo("  ".join(["trial", *keys]))
+    for row in sorted(rows, key=lambda r: -(r["best_val_accuracy"] or 0)):
+        click.echo("  ".join([row["trial"], *(str(row[k]) for k in keys)]))
+    best = best_trial(rows)
+    if best is not None:
+        config = load_config(out_dir / best["trial"] / "config.yaml")
+        text = config_to_yaml(config)
+        from .files import atomic_write_text
+
+        atomic_write_text(out_dir / "best.yaml", text)
+        click.echo(f"\n# best: {best['trial']}, validation accuracy "
+                   f"{best['best_val_accuracy']:.4f} (written to {out_dir / 'best.yaml'})")
+        click.echo(text, nl=False)
+    return 1 if any(code != 0 for code in statuses.values()) else 0
+
+
 def quantization_data(checkpoint, data_root):
     """5,000 training images to calibrate on, and the test set to check the result with."""
     from .data import DATASETS, read_split
@@ -310,3 +372,7 @@ def predict_main() -> None:
 
 def export_main() -> None:
     sys.exit(run(export_command))
+
+
+def sweep_main() -> None:
+    sys.exit(run(sweep_command))

@@ -28,6 +28,19 @@ KVSTORES = ("local", "device")
 
 
 @dataclass
+class AugmentConfig:
+    """Random changes to each training image, drawn per image and per step, on the device."""
+
+    shift: int = 0  # translate by up to this many whole pixels each way
+    rotate: float = 0.0  # rotate by up to this many degrees each way
+    scale: float = 0.0  # scale by a factor in [1 - scale, 1 + scale]
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.rotate or self.scale)
+
+
+@dataclass
 class DataConfig:
     name: str = "mnist"
     root: str | None = None
@@ -35,6 +48,7 @@ class DataConfig:
     verify: bool = True
     val_size: int = 5000
     mirrors: list[str] | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -43,6 +57,12 @@ class ModelConfig:
     activation: str = "relu"
     classes: int = 10
     dropout: float = 0.0
+
+
+@dataclass
+class EarlyStoppingConfig:
+    patience: int | None = None  # stop after this many epochs without improvement
+    min_delta: float = 0.0  # validation accuracy must rise by more than this to count
 
 
 @dataclass
@@ -59,7 +79,9 @@ class TrainConfig:
     lr_step_epochs: list[int] = field(default_factory=list)
     clip_gradient: float | None = None
     kvstore: str = "local"
-    skip_nonfinite: bool = False  # skip a batch whose loss or gradient is not finite
+    skip_nonfinite: bool = False  # skip a batch whose loss is not finite
+    label_smoothing: float = 0.0
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
@@ -253,6 +275,17 @@ def validate(config: Config) -> None:
                 f"epochs in (0, train.epochs={t.epochs})")
     if t.clip_gradient is not None:
         require(t.clip_gradient > 0, "train.clip_gradient", t.clip_gradient, "null or > 0")
+    augment = config.data.augment
+    require(0 <= augment.shift <= 8, "data.augment.shift", augment.shift, "in [0, 8] pixels")
+    require(0 <= augment.rotate <= 45, "data.augment.rotate", augment.rotate,
+            "in [0, 45] degrees")
+    require(0 <= augment.scale <= 0.5, "data.augment.scale", augment.scale, "in [0, 0.5]")
+    require(0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "in [0, 1)")
+    if t.early_stopping.patience is not None:
+        require(t.early_stopping.patience >= 1, "train.early_stopping.patience",
+                t.early_stopping.patience, "null or 1 or more")
+    require(t.early_stopping.min_delta >= 0, "train.early_stopping.min_delta",
+            t.early_stopping.min_delta, "0 or more")
     if config.checkpoint.every_steps is not None:
         require(config.checkpoint.every_steps >= 1, "checkpoint.every_steps",
                 config.checkpoint.every_steps, "null or 1 or more")

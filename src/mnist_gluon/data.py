@@ -353,23 +353,34 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
 
 def batch_indices(order: np.ndarray, batch_size: int, ctxs: Sequence) -> list[list]:
     """The epoch's batches as example indices: for each step, one int32 array per device
-    holding that device's equal share of the batch. Made with one `split` per device, so the
-    steps pay nothing to get their data: the training graph gathers its rows itself.
+    holding that device's equal share of the batch."""
+    return [[parts[0] for parts in step]
+            for step in split_steps([order.astype(np.int32)], batch_size, ctxs)]
+
+
+def split_steps(columns: list[np.ndarray], batch_size: int, ctxs: Sequence) -> list[list]:
+    """Per-example arrays, in the epoch's order, cut into the epoch's steps: for each step,
+    for each device, a tuple with that device's equal share of each column. Made with one
+    `split` per column and device, so the steps pay nothing to get their inputs.
 
     The last partial batch is dropped: every step has the same shape (a static graph) and
     the dropped examples differ from epoch to epoch.
     """
     import mxnet as mx
 
-    steps = steps_per_epoch(len(order), batch_size)
+    steps = steps_per_epoch(len(columns[0]), batch_size)
     per_device = batch_size // len(ctxs)
-    grid = order[: steps * batch_size].reshape(steps, len(ctxs), per_device)
-    columns = []
+    per_ctx = []
     for i, ctx in enumerate(ctxs):
-        indices = mx.nd.array(grid[:, i], ctx=ctx, dtype="int32")
-        parts = mx.nd.split(indices, num_outputs=steps, axis=0, squeeze_axis=True)
-        columns.append(parts if steps > 1 else [parts])
-    return [list(step) for step in zip(*columns, strict=True)]
+        pieces = []
+        for column in columns:
+            grid = column[: steps * batch_size].reshape(steps, len(ctxs), per_device,
+                                                        *column.shape[1:])
+            array = mx.nd.array(grid[:, i], ctx=ctx, dtype=column.dtype)
+            parts = mx.nd.split(array, num_outputs=steps, axis=0, squeeze_axis=True)
+            pieces.append(parts if steps > 1 else [parts])
+        per_ctx.append(list(zip(*pieces, strict=True)))
+    return [list(step) for step in zip(*per_ctx, strict=True)]
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:

@@ -18,15 +18,16 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from . import checkpoint as ckpt
-from .config import Config, TrainConfig, config_to_dict, config_to_yaml
+from .augment import Shift, Warp, affine_draws, pad_images, shift_draws
+from .config import AugmentConfig, Config, TrainConfig, config_to_dict, config_to_yaml
 from .data import (
     DATASETS,
     Normalization,
-    batch_indices,
     epoch_order,
     fit_normalization,
     normalise,
     read_split,
+    split_steps,
     split_validation,
     steps_per_epoch,
 )
@@ -90,41 +91,94 @@ def seed_everything(seed: int) -> None:
 # --- one epoch, evaluation ------------------------------------------------------------------
 
 class TrainStep(gluon.HybridBlock):
-    """One training batch as one graph: gather the batch's rows from the normalised training
-    set held on the device, classify them, and return [summed loss, number correct]. Loss and
-    accuracy stay on the device; gradients flow from the loss alone (argmax and == have none).
+    """One training batch as one graph: gather the batch from the normalised training set held
+    on the device (through shifted windows when augmenting), classify it, and return [summed
+    loss, number correct]. Loss and accuracy stay on the device; gradients flow from the loss
+    alone (argmax and == have none).
+
+    Inputs: the device's `DeviceData.inputs`, then the step's from `plan_epoch`.
     """
 
-    def __init__(self, net: MLP, **kwargs):
+    def __init__(self, net: MLP, augment: AugmentConfig | None = None,
+                 background: float = 0.0, label_smoothing: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.net = net
-        self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
+        self.mode = augment_mode(augment)
+        self.smoothing = label_smoothing
+        if self.mode == "shift":
+            self.shift = Shift(augment.shift)
+        elif self.mode == "warp":
+            self.warp = Warp(background)
 
-    def hybrid_forward(self, F, images, labels, index):
-        logits = self.net(F.take(images, index))
-        batch_labels = F.take(labels, index)
-        correct = F.sum(F.argmax(logits, axis=1) == batch_labels)
-        return F.concat(F.sum(self.loss(logits, batch_labels)), correct, dim=0)
+    def hybrid_forward(self, F, *inputs):
+        if self.mode == "shift":
+            rows_data, rows, offsets, labels = inputs
+            batch = self.shift(rows_data, rows, offsets)
+        else:
+            images, all_labels, index = inputs[:3]
+            batch, labels = F.take(images, index), F.take(all_labels, index)
+            if self.mode == "warp":
+                batch = self.warp(batch, inputs[3])
+        logits = self.net(batch)
+        log_p = F.log_softmax(logits, axis=1)
+        loss = -F.pick(log_p, labels, axis=1)
+        if self.smoothing:
+            # Label smoothing: the target puts 1 - e on the label and e spread over all.
+            loss = (1 - self.smoothing) * loss - self.smoothing * F.mean(log_p, axis=1)
+        correct = F.sum(F.argmax(logits, axis=1) == labels)
+        return F.concat(F.sum(loss), correct, dim=0)
 
 
-def train_step_graph(net: MLP) -> TrainStep:
-    graph = TrainStep(net)
+def augment_mode(augment: AugmentConfig | None) -> str:
+    if augment is None or not augment.active:
+        return "none"
+    return "warp" if augment.rotate or augment.scale else "shift"
+
+
+def train_step_graph(net: MLP, augment: AugmentConfig | None = None, background: float = 0.0,
+                     label_smoothing: float = 0.0) -> TrainStep:
+    graph = TrainStep(net, augment, background, label_smoothing)
+    if graph.mode == "shift":
+        graph.shift.initialize(ctx=net.fc1.weight.list_ctx())  # its constant selectors
     graph.hybridize(static_alloc=True, static_shape=True)
     return graph
 
 
 @dataclass
 class DeviceData:
-    """A training set, normalised, on one device: what the training graph gathers from."""
+    """A training set, normalised, on one device: what the training graph gathers from. With
+    shift augmentation the images are held padded, a row per image row, and each step's
+    labels come gathered from the host."""
 
-    images: mx.nd.NDArray  # float32 N x 784
-    labels: mx.nd.NDArray  # float32 N
+    inputs: tuple
 
     @classmethod
     def create(cls, images: np.ndarray, labels: np.ndarray, normalization: Normalization,
-               ctx) -> DeviceData:
-        return cls(mx.nd.array(normalise(images, normalization), ctx=ctx),
-                   mx.nd.array(labels, ctx=ctx, dtype="float32"))
+               ctx, augment: AugmentConfig | None = None) -> DeviceData:
+        normalised = normalise(images, normalization)
+        if augment_mode(augment) == "shift":
+            padded = pad_images(normalised, augment.shift, background(normalization))
+            return cls((mx.nd.array(padded, ctx=ctx),))
+        return cls((mx.nd.array(normalised, ctx=ctx),
+                    mx.nd.array(labels, ctx=ctx, dtype="float32")))
+
+
+def background(normalization: Normalization) -> float:
+    """The normalised value of a black pixel: what moves in from outside an image."""
+    return float(normalise(np.zeros((1, 1), np.uint8), normalization)[0, 0])
+
+
+def plan_epoch(order: np.ndarray, labels: np.ndarray, batch_size: int, ctxs,
+               augment: AugmentConfig | None, seed: int, epoch: int) -> list[list[tuple]]:
+    """Each step's own inputs to the training graph, per device, made once for the epoch."""
+    mode = augment_mode(augment)
+    if mode == "shift":
+        columns = [*shift_draws(order, augment, seed, epoch), labels[order].astype(np.float32)]
+    elif mode == "warp":
+        columns = [order.astype(np.int32), affine_draws(len(order), augment, seed, epoch)]
+    else:
+        columns = [order.astype(np.int32)]
+    return split_steps(columns, batch_size, ctxs)
 
 
 @dataclass
@@ -157,12 +211,12 @@ class StepControl:
     save: Callable[[EpochProgress], None]
 
 
-def train_epoch(graph: TrainStep, updater: Updater, data: list[DeviceData], order: np.ndarray,
+def train_epoch(graph: TrainStep, updater: Updater, data: list[DeviceData], steps: list,
                 batch_size: int, lr_at: Callable, progress: EpochProgress, first_step: int, *,
                 skip_nonfinite: bool = False, reseed: Callable[[int], None] | None = None,
                 control: StepControl | None = None,
                 on_progress: Callable | None = None) -> tuple[EpochProgress, bool]:
-    """Train on the batches of `order` (one shuffled epoch) from `progress.steps_done` on;
+    """Train on the epoch's `steps` (from `plan_epoch`) from `progress.steps_done` on;
     returns (progress, whether `control` stopped the epoch early).
 
     `data` holds the training set once per device. Loss and accuracy are summed on the device
@@ -172,7 +226,7 @@ def train_epoch(graph: TrainStep, updater: Updater, data: list[DeviceData], orde
     non-finite loss at the next step.) With `skip_nonfinite` the host instead waits for each
     step's loss and skips the update of a batch whose loss is not finite.
     """
-    ctxs = [part.images.context for part in data]
+    ctxs = [part.inputs[0].context for part in data]
     sums = [[mx.nd.zeros((2,), ctx=ctx), mx.nd.zeros((2,), ctx=ctx)] for ctx in ctxs]
     if len(progress.sums) == len(ctxs):
         for pair, saved in zip(sums, progress.sums, strict=True):
@@ -182,7 +236,6 @@ def train_epoch(graph: TrainStep, updater: Updater, data: list[DeviceData], orde
         sums[0][0][:] = mx.nd.array(progress.totals, dtype="float32")
     skipped = progress.skipped
     started = time.perf_counter()
-    steps = batch_indices(order, batch_size, ctxs)
     step = first_step + progress.steps_done
 
     def current(done: int) -> EpochProgress:
@@ -194,8 +247,8 @@ def train_epoch(graph: TrainStep, updater: Updater, data: list[DeviceData], orde
         if reseed is not None:
             reseed(step)
         with autograd.record():
-            stats = [graph(part.images, part.labels, index)
-                     for part, index in zip(data, steps[done - 1], strict=True)]
+            stats = [graph(*part.inputs, *own)
+                     for part, own in zip(data, steps[done - 1], strict=True)]
         autograd.backward(stats)
         if skip_nonfinite and not all(np.isfinite(s.asnumpy()).all() for s in stats):
             skipped += 1  # nothing is updated or counted for this batch
@@ -280,6 +333,7 @@ class Prepared:
     checkpoints must record."""
 
     train: list[DeviceData]  # one copy per device
+    train_labels: np.ndarray
     val_images: mx.nd.NDArray | None
     val_labels: np.ndarray
     normalization: Normalization
@@ -287,7 +341,7 @@ class Prepared:
 
     @property
     def num_train(self) -> int:
-        return self.train[0].images.shape[0]
+        return len(self.train_labels)
 
 
 def prepare_data(config: Config, ctxs, normalization: Normalization | None = None) -> Prepared:
@@ -301,7 +355,9 @@ def prepare_data(config: Config, ctxs, normalization: Normalization | None = Non
     val_nd = (mx.nd.array(normalise(val_images, normalization), ctx=ctxs[0])
               if len(val_images) else None)
     return Prepared(
-        train=[DeviceData.create(train_images, train_labels, normalization, ctx) for ctx in ctxs],
+        train=[DeviceData.create(train_images, train_labels, normalization, ctx,
+                                 config.data.augment) for ctx in ctxs],
+        train_labels=train_labels,
         val_images=val_nd,
         val_labels=val_labels,
         normalization=normalization,
@@ -319,8 +375,10 @@ class Model:
     updater: Updater
 
 
-def build_training(config: Config, ctxs, arrays: dict | None = None) -> Model:
-    """The model of `config` on `ctxs`, Xavier-initialised or holding `arrays`."""
+def build_training(config: Config, ctxs, arrays: dict | None = None,
+                   normalization: Normalization | None = None) -> Model:
+    """The model of `config` on `ctxs`, Xavier-initialised or holding `arrays`.
+    `normalization` gives augmentation the background's value."""
     arch = Architecture(hidden=config.model.hidden, activation=config.model.activation,
                         classes=config.model.classes, dropout=config.model.dropout)
     net = build_model(arch, ctxs)
@@ -329,7 +387,10 @@ def build_training(config: Config, ctxs, arrays: dict | None = None) -> Model:
     # Several devices: gradients meet on the CPU (kvstore local) or on the first device.
     reduce_ctx = mx.cpu() if len(ctxs) > 1 and config.train.kvstore == "local" else ctxs[0]
     params = {name: param for name, param in named_parameters(net).items()}
-    return Model(arch, net, train_step_graph(net),
+    graph = train_step_graph(net, config.data.augment,
+                             background(normalization or Normalization(0.0, 1.0)),
+                             config.train.label_smoothing)
+    return Model(arch, net, graph,
                  Updater(params, config.train, reduce_ctx))
 
 
@@ -365,13 +426,16 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         # Created only now, so a failure to read the data leaves no empty run folder behind.
         ckpt.prepare_run_dir(run_dir, force)
 
-    model = build_training(config, ctxs, resumed.arrays if resumed else None)
+    model = build_training(config, ctxs, resumed.arrays if resumed else None,
+                           data.normalization)
     start_epoch, best_val, best_epoch, history, partial = 1, None, 0, [], None
+    early = {"stale_epochs": 0, "stopped": False}  # epochs without enough improvement
     last_saved = "none was written yet"
     if resumed:
         model.updater.load(ckpt.states_path(resumed.params_path))
         start_epoch = resumed.meta["epoch"] + 1
         best_val, best_epoch = resumed.meta["best_val_accuracy"], resumed.meta["best_epoch"]
+        early = dict(resumed.meta.get("early_stopping") or early)
         history = truncate_metrics(run_dir / "metrics.jsonl", resumed.meta["epoch"])
         if resumed.meta.get("in_epoch"):
             partial = EpochProgress(**resumed.meta["in_epoch"])
@@ -404,7 +468,10 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
             return "stop"
         return "save" if every and step % every == 0 and step % steps else None
 
+    patience, min_delta = tcfg.early_stopping.patience, tcfg.early_stopping.min_delta
     for epoch in range(start_epoch, tcfg.epochs + 1):
+        if early["stopped"]:
+            break
         first_step = (epoch - 1) * steps
         progress = partial if partial is not None else EpochProgress(epoch)
         partial = None
@@ -414,7 +481,7 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
             nonlocal last_saved
             meta = checkpoint_meta(config, model.architecture, data, epoch - 1,
                                    (epoch - 1) * steps + now.steps_done,
-                                   history[-1] if history else None, *best, now)
+                                   history[-1] if history else None, *best, now, early)
             ckpt.save_checkpoint(run_dir / "last.params", model.net, model.updater, meta,
                                  keep_previous=True)
             last_saved = describe(run_dir / "last.params", meta)
@@ -422,7 +489,9 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         on_progress = log.start_epoch(epoch, tcfg.epochs, steps, tcfg.batch_size)
         try:
             progress, stopped = train_epoch(
-                model.graph, model.updater, data.train, epoch_order(num_train, config.seed, epoch),
+                model.graph, model.updater, data.train,
+                plan_epoch(epoch_order(num_train, config.seed, epoch), data.train_labels,
+                           tcfg.batch_size, ctxs, config.data.augment, config.seed, epoch),
                 tcfg.batch_size, lr_at, progress, first_step, skip_nonfinite=tcfg.skip_nonfinite,
                 reseed=dropout_reseeder(config), control=StepControl(action, save_mid),
                 on_progress=on_progress)
@@ -446,19 +515,26 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
                              progress.seconds, steps * tcfg.batch_size / progress.seconds)
         # Without a validation set, the latest epoch counts as the best.
         improved = val_acc is None or best_val is None or val_acc > best_val
+        if patience is not None and val_acc is not None:
+            enough = best_val is None or val_acc - best_val > min_delta
+            early["stale_epochs"] = 0 if enough else early["stale_epochs"] + 1
+            early["stopped"] = early["stale_epochs"] >= patience and epoch < tcfg.epochs
         if improved:
             best_val, best_epoch = val_acc, epoch
         # Metrics first: a crash before the checkpoint leaves a line that resume drops.
         append_metrics(run_dir / "metrics.jsonl", result)
         history.append(result)
         meta = checkpoint_meta(config, model.architecture, data, epoch, result.step, result,
-                               best_val, best_epoch)
+                               best_val, best_epoch, early=early)
         save_epoch(run_dir, model.net, model.updater, meta, epoch, improved,
                    config.checkpoint.keep)
         last_saved = describe(run_dir / "last.params", meta)
         log.line(format_epoch(result, tcfg.epochs)
                  + (f"  ({progress.skipped} non-finite batches skipped)" if progress.skipped
                     else ""))
+        if early["stopped"]:
+            log.line(f"early stopping: validation accuracy has not risen by more than "
+                     f"{min_delta} for {patience} epochs; the best is epoch {best_epoch}")
 
     return TrainSummary(run_dir, history, best_epoch, best_val, run_dir / "best.params",
                         run_dir / "last.params")
@@ -467,7 +543,7 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
 def dropout_reseeder(config: Config) -> Callable[[int], None] | None:
     """With dropout, MXNet's generator is seeded from (seed, step) before every step, so a run
     resumed at any step draws the masks the uninterrupted run drew. MXNet cannot save the
-    generator's state, and nothing else draws from it."""
+    generator's state, and nothing else draws from it (augmentation draws on the host)."""
     if config.model.dropout == 0:
         return None
     return lambda step: mx.random.seed((config.seed * 1_000_003 + step) % 2**31)
@@ -543,7 +619,7 @@ def validate(net: MLP, data: Prepared) -> tuple[float | None, float | None]:
 
 def checkpoint_meta(config: Config, arch: Architecture, data: Prepared, epoch: int, step: int,
                     result: EpochResult | None, best_val: float | None, best_epoch: int,
-                    in_epoch: EpochProgress | None = None) -> dict:
+                    in_epoch: EpochProgress | None = None, early: dict | None = None) -> dict:
     """The sidecar's content. `epoch` counts finished epochs; `in_epoch` is how far the next
     one had got when a checkpoint is written inside it."""
     return {
@@ -556,6 +632,7 @@ def checkpoint_meta(config: Config, arch: Architecture, data: Prepared, epoch: i
         "metrics": dataclasses.asdict(result) if result is not None else None,
         "best_val_accuracy": best_val,
         "best_epoch": best_epoch,
+        "early_stopping": dict(early) if early is not None else None,
         "data": {"name": config.data.name, "sha1": data.checksums},
         "versions": ckpt.library_versions(),
     }
