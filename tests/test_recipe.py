@@ -42,6 +42,21 @@ def test_shift_moves_each_image_by_whole_pixels_filling_with_the_background():
     assert len({(r[0] % 32, o) for r, o in zip(rows, offsets, strict=True)}) > 1
 
 
+def test_flip_mirrors_left_right_and_warp_mirrors_the_same_way():
+    images = np.random.default_rng(3).standard_normal((1, 784)).astype(np.float32)
+    flipped = images.reshape(28, 28)[:, ::-1]
+    block = Shift(0)
+    block.initialize()
+    rows = mx.nd.array(np.arange(28)[None, :], dtype="int32")
+    out = block(mx.nd.array(pad_images(images, 0, 0.0)), rows,
+                mx.nd.array([1], dtype="int32")).asnumpy().reshape(28, 28)
+    np.testing.assert_array_equal(out, flipped)
+    warped = Warp(background=0.0)(mx.nd.array(images), mx.nd.array([[0, 1, 0, 0, -1]]))
+    np.testing.assert_allclose(warped.asnumpy().reshape(28, 28), flipped, atol=1e-4)
+    draws = shift_draws(np.arange(1000), AugmentConfig(flip=True), 0, 1)[1]
+    assert 400 < (draws == 1).sum() < 600 and set(draws.tolist()) == {0, 1}
+
+
 def test_shift_draws_are_a_function_of_seed_and_epoch():
     order = np.arange(100)
     same = shift_draws(order, AugmentConfig(shift=2), 5, 2), shift_draws(
@@ -54,9 +69,10 @@ def test_shift_draws_are_a_function_of_seed_and_epoch():
 def test_warp_without_change_is_the_identity_and_a_rotation_moves_pixels():
     images = mx.nd.array(np.random.default_rng(1).standard_normal((3, 784)).astype(np.float32))
     warp = Warp(background=-0.4)
-    still = mx.nd.array(np.tile([0.0, 1.0, 0.0, 0.0], (3, 1)).astype(np.float32))
+    still = mx.nd.array(np.tile([0.0, 1.0, 0.0, 0.0, 1.0], (3, 1)).astype(np.float32))
     np.testing.assert_allclose(warp(images, still).asnumpy(), images.asnumpy(), atol=1e-4)
-    turned = mx.nd.array(np.tile([math.radians(10), 1.0, 0.0, 0.0], (3, 1)).astype(np.float32))
+    turned = mx.nd.array(np.tile([math.radians(10), 1.0, 0.0, 0.0, 1.0], (3, 1)).astype(
+        np.float32))
     assert not np.allclose(warp(images, turned).asnumpy(), images.asnumpy(), atol=1e-2)
 
 

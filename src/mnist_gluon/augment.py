@@ -38,33 +38,40 @@ def pad_images(images: np.ndarray, shift: int, background: float) -> np.ndarray:
 
 
 def column_selectors(shift: int) -> np.ndarray:
-    """For each horizontal offset 0..2*shift, the S x 28 0/1 matrix that picks the 28 columns
-    of the window: multiplying by it moves pixels exactly."""
+    """For each horizontal offset 0..2*shift, then each again mirrored, the S x 28 0/1 matrix
+    that picks the 28 columns of the window: multiplying by it moves pixels exactly."""
     size = padded_size(shift)
-    table = np.zeros((2 * shift + 1, size, IMAGE_SIZE), dtype=np.float32)
-    for offset in range(2 * shift + 1):
-        table[offset, np.arange(IMAGE_SIZE) + offset, np.arange(IMAGE_SIZE)] = 1.0
+    offsets = 2 * shift + 1
+    table = np.zeros((2 * offsets, size, IMAGE_SIZE), dtype=np.float32)
+    columns = np.arange(IMAGE_SIZE)
+    for offset in range(offsets):
+        table[offset, columns + offset, columns] = 1.0
+        table[offsets + offset, columns + offset, columns[::-1]] = 1.0
     return table
 
 
 def shift_draws(order: np.ndarray, cfg: AugmentConfig, seed: int, epoch: int
                 ) -> tuple[np.ndarray, np.ndarray]:
     """For each example of the epoch's order: the padded rows its window covers (28 of them,
-    moved up or down) and its horizontal offset."""
+    moved up or down) and its column selector (horizontal offset, and whether mirrored)."""
     size = padded_size(cfg.shift)
     rng = np.random.default_rng([seed, epoch, 1])
     dy, dx = rng.integers(0, 2 * cfg.shift + 1, size=(2, len(order)))
+    if cfg.flip:
+        dx = dx + (2 * cfg.shift + 1) * rng.integers(0, 2, size=len(order))
     rows = (order.astype(np.int64) * size + dy)[:, None] + np.arange(IMAGE_SIZE)[None, :]
     return rows.astype(np.int32), dx.astype(np.int32)
 
 
 def affine_draws(count: int, cfg: AugmentConfig, seed: int, epoch: int) -> np.ndarray:
-    """count x 4: angle (radians), scale, whole-pixel shift down and right."""
+    """count x 5: angle (radians), scale, whole-pixel shift down and right, and -1 to mirror
+    left-right (else 1)."""
     rng = np.random.default_rng([seed, epoch, 2])
     angle = rng.uniform(-1, 1, count) * math.radians(cfg.rotate)
     scale = 1 + rng.uniform(-1, 1, count) * cfg.scale
     dy, dx = rng.integers(-cfg.shift, cfg.shift + 1, size=(2, count))
-    return np.stack([angle, scale, dy, dx], axis=1).astype(np.float32)
+    mirror = 1 - 2 * rng.integers(0, 2, size=count) if cfg.flip else np.ones(count)
+    return np.stack([angle, scale, dy, dx, mirror], axis=1).astype(np.float32)
 
 
 class Shift(gluon.HybridBlock):
@@ -82,18 +89,18 @@ class Shift(gluon.HybridBlock):
 
 
 class Warp(gluon.HybridBlock):
-    """(B, 784) normalised images and (B, 4) draws -> rotated, scaled, shifted images."""
+    """(B, 784) normalised images and (B, 5) draws -> rotated, scaled, shifted, mirrored."""
 
     def __init__(self, background: float, **kwargs):
         super().__init__(**kwargs)
         self.background = background
 
     def hybrid_forward(self, F, images, draws):
-        angle, scale, dy, dx = F.split(draws, num_outputs=4, axis=1)
+        angle, scale, dy, dx, mirror = F.split(draws, num_outputs=5, axis=1)
         step = 2.0 / (IMAGE_SIZE - 1)  # the sampler's [-1, 1] spans the 28 pixel centres
         cos, sin = F.cos(angle) / scale, F.sin(angle) / scale
         # The grid maps output pixels to input ones: the inverse of the change.
-        theta = F.concat(cos, -sin, -dx * step, sin, cos, -dy * step, dim=1)
+        theta = F.concat(cos * mirror, -sin, -dx * step, sin * mirror, cos, -dy * step, dim=1)
         grid = F.GridGenerator(theta, transform_type="affine",
                                target_shape=(IMAGE_SIZE, IMAGE_SIZE))
         square = F.reshape(images - self.background, shape=(-1, 1, IMAGE_SIZE, IMAGE_SIZE))

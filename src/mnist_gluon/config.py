@@ -34,10 +34,11 @@ class AugmentConfig:
     shift: int = 0  # translate by up to this many whole pixels each way
     rotate: float = 0.0  # rotate by up to this many degrees each way
     scale: float = 0.0  # scale by a factor in [1 - scale, 1 + scale]
+    flip: bool = False  # mirror left-right half the time (clothes, not digits)
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale)
+        return bool(self.shift or self.rotate or self.scale or self.flip)
 
 
 @dataclass
