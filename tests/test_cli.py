@@ -340,6 +340,10 @@ TRAIN_CASES = {
                                r"train\.lr must be a number, got 'inf'"),
     "dropout of 1 or more": (lambda s: ["--set", "model.dropout=1.5"],
                              r"model\.dropout is 1\.5"),
+    "distributed kvstore without a cluster": (
+        lambda s: s.on_small("--set", "train.kvstore=dist_sync"),
+        r"train\.kvstore=dist_sync needs a cluster \(DMLC_ROLE.* not set\); start it with: "
+        r"mnist-launch -n WORKERS"),
     "existing run": (existing_run, r"already holds a run .*--resume .*--force"),
     "output is a file": (lambda s: s.on_small("--out", s.file("taken", "x")),
                          "is a file, not a folder"),

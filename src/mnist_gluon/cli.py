@@ -78,6 +78,8 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
         raise Interrupted(f"interrupted; {kept}") from None
     from .plots import missing, plot_curves
 
+    if not summary.wrote:
+        return
     if (note := missing()) is None:
         plot_curves([dataclasses.asdict(r) for r in summary.epochs], run_dir / "curves.png")
     else:
@@ -311,6 +313,30 @@ def sweep_command(config_path, grid, overrides, random_count, seed, jobs, out, d
     return 1 if any(code != 0 for code in statuses.values()) else 0
 
 
+@click.command("mnist-launch", context_settings={**CONTEXT, "ignore_unknown_options": True})
+@click.option("-n", "--workers", type=click.IntRange(1, None), required=True,
+              help="Number of workers: each runs COMMAND.")
+@click.option("-s", "--servers", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Number of parameter servers.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def launch_command(workers, servers, debug, command):
+    """Run a distributed mnist-train on MXNet's parameter-server kvstore, on this machine:
+    a scheduler, SERVERS servers and WORKERS workers, wired by DMLC_* variables on a free
+    port of 127.0.0.1. If any process dies, every other one is stopped and the exit status is
+    non-zero. Example: mnist-launch -n 2 -s 1 -- mnist-train --config configs/base.yaml --set
+    train.kvstore=dist_sync"""
+    from .launch import launch
+
+    command = list(command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise click.UsageError("give the command to run after --, e.g. -- mnist-train ...")
+    return launch(command, workers, servers,
+                  lambda text: click.echo(f"mnist-launch: {text}", err=True))
+
+
 def quantization_data(checkpoint, data_root):
     """5,000 training images to calibrate on, and the test set to check the result with."""
     from .data import DATASETS, read_split
@@ -376,3 +402,7 @@ def export_main() -> None:
 
 def sweep_main() -> None:
     sys.exit(run(sweep_command))
+
+
+def launch_main() -> None:
+    sys.exit(run(launch_command))

@@ -24,7 +24,7 @@ OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
 LR_SCHEDULES = ("none", "step", "cosine")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
 DATASETS = ("mnist", "fashion-mnist")
-KVSTORES = ("local", "device")
+KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import signal
 import sys
@@ -19,7 +18,7 @@ from mxnet import autograd, gluon
 
 from . import checkpoint as ckpt
 from .augment import Shift, Warp, affine_draws, pad_images, shift_draws
-from .config import AugmentConfig, Config, TrainConfig, config_to_dict, config_to_yaml
+from .config import AugmentConfig, Config, config_to_dict, config_to_yaml
 from .data import (
     DATASETS,
     Normalization,
@@ -36,7 +35,7 @@ from .errors import CheckpointError, ConfigError, Diverged, Stopped
 from .files import atomic_write_text, sha256_of
 from .metrics import softmax_cross_entropy
 from .model import MLP, Architecture, build_model, named_parameters, set_parameters
-from .optim import Updater
+from .optim import DistUpdater, Updater, learning_rate
 
 EVAL_BATCH_SIZE = 10_000
 PROGRESS_EVERY = 50  # steps between progress-bar refreshes; each one waits for the device
@@ -63,24 +62,10 @@ class TrainSummary:
     best_val_accuracy: float | None
     best_checkpoint: Path
     last_checkpoint: Path
+    wrote: bool = True  # False on the workers of a distributed run other than rank 0
 
 
 # --- optimisation ---------------------------------------------------------------------------
-
-def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """The learning rate for global step `step` (0-based): warm-up, then the schedule."""
-    epoch_progress = step / steps_per_epoch
-    warmup_steps = cfg.warmup_epochs * steps_per_epoch
-    if step < warmup_steps:
-        return cfg.lr * (step + 1) / warmup_steps
-    if cfg.lr_schedule == "cosine":
-        span = cfg.epochs - cfg.warmup_epochs
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch_progress - cfg.warmup_epochs) / span))
-    if cfg.lr_schedule == "step":
-        milestones = cfg.lr_step_epochs or [m for m in (cfg.epochs // 2, cfg.epochs * 3 // 4) if m]
-        return cfg.lr * cfg.lr_decay ** sum(epoch_progress >= m for m in milestones)
-    return cfg.lr
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -292,11 +277,13 @@ def predict_logits(net, inputs, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray
 class Log:
     """Progress on stdout: a tqdm bar on a terminal, one plain line per epoch otherwise."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, prefix: str = ""):
         self.interactive = sys.stdout.isatty() and not quiet
+        self.prefix = prefix  # "[rank 1/2] " in a distributed run
         self.bar = None
 
     def line(self, text: str) -> None:
+        text = self.prefix + text
         if self.bar is not None:
             self.bar.write(text)
         else:
@@ -375,10 +362,53 @@ class Model:
     updater: Updater
 
 
+@dataclass
+class Cluster:
+    """Where this process stands in a distributed run; one worker of one otherwise."""
+
+    kvstore: object = None
+    rank: int = 0
+    workers: int = 1
+
+    @property
+    def writer(self) -> bool:
+        return self.rank == 0  # only rank 0 writes the run folder
+
+    @property
+    def prefix(self) -> str:
+        return f"[rank {self.rank}/{self.workers}] " if self.kvstore is not None else ""
+
+    def share(self, order: np.ndarray, batch_size: int) -> np.ndarray:
+        """This worker's part of each global batch of the epoch's `order`: every worker
+        takes its own `batch_size` examples of each step, so the workers together train on
+        the batches a single process with the global batch would."""
+        steps = steps_per_epoch(len(order), batch_size * self.workers)
+        grid = order[: steps * batch_size * self.workers].reshape(steps, self.workers, -1)
+        return grid[:, self.rank].reshape(-1)
+
+
+def join_cluster(kvstore: str) -> Cluster:
+    """For a dist_* kvstore, connect to the parameter servers (started by mnist-launch)."""
+    if not kvstore.startswith("dist"):
+        return Cluster()
+    import os
+
+    missing = [v for v in ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT",
+                           "DMLC_NUM_WORKER", "DMLC_NUM_SERVER") if v not in os.environ]
+    if missing:
+        raise ConfigError(f"train.kvstore={kvstore} needs a cluster ({', '.join(missing)} not "
+                          "set); start it with: mnist-launch -n WORKERS -s SERVERS -- "
+                          "mnist-train ...")
+    kv = mx.kv.create(kvstore)
+    return Cluster(kv, kv.rank, kv.num_workers)
+
+
 def build_training(config: Config, ctxs, arrays: dict | None = None,
-                   normalization: Normalization | None = None) -> Model:
+                   normalization: Normalization | None = None, cluster: Cluster | None = None,
+                   steps: int = 1, offset: int = 0) -> Model:
     """The model of `config` on `ctxs`, Xavier-initialised or holding `arrays`.
-    `normalization` gives augmentation the background's value."""
+    `normalization` gives augmentation the background's value; a distributed `cluster`
+    updates on its servers, from step `offset` of `steps` per epoch."""
     arch = Architecture(hidden=config.model.hidden, activation=config.model.activation,
                         classes=config.model.classes, dropout=config.model.dropout)
     net = build_model(arch, ctxs)
@@ -390,8 +420,11 @@ def build_training(config: Config, ctxs, arrays: dict | None = None,
     graph = train_step_graph(net, config.data.augment,
                              background(normalization or Normalization(0.0, 1.0)),
                              config.train.label_smoothing)
-    return Model(arch, net, graph,
-                 Updater(params, config.train, reduce_ctx))
+    if cluster is not None and cluster.kvstore is not None:
+        updater = DistUpdater(net, config.train, cluster.kvstore, steps, offset)
+    else:
+        updater = Updater(params, config.train, reduce_ctx)
+    return Model(arch, net, graph, updater)
 
 
 def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume: bool = False,
@@ -402,9 +435,10 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
     `stop_signal` is asked after every step; a signal number from it ends the run after a
     checkpoint (Stopped). A non-finite loss or gradient raises Diverged.
     """
-    log = Log(quiet)
     ctxs = resolve_contexts(config.device)
     tcfg = config.train
+    cluster = join_cluster(tcfg.kvstore)
+    log = Log(quiet, cluster.prefix)
     if tcfg.batch_size % len(ctxs):
         raise ConfigError(f"train.batch_size={tcfg.batch_size} does not split evenly over "
                           f"{len(ctxs)} devices; use a multiple of {len(ctxs)}")
@@ -412,22 +446,23 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
     resumed = None
     if resume:
         resumed = read_resumable(run_dir, config)
-    else:
+    elif cluster.writer:
         ckpt.check_run_dir(run_dir, force)
 
     seed_everything(config.seed)
     data = prepare_data(config, ctxs, resumed.normalization if resumed else None)
     num_train = data.num_train
-    steps = steps_per_epoch(num_train, tcfg.batch_size)
+    steps = steps_per_epoch(num_train, tcfg.batch_size * cluster.workers)
     if steps == 0:
         raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
                           f"{num_train} training examples; lower it")
-    if not resume:
+    if not resume and cluster.writer:
         # Created only now, so a failure to read the data leaves no empty run folder behind.
         ckpt.prepare_run_dir(run_dir, force)
 
     model = build_training(config, ctxs, resumed.arrays if resumed else None,
-                           data.normalization)
+                           data.normalization, cluster, steps,
+                           resumed.meta["step"] if resumed else 0)
     start_epoch, best_val, best_epoch, history, partial = 1, None, 0, [], None
     early = {"stale_epochs": 0, "stopped": False}  # epochs without enough improvement
     last_saved = "none was written yet"
@@ -442,7 +477,8 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
             start_epoch = partial.epoch
         last_saved = describe(resumed.params_path, resumed.meta)
     # On resume too: `--set` may have changed the config (e.g. more epochs).
-    atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    if cluster.writer:
+        atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
 
     at = ""
     if resumed:
@@ -456,6 +492,14 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         f"device {', '.join(str(c) for c in ctxs)}  |  {steps} steps/epoch of "
         f"{tcfg.batch_size}{at}"
     )
+    if cluster.kvstore is not None:
+        log.line(f"{tcfg.kvstore}: {cluster.workers} workers; this one trains on its own "
+                 f"{tcfg.batch_size} of each global batch of {tcfg.batch_size * cluster.workers}"
+                 f", {steps * tcfg.batch_size} of the {num_train} examples each epoch")
+        if resumed:
+            log.line("resuming a distributed run restores its parameters; the optimizer's "
+                     "state (momentum) restarts: MXNet keeps it on the servers and cannot "
+                     "save it")
 
     lr_at = lambda step: learning_rate(step, steps, tcfg)  # noqa: E731
     every = config.checkpoint.every_steps
@@ -479,6 +523,8 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         def save_mid(now: EpochProgress, epoch: int = epoch, best: tuple = (best_val, best_epoch)
                      ) -> None:
             nonlocal last_saved
+            if not cluster.writer:
+                return
             meta = checkpoint_meta(config, model.architecture, data, epoch - 1,
                                    (epoch - 1) * steps + now.steps_done,
                                    history[-1] if history else None, *best, now, early)
@@ -490,7 +536,8 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
         try:
             progress, stopped = train_epoch(
                 model.graph, model.updater, data.train,
-                plan_epoch(epoch_order(num_train, config.seed, epoch), data.train_labels,
+                plan_epoch(cluster.share(epoch_order(num_train, config.seed, epoch),
+                                         tcfg.batch_size), data.train_labels,
                            tcfg.batch_size, ctxs, config.data.augment, config.seed, epoch),
                 tcfg.batch_size, lr_at, progress, first_step, skip_nonfinite=tcfg.skip_nonfinite,
                 reseed=dropout_reseeder(config), control=StepControl(action, save_mid),
@@ -521,13 +568,14 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
             early["stopped"] = early["stale_epochs"] >= patience and epoch < tcfg.epochs
         if improved:
             best_val, best_epoch = val_acc, epoch
-        # Metrics first: a crash before the checkpoint leaves a line that resume drops.
-        append_metrics(run_dir / "metrics.jsonl", result)
         history.append(result)
         meta = checkpoint_meta(config, model.architecture, data, epoch, result.step, result,
                                best_val, best_epoch, early=early)
-        save_epoch(run_dir, model.net, model.updater, meta, epoch, improved,
-                   config.checkpoint.keep)
+        if cluster.writer:
+            # Metrics first: a crash before the checkpoint leaves a line that resume drops.
+            append_metrics(run_dir / "metrics.jsonl", result)
+            save_epoch(run_dir, model.net, model.updater, meta, epoch, improved,
+                       config.checkpoint.keep)
         last_saved = describe(run_dir / "last.params", meta)
         log.line(format_epoch(result, tcfg.epochs)
                  + (f"  ({progress.skipped} non-finite batches skipped)" if progress.skipped
@@ -536,8 +584,20 @@ def run_training(config: Config, run_dir: Path, *, config_name: str = "", resume
             log.line(f"early stopping: validation accuracy has not risen by more than "
                      f"{min_delta} for {patience} epochs; the best is epoch {best_epoch}")
 
+    if cluster.kvstore is not None:
+        log.line(f"parameters sha256 {parameters_digest(model.net)}")
     return TrainSummary(run_dir, history, best_epoch, best_val, run_dir / "best.params",
-                        run_dir / "last.params")
+                        run_dir / "last.params", cluster.writer)
+
+
+def parameters_digest(net: MLP) -> str:
+    """A checksum of the parameters' values: equal on every worker of a consistent run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in sorted(named_parameters(net).items()):
+        digest.update(name.encode() + param.data().asnumpy().tobytes())
+    return digest.hexdigest()
 
 
 def dropout_reseeder(config: Config) -> Callable[[int], None] | None:

@@ -1,0 +1,131 @@
+"""Data-parallel training on MXNet's parameter-server kvstore, with real processes on
+127.0.0.1: a scheduler, a server and two workers started by mnist-launch."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from mnist_gluon.config import load_config
+from mnist_gluon.train import run_training
+
+BIN = Path(sys.executable).parent
+DIST = ["--set", "train.optimizer=nag", "--set", "train.lr=0.1", "--set", "train.batch_size=25"]
+
+
+def launch(small_config, run_dir, *extra, workers=2):
+    return subprocess.Popen(
+        [str(BIN / "mnist-launch"), "-n", str(workers), "-s", "1", "--",
+         str(BIN / "mnist-train"), "--config", str(small_config), "--out", str(run_dir),
+         "--quiet", "--set", "train.kvstore=dist_sync", *DIST, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def pids(stderr: str) -> dict[str, int]:
+    return {name: int(pid) for name, pid in re.findall(r"mnist-launch: (\w+ ?\d*): pid (\d+)",
+                                                       stderr)}
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_two_workers_train_their_own_shares_and_match_one_process(small_config, tmp_path):
+    process = launch(small_config, tmp_path / "dist")
+    try:
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    started = pids(err)
+    assert set(started) == {"scheduler", "server 0", "worker 0", "worker 1"}
+    assert all(gone(pid) for pid in started.values())  # nothing is left behind
+
+    digests = re.findall(r"\[rank (\d)/2\] parameters sha256 (\w+)", out)
+    assert sorted(rank for rank, _ in digests) == ["0", "1"]
+    assert digests[0][1] == digests[1][1]  # both workers end with the same parameters
+    for rank in ("0", "1"):
+        assert (f"[rank {rank}/2] dist_sync: 2 workers; this one trains on its own 25 of each "
+                "global batch of 50, 1250 of the 2500 examples each epoch") in out
+
+    # One process with the global batch of 50 sees the same batches, each once.
+    single = tmp_path / "single"
+    overrides = [o for o in DIST if o != "--set"]
+    overrides[-1] = "train.batch_size=50"
+    run_training(load_config(small_config, overrides), single, quiet=True)
+    dist = mx.nd.load(str(tmp_path / "dist" / "last.params"))
+    for name, value in mx.nd.load(str(single / "last.params")).items():
+        np.testing.assert_allclose(dist[name].asnumpy(), value.asnumpy(), rtol=1e-4,
+                                   atol=1e-5)
+    dist_rows = (tmp_path / "dist" / "metrics.jsonl").read_text().splitlines()
+    single_rows = (single / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["val_accuracy"] for r in dist_rows] == [
+        json.loads(r)["val_accuracy"] for r in single_rows]
+    assert not list((tmp_path / "dist").glob("rank-*"))  # only rank 0 wrote the folder
+
+
+def test_a_killed_worker_takes_the_whole_cluster_down_with_a_clear_message(small_config,
+                                                                           tmp_path):
+    process = launch(small_config, tmp_path / "run", "--set", "train.epochs=100000")
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(process.stderr), daemon=True)
+    reader.start()
+    try:
+        for line in process.stdout:
+            if line.startswith("[rank 1/2] epoch 1/"):
+                break
+        started = pids("".join(err_lines))
+        os.kill(started["worker 1"], signal.SIGKILL)
+        killed_at = time.monotonic()
+        process.wait(timeout=60)
+        took = time.monotonic() - killed_at
+    finally:
+        process.kill()
+    reader.join(timeout=10)
+    err = "".join(err_lines)
+    assert process.returncode != 0
+    assert took < 30
+    assert ("mnist-launch: worker 1 ended (SIGKILL) while the cluster was running; stopping "
+            "every process of it") in err
+    assert all(gone(pid) for pid in started.values())
+
+
+def test_a_distributed_run_resumes_with_its_parameters(small_config, tmp_path):
+    run_dir = tmp_path / "run"
+    first = launch(small_config, run_dir, "--set", "train.epochs=1")
+    assert first.wait(timeout=120) == 0
+    before = mx.nd.load(str(run_dir / "last.params"))
+    resumed = subprocess.run(
+        [str(BIN / "mnist-launch"), "-n", "2", "--", str(BIN / "mnist-train"), "--resume",
+         str(run_dir), "--quiet", "--set", "train.epochs=2"],
+        capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert ("[rank 0/2] resuming a distributed run restores its parameters; the optimizer's "
+            "state (momentum) restarts") in resumed.stdout
+    meta = json.loads((run_dir / "last.json").read_text())
+    assert meta["epoch"] == 2
+    after = mx.nd.load(str(run_dir / "last.params"))
+    assert not np.array_equal(after["fc1.weight"].asnumpy(), before["fc1.weight"].asnumpy())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-n", "2", "--"], "Missing argument 'COMMAND...'"),
+    (["-n", "0", "--", "true"], "Invalid value for '-n'"),
+])
+def test_bad_launcher_arguments_are_one_line_exit_2(argv, message):
+    result = subprocess.run([str(BIN / "mnist-launch"), *argv], capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
