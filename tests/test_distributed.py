@@ -129,3 +129,57 @@ def test_bad_launcher_arguments_are_one_line_exit_2(argv, message):
     result = subprocess.run([str(BIN / "mnist-launch"), *argv], capture_output=True, text=True)
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """A real sshd on a free port of 127.0.0.1, for this test only, with a key of its own;
+    yields the ssh command that logs in to it."""
+    import shutil
+    import socket
+
+    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
+    folder = tmp_path / "sshd"
+    folder.mkdir()
+    for name in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(folder / name)], check=True)
+    (folder / "authorized_keys").write_text((folder / "user_key.pub").read_text())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
+        f"PidFile {folder / 'sshd.pid'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
+        "StrictModes no\nPermitRootLogin yes\nPasswordAuthentication no\nUsePAM no\n"
+        "KbdInteractiveAuthentication no\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
+    server = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(folder / "sshd_config")],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield (f"ssh -i {folder / 'user_key'} -p {port} -o BatchMode=yes "
+               "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_the_launcher_runs_a_two_worker_job_over_ssh(sshd, small_config, tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("# every role through the test's own sshd\n127.0.0.1\n")
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [str(BIN / "mnist-launch"), "-n", "2", "-s", "1", "-H", str(hostfile), "--ssh", sshd,
+         "--", str(BIN / "mnist-train"), "--config", str(small_config), "--out", str(run_dir),
+         "--quiet", "--set", "train.kvstore=dist_sync", *DIST],
+        capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr + result.stdout
+    digests = set(re.findall(r"\[rank \d/2\] parameters sha256 (\w+)", result.stdout))
+    assert len(digests) == 1
+    assert json.loads((run_dir / "last.json").read_text())["epoch"] == 2

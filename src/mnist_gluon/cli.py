@@ -318,23 +318,32 @@ def sweep_command(config_path, grid, overrides, random_count, seed, jobs, out, d
               help="Number of workers: each runs COMMAND.")
 @click.option("-s", "--servers", type=click.IntRange(1, None), default=1, show_default=True,
               help="Number of parameter servers.")
+@click.option("-H", "--hostfile", type=click.Path(dir_okay=False), default=None,
+              help="Run over ssh on these hosts, one per line: the scheduler on the first, "
+                   "servers and workers in turn.  [default: all on 127.0.0.1]")
+@click.option("--ssh", "ssh_command", default="ssh -o BatchMode=yes", show_default=True,
+              help="The ssh command for --hostfile, e.g. 'ssh -i KEY -p 2222'.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def launch_command(workers, servers, debug, command):
-    """Run a distributed mnist-train on MXNet's parameter-server kvstore, on this machine:
-    a scheduler, SERVERS servers and WORKERS workers, wired by DMLC_* variables on a free
-    port of 127.0.0.1. If any process dies, every other one is stopped and the exit status is
-    non-zero. Example: mnist-launch -n 2 -s 1 -- mnist-train --config configs/base.yaml --set
-    train.kvstore=dist_sync"""
-    from .launch import launch
+def launch_command(workers, servers, hostfile, ssh_command, debug, command):
+    """Run a distributed mnist-train on MXNet's parameter-server kvstore: a scheduler,
+    SERVERS servers and WORKERS workers, wired by DMLC_* variables, on 127.0.0.1 or over ssh
+    on the hosts of --hostfile. If any process dies, every other one is stopped and the exit
+    status is non-zero. Example: mnist-launch -n 2 -s 1 -- mnist-train --config
+    configs/base.yaml --set train.kvstore=dist_sync"""
+    import shlex
 
+    from .launch import launch, read_hostfile
+
+    hosts = read_hostfile(hostfile) if hostfile else None
     command = list(command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise click.UsageError("give the command to run after --, e.g. -- mnist-train ...")
     return launch(command, workers, servers,
-                  lambda text: click.echo(f"mnist-launch: {text}", err=True))
+                  lambda text: click.echo(f"mnist-launch: {text}", err=True), hosts,
+                  tuple(shlex.split(ssh_command)))
 
 
 def quantization_data(checkpoint, data_root):

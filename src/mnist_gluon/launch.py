@@ -1,4 +1,5 @@
-"""Start a whole MXNet parameter-server cluster on this machine and watch it to the end.
+"""Start a whole MXNet parameter-server cluster and watch it to the end: on this machine, or
+over ssh on the hosts of a hostfile.
 
 ps-lite wires a scheduler, servers and workers together through DMLC_* environment variables.
 The scheduler and the servers run inside `import mxnet` and exit there; the workers run the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -17,6 +19,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from .errors import OutputError
 
 HOST = "127.0.0.1"
 POLL_SECONDS = 0.2
@@ -43,12 +47,39 @@ def cluster_env(workers: int, servers: int, port: int) -> dict[str, str]:
             "DMLC_NODE_HOST": HOST}
 
 
-def start(name: str, command: list[str], role: str, env: dict[str, str],
-          worker: bool) -> Process:
-    full_env = {**os.environ, **env, "DMLC_ROLE": role}
+def start(name: str, command: list[str], role: str, env: dict[str, str], worker: bool,
+          host: str | None = None, ssh: tuple[str, ...] = ("ssh",)) -> Process:
+    """Start one role here, or on `host` over ssh (with a terminal, so that the remote
+    process is hung up when its ssh ends)."""
+    role_env = {**env, "DMLC_ROLE": role}
+    if host is None:
+        argv, full_env = command, {**os.environ, **role_env}
+    else:
+        role_env["DMLC_NODE_HOST"] = address(host)
+        remote = (f"cd {shlex.quote(os.getcwd())} && exec env "
+                  + " ".join(f"{k}={shlex.quote(v)}" for k, v in role_env.items()) + " "
+                  + " ".join(shlex.quote(part) for part in command))
+        argv, full_env = [*ssh, "-tt", host, remote], dict(os.environ)
     # Each in a session of its own, so that its whole process group can be stopped.
-    popen = subprocess.Popen(command, env=full_env, start_new_session=True)
+    popen = subprocess.Popen(argv, env=full_env, start_new_session=True)
     return Process(name, popen, worker)
+
+
+def address(host: str) -> str:
+    return host.rpartition("@")[2]
+
+
+def read_hostfile(path: str) -> list[str]:
+    """Hosts, one per line (`host` or `user@host`); blank lines and # comments are skipped."""
+    try:
+        lines = open(path).read().splitlines()  # noqa: SIM115 - read at once
+    except OSError as error:
+        raise OutputError(f"hostfile {path} cannot be read ({error.strerror})") from None
+    hosts = [line.split("#")[0].strip() for line in lines]
+    hosts = [h for h in hosts if h]
+    if not hosts:
+        raise OutputError(f"hostfile {path} names no host; write one host per line")
+    return hosts
 
 
 def stop(processes: list[Process]) -> None:
@@ -70,16 +101,26 @@ def signal_group(process: Process, signum: int) -> None:
         os.killpg(process.popen.pid, signum)
 
 
-def launch(command: list[str], workers: int, servers: int,
-           say: Callable[[str], None]) -> int:
-    """Run `command` as `workers` workers beside `servers` servers and a scheduler on this
-    machine; the exit status is 0 when every worker succeeded, else the first failure's."""
-    env = cluster_env(workers, servers, free_port())
+def launch(command: list[str], workers: int, servers: int, say: Callable[[str], None],
+           hosts: list[str] | None = None, ssh: tuple[str, ...] = ("ssh",)) -> int:
+    """Run `command` as `workers` workers beside `servers` servers and a scheduler, on this
+    machine or over ssh on `hosts` (the scheduler on the first, servers and workers in turn;
+    every host has this Python at the same path and this folder). The exit status is 0 when
+    every worker succeeded, else the first failure's."""
+    root = address(hosts[0]) if hosts else HOST
+    # The port is free here: launch from the first host, or pick hosts where it is free too.
+    env = {**cluster_env(workers, servers, free_port()), "DMLC_PS_ROOT_URI": root}
+    if hosts:
+        env.pop("DMLC_NODE_HOST")
+
+    def on(i: int) -> str | None:
+        return hosts[i % len(hosts)] if hosts else None
+
     idle = [sys.executable, "-c", "import mxnet"]  # the scheduler and servers live in here
-    processes = [start("scheduler", idle, "scheduler", env, worker=False)]
-    processes += [start(f"server {i}", idle, "server", env, worker=False)
+    processes = [start("scheduler", idle, "scheduler", env, False, on(0), ssh)]
+    processes += [start(f"server {i}", idle, "server", env, False, on(i), ssh)
                   for i in range(servers)]
-    processes += [start(f"worker {i}", command, "worker", env, worker=True)
+    processes += [start(f"worker {i}", command, "worker", env, True, on(i), ssh)
                   for i in range(workers)]
     for p in processes:
         say(f"{p.name}: pid {p.popen.pid}")
