@@ -12,7 +12,16 @@ import pytest
 import yaml
 
 from conftest import snapshot
-from mnist_gluon.augment import Shift, Warp, pad_images, shift_draws
+from mnist_gluon.augment import (
+    Shift,
+    ShiftCopies,
+    Warp,
+    copy_rows,
+    pad_images,
+    shift_draws,
+    shifted_copies,
+    uses_copies,
+)
 from mnist_gluon.cli import run, sweep_command, train_command
 from mnist_gluon.config import AugmentConfig, load_config
 from mnist_gluon.data import DATASETS, Normalization, normalise, read_split, split_validation
@@ -57,6 +66,21 @@ def test_flip_mirrors_left_right_and_warp_mirrors_the_same_way():
     assert 400 < (draws == 1).sum() < 600 and set(draws.tolist()) == {0, 1}
 
 
+@pytest.mark.parametrize("cfg", [AugmentConfig(shift=2), AugmentConfig(shift=1, flip=True)])
+def test_the_fast_copies_path_moves_pixels_exactly_as_the_selector_path(cfg):
+    images = np.random.default_rng(4).standard_normal((7, 784)).astype(np.float32)
+    padded = pad_images(images, cfg.shift, -0.5)
+    rows, selectors = shift_draws(np.array([3, 1, 6, 0, 5, 2, 4]), cfg, 3, 1)
+    by_selectors = Shift(cfg.shift)
+    by_selectors.initialize()
+    expected = by_selectors(mx.nd.array(padded), mx.nd.array(rows, dtype="int32"),
+                            mx.nd.array(selectors, dtype="int32")).asnumpy()
+    got = ShiftCopies()(mx.nd.array(shifted_copies(padded, cfg)),
+                        mx.nd.array(copy_rows(rows, selectors, 7, cfg), dtype="int32"))
+    np.testing.assert_array_equal(got.asnumpy(), expected)
+    assert uses_copies(cfg) and not uses_copies(AugmentConfig(shift=4))
+
+
 def test_shift_draws_are_a_function_of_seed_and_epoch():
     order = np.arange(100)
     same = shift_draws(order, AugmentConfig(shift=2), 5, 2), shift_draws(
@@ -90,9 +114,10 @@ def test_label_smoothing_spreads_the_target_over_all_classes():
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("shift", [2, 4], ids=["copies", "selectors"])
 def test_an_augmented_run_stopped_midway_resumes_to_identical_parameters(small_config,
-                                                                        tmp_path):
-    settings = ["data.augment.shift=2", "train.label_smoothing=0.1"]
+                                                                        tmp_path, shift):
+    settings = [f"data.augment.shift={shift}", "train.label_smoothing=0.1"]
     reference = tmp_path / "reference"
     run_training(load_config(small_config, settings), reference, quiet=True)
     stopped = tmp_path / "stopped"

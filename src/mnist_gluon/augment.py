@@ -5,10 +5,12 @@ The random draws are made on the host for a whole epoch at once, from a generato
 resumed at any step draws what the uninterrupted run drew, and no step pays for Python per
 image.
 
-Whole-pixel shifts are exact. The training set is held padded with the background on every
-side, one array row per image row; a step gathers the 28 rows of each image's window (moved up
-or down) and moves them sideways with a batched product by 0/1 matrices. A per-pixel gather
-was twice as slow on MXNet's CPU kernels. Rotation and scaling (with the shift) go through
+Whole-pixel shifts (and left-right flips) are exact. The training set is held padded with the
+background on every side, one array row per image row. When it fits (`uses_copies`), it is
+held once per horizontal placement, so a step gathers the 28 rows of each image's window and
+is done. Otherwise a step gathers rows of the padded set and moves them sideways with a
+batched product by 0/1 matrices. A per-pixel gather was slower than either on MXNet's CPU
+kernels. Rotation and scaling (with the shift) go through
 MXNet's affine `GridGenerator` and `BilinearSampler`, which cost more.
 """
 
@@ -35,6 +37,40 @@ def pad_images(images: np.ndarray, shift: int, background: float) -> np.ndarray:
     out[:, shift : shift + IMAGE_SIZE, shift : shift + IMAGE_SIZE] = images.reshape(
         -1, IMAGE_SIZE, IMAGE_SIZE)
     return out.reshape(len(images) * size, size)
+
+
+COPIES_BUDGET = 1.5 * 2**30  # bytes of shifted copies worth holding for the fast path
+REFERENCE_EXAMPLES = 60_000  # the budget is judged for a full MNIST-sized training set
+
+
+def variants(cfg: AugmentConfig) -> int:
+    """How many horizontal placements (offsets, each also mirrored with flip) there are."""
+    return (2 * cfg.shift + 1) * (2 if cfg.flip else 1)
+
+
+def uses_copies(cfg: AugmentConfig) -> bool:
+    """Whether to hold every horizontal placement as a copy of the training set, so a step
+    needs one row gather (fast), rather than a gather and a product by selectors (less
+    memory): copies when they fit in COPIES_BUDGET, as for shift <= 2 without flip."""
+    size = variants(cfg) * REFERENCE_EXAMPLES * padded_size(cfg.shift) * IMAGE_SIZE * 4
+    return size <= COPIES_BUDGET
+
+
+def shifted_copies(padded_rows: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """(N * S) x S padded rows -> (V * N * S) x 28: for each selector of `column_selectors`,
+    every padded row cut (and mirrored) to the 28 columns it picks."""
+    offsets = 2 * cfg.shift + 1
+    copies = [padded_rows[:, v % offsets : v % offsets + IMAGE_SIZE]
+              for v in range(variants(cfg))]
+    copies = [c[:, ::-1] if v >= offsets else c for v, c in enumerate(copies)]
+    return np.ascontiguousarray(np.concatenate(copies), dtype=np.float32)
+
+
+def copy_rows(rows: np.ndarray, selectors: np.ndarray, num_examples: int,
+              cfg: AugmentConfig) -> np.ndarray:
+    """Row indices into `shifted_copies` for the draws of `shift_draws`."""
+    block = num_examples * padded_size(cfg.shift)
+    return (selectors.astype(np.int64)[:, None] * block + rows).astype(np.int32)
 
 
 def column_selectors(shift: int) -> np.ndarray:
@@ -72,6 +108,13 @@ def affine_draws(count: int, cfg: AugmentConfig, seed: int, epoch: int) -> np.nd
     dy, dx = rng.integers(-cfg.shift, cfg.shift + 1, size=(2, count))
     mirror = 1 - 2 * rng.integers(0, 2, size=count) if cfg.flip else np.ones(count)
     return np.stack([angle, scale, dy, dx, mirror], axis=1).astype(np.float32)
+
+
+class ShiftCopies(gluon.HybridBlock):
+    """(shifted copies, (B, 28) row indices) -> (B, 784): one gather of whole rows."""
+
+    def hybrid_forward(self, F, copies, rows):
+        return F.reshape(F.take(copies, rows), shape=(-1, PIXELS))
 
 
 class Shift(gluon.HybridBlock):

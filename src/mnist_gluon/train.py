@@ -17,7 +17,17 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from . import checkpoint as ckpt
-from .augment import Shift, Warp, affine_draws, pad_images, shift_draws
+from .augment import (
+    Shift,
+    ShiftCopies,
+    Warp,
+    affine_draws,
+    copy_rows,
+    pad_images,
+    shift_draws,
+    shifted_copies,
+    uses_copies,
+)
 from .config import AugmentConfig, Config, config_to_dict, config_to_yaml
 from .data import (
     DATASETS,
@@ -90,13 +100,18 @@ class TrainStep(gluon.HybridBlock):
         self.net = net
         self.mode = augment_mode(augment)
         self.smoothing = label_smoothing
-        if self.mode == "shift":
+        if self.mode == "copies":
+            self.copies = ShiftCopies()
+        elif self.mode == "shift":
             self.shift = Shift(augment.shift)
         elif self.mode == "warp":
             self.warp = Warp(background)
 
     def hybrid_forward(self, F, *inputs):
-        if self.mode == "shift":
+        if self.mode == "copies":
+            copies, rows, labels = inputs
+            batch = self.copies(copies, rows)
+        elif self.mode == "shift":
             rows_data, rows, offsets, labels = inputs
             batch = self.shift(rows_data, rows, offsets)
         else:
@@ -117,7 +132,9 @@ class TrainStep(gluon.HybridBlock):
 def augment_mode(augment: AugmentConfig | None) -> str:
     if augment is None or not augment.active:
         return "none"
-    return "warp" if augment.rotate or augment.scale else "shift"
+    if augment.rotate or augment.scale:
+        return "warp"
+    return "copies" if uses_copies(augment) else "shift"
 
 
 def train_step_graph(net: MLP, augment: AugmentConfig | None = None, background: float = 0.0,
@@ -141,8 +158,11 @@ class DeviceData:
     def create(cls, images: np.ndarray, labels: np.ndarray, normalization: Normalization,
                ctx, augment: AugmentConfig | None = None) -> DeviceData:
         normalised = normalise(images, normalization)
-        if augment_mode(augment) == "shift":
+        mode = augment_mode(augment)
+        if mode in ("copies", "shift"):
             padded = pad_images(normalised, augment.shift, background(normalization))
+            if mode == "copies":
+                padded = shifted_copies(padded, augment)
             return cls((mx.nd.array(padded, ctx=ctx),))
         return cls((mx.nd.array(normalised, ctx=ctx),
                     mx.nd.array(labels, ctx=ctx, dtype="float32")))
@@ -157,7 +177,11 @@ def plan_epoch(order: np.ndarray, labels: np.ndarray, batch_size: int, ctxs,
                augment: AugmentConfig | None, seed: int, epoch: int) -> list[list[tuple]]:
     """Each step's own inputs to the training graph, per device, made once for the epoch."""
     mode = augment_mode(augment)
-    if mode == "shift":
+    if mode == "copies":
+        rows, selectors = shift_draws(order, augment, seed, epoch)
+        columns = [copy_rows(rows, selectors, len(labels), augment),
+                   labels[order].astype(np.float32)]
+    elif mode == "shift":
         columns = [*shift_draws(order, augment, seed, epoch), labels[order].astype(np.float32)]
     elif mode == "warp":
         columns = [order.astype(np.int32), affine_draws(len(order), augment, seed, epoch)]
