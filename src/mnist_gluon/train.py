@@ -406,6 +406,8 @@ class Cluster:
         """This worker's part of each global batch of the epoch's `order`: every worker
         takes its own `batch_size` examples of each step, so the workers together train on
         the batches a single process with the global batch would."""
+        if self.workers == 1:
+            return order
         steps = steps_per_epoch(len(order), batch_size * self.workers)
         grid = order[: steps * batch_size * self.workers].reshape(steps, self.workers, -1)
         return grid[:, self.rank].reshape(-1)
