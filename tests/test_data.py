@@ -7,13 +7,13 @@ import pytest
 from conftest import MNIST_FILES, idx_bytes, write_idx
 from mnist_gluon.data import (
     DATASETS,
-    batch_indices,
     epoch_order,
     fit_normalization,
     gluon_cache_root,
     normalise,
     parse_idx,
     read_split,
+    split_steps,
     split_validation,
 )
 from mnist_gluon.errors import DataError
@@ -233,7 +233,12 @@ def test_each_epoch_has_its_own_seeded_order():
     assert sorted(first.tolist()) == list(range(1000))
 
 
-def test_batch_indices_are_full_shuffled_batches_that_drop_the_remainder():
+def batch_indices(order, batch_size, ctxs):
+    return [[parts[0] for parts in step]
+            for step in split_steps([order.astype(np.int32)], batch_size, ctxs)]
+
+
+def test_steps_are_full_shuffled_batches_that_drop_the_remainder():
     import mxnet as mx
 
     order = epoch_order(103, seed=0, epoch=1)
@@ -245,7 +250,7 @@ def test_batch_indices_are_full_shuffled_batches_that_drop_the_remainder():
     assert len(set(seen.tolist())) == 100 and seen.tolist() != sorted(seen.tolist())
 
 
-def test_batch_indices_give_each_device_its_own_equal_share_of_the_batch():
+def test_steps_give_each_device_its_own_equal_share_of_the_batch():
     import mxnet as mx
 
     order = epoch_order(40, seed=3, epoch=2)

@@ -351,13 +351,6 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
 
 
-def batch_indices(order: np.ndarray, batch_size: int, ctxs: Sequence) -> list[list]:
-    """The epoch's batches as example indices: for each step, one int32 array per device
-    holding that device's equal share of the batch."""
-    return [[parts[0] for parts in step]
-            for step in split_steps([order.astype(np.int32)], batch_size, ctxs)]
-
-
 def split_steps(columns: list[np.ndarray], batch_size: int, ctxs: Sequence) -> list[list]:
     """Per-example arrays, in the epoch's order, cut into the epoch's steps: for each step,
     for each device, a tuple with that device's equal share of each column. Made with one
