@@ -273,7 +273,7 @@ def sweep_command(config_path, grid, overrides, random_count, seed, jobs, out, d
     and pick the best on validation accuracy, never on the test set. Writes results.csv,
     results.json and best.yaml; the same command again skips finished trials and resumes
     interrupted ones."""
-    from .config import config_to_yaml, load_config
+    from .files import atomic_write_text
     from .sweep import (
         best_trial,
         parse_grid,
@@ -302,10 +302,7 @@ def sweep_command(config_path, grid, overrides, random_count, seed, jobs, out, d
         click.echo("  ".join([row["trial"], *(str(row[k]) for k in keys)]))
     best = best_trial(rows)
     if best is not None:
-        config = load_config(out_dir / best["trial"] / "config.yaml")
-        text = config_to_yaml(config)
-        from .files import atomic_write_text
-
+        text = (out_dir / best["trial"] / "config.yaml").read_text()  # the resolved config
         atomic_write_text(out_dir / "best.yaml", text)
         click.echo(f"\n# best: {best['trial']}, validation accuracy "
                    f"{best['best_val_accuracy']:.4f} (written to {out_dir / 'best.yaml'})")

@@ -16,21 +16,21 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
     )
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Class probabilities from logits, row by row, computed stably."""
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log class probabilities from logits, row by row, computed stably in float64."""
     shifted = np.asarray(logits, dtype=np.float64)
     shifted = shifted - shifted.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return np.exp(log_softmax(logits))
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-likelihood of `labels` under softmax(`logits`), computed stably."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(shifted).sum(axis=1))
-    picked = shifted[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)]
-    return float(np.mean(log_norm - picked))
+    """Mean negative log-likelihood of `labels` under softmax(`logits`)."""
+    picked = log_softmax(logits)[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)]
+    return float(-np.mean(picked))
 
 
 @dataclass

@@ -167,7 +167,6 @@ class DistUpdater:
             options["momentum"] = cfg.momentum
         if cfg.clip_gradient is not None:
             options["clip_gradient"] = cfg.clip_gradient
-        self.params = dict(net.collect_params().items())
         self.workers = kvstore.num_workers
         self.trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, options,
                                      kvstore=kvstore, update_on_kvstore=True)

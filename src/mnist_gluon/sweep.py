@@ -81,14 +81,20 @@ def prepare(out: Path, config_path: Path, base: list[str], trials: list[Trial]) 
     atomic_write_text(existing, json.dumps(plan, indent=2) + "\n")
 
 
+def read_sidecar(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def finished(run_dir: Path) -> bool:
-    """Whether a trial's run ended: all its epochs, or stopped early."""
-    sidecar = run_dir / "last.json"
-    if not sidecar.exists():
+    return ended(read_sidecar(run_dir / "last.json"))
+
+
+def ended(last: dict) -> bool:
+    """Whether a trial's run (its last.json) ended: all its epochs, or stopped early."""
+    if not last:
         return False
-    meta = json.loads(sidecar.read_text())
-    early = meta.get("early_stopping") or {}
-    return (meta["epoch"] >= meta["config"]["train"]["epochs"] and not meta.get("in_epoch")
+    early = last.get("early_stopping") or {}
+    return (last["epoch"] >= last["config"]["train"]["epochs"] and not last.get("in_epoch")
             ) or bool(early.get("stopped"))
 
 
@@ -140,18 +146,15 @@ def run_trials(trials: list[Trial], out: Path, config_path: Path, base: list[str
 def results(trials: list[Trial], out: Path) -> list[dict]:
     rows = []
     for trial in trials:
-        best = out / trial.name / "best.json"
-        meta = json.loads(best.read_text()) if best.exists() else {}
-        last = out / trial.name / "last.json"
-        last_meta = json.loads(last.read_text()) if last.exists() else {}
+        best = read_sidecar(out / trial.name / "best.json")
+        last = read_sidecar(out / trial.name / "last.json")
         rows.append({
             "trial": trial.name,
-            **{key: value for key, value in
-               ((k, parse_override(f"{k}={v}")[1]) for k, v in trial.settings().items())},
-            "best_val_accuracy": meta.get("best_val_accuracy"),
-            "best_epoch": meta.get("best_epoch"),
-            "epochs_run": last_meta.get("epoch"),
-            "finished": finished(out / trial.name),
+            **{k: parse_override(f"{k}={v}")[1] for k, v in trial.settings().items()},
+            "best_val_accuracy": best.get("best_val_accuracy"),
+            "best_epoch": best.get("best_epoch"),
+            "epochs_run": last.get("epoch"),
+            "finished": ended(last),
         })
     return rows
 

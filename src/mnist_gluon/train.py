@@ -155,17 +155,17 @@ class DeviceData:
     inputs: tuple
 
     @classmethod
-    def create(cls, images: np.ndarray, labels: np.ndarray, normalization: Normalization,
-               ctx, augment: AugmentConfig | None = None) -> DeviceData:
+    def on_devices(cls, images: np.ndarray, labels: np.ndarray, normalization: Normalization,
+                   ctxs, augment: AugmentConfig | None = None) -> list[DeviceData]:
+        """The arrays are made once on the host, then copied to each device."""
         normalised = normalise(images, normalization)
         mode = augment_mode(augment)
         if mode in ("copies", "shift"):
             padded = pad_images(normalised, augment.shift, background(normalization))
-            if mode == "copies":
-                padded = shifted_copies(padded, augment)
-            return cls((mx.nd.array(padded, ctx=ctx),))
-        return cls((mx.nd.array(normalised, ctx=ctx),
-                    mx.nd.array(labels, ctx=ctx, dtype="float32")))
+            host = (shifted_copies(padded, augment) if mode == "copies" else padded,)
+        else:
+            host = (normalised, labels.astype(np.float32))
+        return [cls(tuple(mx.nd.array(a, ctx=ctx, dtype=a.dtype) for a in host)) for ctx in ctxs]
 
 
 def background(normalization: Normalization) -> float:
@@ -270,9 +270,10 @@ def train_epoch(graph: TrainStep, updater: Updater, data: list[DeviceData], step
         action = control.action(step) if control is not None else None
         if action is not None:
             check_finite([pair[(step + 1) % 2] for pair in sums], step - 1)
-            control.save(current(done))
+            now = current(done)
+            control.save(now)
             if action == "stop":
-                return current(done), True
+                return now, True
         if on_progress is not None and done % PROGRESS_EVERY == 0:
             now = current(done)
             seen = max((done - now.skipped) * batch_size, 1)
@@ -366,8 +367,8 @@ def prepare_data(config: Config, ctxs, normalization: Normalization | None = Non
     val_nd = (mx.nd.array(normalise(val_images, normalization), ctx=ctxs[0])
               if len(val_images) else None)
     return Prepared(
-        train=[DeviceData.create(train_images, train_labels, normalization, ctx,
-                                 config.data.augment) for ctx in ctxs],
+        train=DeviceData.on_devices(train_images, train_labels, normalization, ctxs,
+                                    config.data.augment),
         train_labels=train_labels,
         val_images=val_nd,
         val_labels=val_labels,
