@@ -7,8 +7,10 @@ import functools
 import gzip
 import http.server
 import os
+import re
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -97,6 +99,82 @@ def small_config(small_mnist, tmp_path) -> Path:
         "checkpoint: {keep: 1}\n"
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def model(mnist_dir, tmp_path_factory) -> Path:
+    """A real model: the document's MLP, two epochs on all of MNIST (about 96%)."""
+    from mnist_gluon.cli import run, train_command
+
+    out = tmp_path_factory.mktemp("model") / "run"
+    assert run(train_command, [
+        "--config", str(REPO / "configs/base.yaml"), "--out", str(out),
+        "--data-root", str(mnist_dir), "--set", "train.epochs=2", "--set",
+        "train.warmup_epochs=0", "--set", "device=cpu", "--quiet"]) == 0
+    return out / "best.params"
+
+
+def as_drawn(image: np.ndarray) -> np.ndarray:
+    """An MNIST digit the way a person hands it over: dark ink on light paper, 8 times
+    larger, off-centre on a larger sheet of another shape, in colour."""
+    big = 255 - np.kron(image, np.ones((8, 8)))
+    ink = np.stack([big, big * 0.85, big * 0.7], axis=-1)
+    sheet = np.full((330, 300, 3), 250.0)
+    sheet[20 : 20 + big.shape[0], 70 : 70 + big.shape[1]] = ink
+    return sheet.astype(np.uint8)
+
+
+@contextlib.contextmanager
+def serving(checkpoint: Path, *args: str):
+    """A real `mnist-serve` process on a free port of 127.0.0.1: yields (base URL, the
+    process, a list that collects its stderr lines). Stopped with SIGTERM afterwards."""
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mnist-serve"), "--checkpoint", str(checkpoint),
+         "--port", "0", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = process.stderr.readline()
+    match = re.search(r" on (http://\S+/) ", first)
+    if match is None:
+        process.kill()
+        pytest.fail(f"mnist-serve did not start: {first}{process.stderr.read()}")
+    log = [first]
+    drain = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
+    drain.start()
+    try:
+        yield match.group(1), process, log
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+        drain.join(timeout=5)
+
+
+def fetch(url: str, method: str = "GET", body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One real HTTP request: (status, headers named in lower case, body), error statuses
+    included."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, lower(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, lower(error.headers), error.read()
+
+
+def lower(headers) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def multipart(field: str, filename: str, content: bytes,
+              content_type: str = "image/png") -> tuple[bytes, str]:
+    """A multipart/form-data body with one file, as a browser or curl -F sends it."""
+    boundary = "mnist-gluon-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n").encode()
+    body += content + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

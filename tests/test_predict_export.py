@@ -11,20 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import snapshot, write_idx
-from mnist_gluon.cli import eval_command, export_command, predict_command, run, train_command
+from conftest import as_drawn, snapshot, write_idx
+from mnist_gluon.cli import eval_command, export_command, predict_command, run
 from mnist_gluon.data import DATASETS, read_split
-
-
-@pytest.fixture(scope="module")
-def model(mnist_dir, tmp_path_factory) -> Path:
-    """A real model: the document's MLP, two epochs on all of MNIST (about 96%)."""
-    out = tmp_path_factory.mktemp("model") / "run"
-    assert run(train_command, [
-        "--config", str(Path(__file__).parents[1] / "configs/base.yaml"), "--out", str(out),
-        "--data-root", str(mnist_dir), "--set", "train.epochs=2", "--set",
-        "train.warmup_epochs=0", "--set", "device=cpu", "--quiet"]) == 0
-    return out / "best.params"
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +31,6 @@ def png_size(path: Path) -> tuple[int, int]:
     header = path.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     return struct.unpack(">II", header[16:24])
-
-
-def as_drawn(image: np.ndarray) -> np.ndarray:
-    """An MNIST digit the way a person hands it over: dark ink on light paper, 8 times
-    larger, off-centre on a larger sheet of another shape, in colour."""
-    big = 255 - np.kron(image, np.ones((8, 8)))
-    ink = np.stack([big, big * 0.85, big * 0.7], axis=-1)
-    sheet = np.full((330, 300, 3), 250.0)
-    sheet[20 : 20 + big.shape[0], 70 : 70 + big.shape[1]] = ink
-    return sheet.astype(np.uint8)
 
 
 # --- mnist-predict ---------------------------------------------------------------------------

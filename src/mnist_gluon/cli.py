@@ -1,4 +1,4 @@
-"""Command-line entry points: `mnist-train`, `mnist-eval`, `mnist-predict`, `mnist-export`.
+"""Command-line entry points: mnist-train, -eval, -predict, -export, -sweep, -launch, -serve.
 
 This layer turns arguments into calls and results into output. A user's mistake (any
 UserError, or a usage error) ends as one line on stderr and exit status 2; `--debug`
@@ -9,6 +9,7 @@ answers at once.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -343,6 +344,56 @@ def launch_command(workers, servers, hostfile, ssh_command, debug, command):
                   tuple(shlex.split(ssh_command)))
 
 
+@click.command("mnist-serve", context_settings=CONTEXT)
+@click.option("--checkpoint", "checkpoint_path", required=True, type=click.Path(),
+              help="A .params file from mnist-train (or a plain Gluon script's).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 opens the server to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on; 0 picks a free one.")
+@click.option("--token", envvar="MNIST_SERVE_TOKEN", default=None,
+              help="Require 'Authorization: Bearer TOKEN' on /v1/*; better passed in "
+                   "$MNIST_SERVE_TOKEN, which other users cannot see in ps.  [default: none]")
+@click.option("--max-body", "max_body", type=click.IntRange(1024, None), default=4 << 20,
+              show_default=True, help="Largest request body in bytes; larger ones get 413.")
+@click.option("--max-images", type=click.IntRange(1, None), default=256, show_default=True,
+              help="Most images in one JSON request; more get 413.")
+@click.option("--max-batch", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Answer up to this many waiting images in one forward pass (dynamic "
+                   "micro-batching); 1 answers each request on its own.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 1000), default=0.0,
+              show_default=True,
+              help="With --max-batch > 1: how long a batch waits for more requests.")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, gpu or gpu:N.")
+@click.option("--normalize", default=None, metavar="MEAN,STD", help=NORMALIZE_HELP)
+@click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_batch,
+                  max_wait_ms, device, normalize, access_log, debug):
+    """Serve a checkpoint over HTTP: POST /v1/predict (an image upload, or JSON pixels for a
+    batch), GET /v1/model, /healthz and /metrics (Prometheus), and at / a page to draw a digit
+    on. Needs the serve extra: pip install "mnist-gluon[serve]"."""
+    from .device import parse_device
+
+    parse_device(device)
+    bare_normalization = parse_normalize(normalize)
+    if token is not None and not token.strip():
+        raise click.BadParameter("the token is empty", param_hint="--token")
+    missing = [name for name in ("fastapi", "uvicorn", "prometheus_client", "multipart")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise click.UsageError(f"mnist-serve needs {', '.join(missing)}: "
+                               'pip install "mnist-gluon[serve]"')
+    from .serve import Limits, ServeOptions, serve_checkpoint
+
+    say = lambda text: click.echo(f"mnist-serve: {text}", err=True)  # noqa: E731
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        say(f"warning: listening on {host} without --token: anyone who reaches it can use it")
+    options = ServeOptions(token, Limits(max_body, max_images), max_batch, max_wait_ms)
+    serve_checkpoint(Path(checkpoint_path), host, port, options, device, bare_normalization,
+                     access_log, say)
+
+
 def quantization_data(checkpoint, data_root):
     """5,000 training images to calibrate on, and the test set to check the result with."""
     from .data import DATASETS, read_split
@@ -412,3 +463,7 @@ def sweep_main() -> None:
 
 def launch_main() -> None:
     sys.exit(run(launch_command))
+
+
+def serve_main() -> None:
+    sys.exit(run(serve_command))

@@ -7,6 +7,7 @@ grey, inverted when the digit is dark on light, cropped to its ink, scaled and c
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,14 +66,87 @@ def expand(paths: list[Path]) -> list[Path]:
 
 def read_image(path: Path) -> np.ndarray:
     """A greyscale float32 image from a PNG/JPEG/BMP file, decoded by MXNet's OpenCV."""
+    return decode_image(path.read_bytes(), str(path))
+
+
+def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
+    """A greyscale float32 image from the bytes of a PNG/JPEG/BMP file. With `max_pixels`,
+    a larger image is refused from its header, before anything is decoded."""
     import mxnet as mx
 
-    raw = path.read_bytes()
+    kind = image_kind(raw)
+    if kind is None:
+        raise DataError(f"{name} is not a PNG, JPEG or BMP image")
+    # OpenCV decodes a cut-short or damaged file into black pixels, without an error.
+    if (damage := damage_in(raw, kind)) is not None:
+        raise DataError(f"{name} is damaged: {damage}; send the whole, original file")
+    size = image_size(raw, kind)
+    if max_pixels is not None and (size is None or size[0] * size[1] > max_pixels):
+        raise DataError(f"{name} is {size[0]} x {size[1]} pixels, more than the "
+                        f"{max_pixels:,} allowed; send a smaller image" if size else
+                        f"{name} has no readable {kind} header")
     try:
         image = mx.image.imdecode(raw, flag=0, to_rgb=False).asnumpy()
+        if image.size == 0:
+            # The decoder's error is raised asynchronously: collect it here, or it
+            # surfaces at the next waitall, or at exit.
+            mx.nd.waitall()
+            raise mx.base.MXNetError("empty image")
     except mx.base.MXNetError:
-        raise DataError(f"{path} could not be decoded as an image") from None
+        raise DataError(f"{name} could not be decoded as an image") from None
     return image.reshape(image.shape[0], image.shape[1]).astype(np.float32)
+
+
+def image_kind(raw: bytes) -> str | None:
+    if raw[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if raw[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if raw[:2] == b"BM":
+        return "BMP"
+    return None
+
+
+def damage_in(raw: bytes, kind: str) -> str | None:
+    """What is wrong with an image file's structure, or None."""
+    if kind == "PNG":
+        at = 8
+        while at + 12 <= len(raw):
+            length = int.from_bytes(raw[at : at + 4], "big")
+            chunk = raw[at + 4 : at + 8 + length]
+            if at + 12 + length > len(raw):
+                break
+            if zlib.crc32(chunk) != int.from_bytes(raw[at + 8 + length : at + 12 + length],
+                                                   "big"):
+                return f"its {chunk[:4].decode('latin-1')!r} chunk fails its checksum"
+            if chunk[:4] == b"IEND":
+                return None
+            at += 12 + length
+        return "its PNG data ends early"
+    if kind == "JPEG":
+        return None if b"\xff\xd9" in raw[-32:] else "its JPEG data ends early"
+    return None if len(raw) >= int.from_bytes(raw[2:6], "little") else (
+        "its BMP data ends early")
+
+
+def image_size(raw: bytes, kind: str) -> tuple[int, int] | None:
+    """(width, height) from the header of a PNG, JPEG or BMP file."""
+    if kind == "PNG":
+        return (int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+                ) if raw[12:16] == b"IHDR" else None
+    if kind == "BMP":
+        return (abs(int.from_bytes(raw[18:22], "little", signed=True)),
+                abs(int.from_bytes(raw[22:26], "little", signed=True))
+                ) if len(raw) >= 26 else None
+    at = 2
+    while at + 9 <= len(raw) and raw[at] == 0xFF:
+        marker, length = raw[at + 1], int.from_bytes(raw[at + 2 : at + 4], "big")
+        # SOF0-SOF15 hold the frame's size; C4 (DHT), C8 and CC (DAC) are other segments.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return (int.from_bytes(raw[at + 7 : at + 9], "big"),
+                    int.from_bytes(raw[at + 5 : at + 7], "big"))
+        at += 2 + length
+    return None
 
 
 def read_npy(path: Path) -> np.ndarray:

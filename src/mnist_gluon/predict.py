@@ -40,17 +40,25 @@ def load_classifier(params_path: str | Path, device: str = "cpu",
     return pixel_classifier(load_network(checkpoint, ctx), checkpoint.normalization), checkpoint
 
 
-def predict(classifier, inputs: list[Input], top_k: int = 3) -> list[Prediction]:
+def probabilities(classifier, pixels: np.ndarray) -> np.ndarray:
+    """Class probabilities (N x classes) for N x 784 raw pixels, 0-255."""
     import mxnet as mx
 
+    ctx = classifier.net.fc1.weight.list_ctx()[0]
+    return softmax(classifier(mx.nd.array(pixels, ctx=ctx)).asnumpy())
+
+
+def ranked(row: np.ndarray, top_k: int) -> list[tuple[int, float]]:
+    """The `top_k` most probable classes, best first; ties keep class order."""
+    return [(int(i), float(row[i])) for i in np.argsort(-row, kind="stable")[:top_k]]
+
+
+def predict(classifier, inputs: list[Input], top_k: int = 3) -> list[Prediction]:
     if not inputs:
         return []
-    ctx = classifier.net.fc1.weight.list_ctx()[0]
-    pixels = mx.nd.array(np.stack([item.pixels for item in inputs]), ctx=ctx)
-    probabilities = softmax(classifier(pixels).asnumpy())
+    rows = probabilities(classifier, np.stack([item.pixels for item in inputs]))
     out = []
-    for item, row in zip(inputs, probabilities, strict=True):
-        best = np.argsort(-row, kind="stable")[:top_k]
-        out.append(Prediction(item.path, item.index, int(best[0]),
-                              [(int(i), float(row[i])) for i in best]))
+    for item, row in zip(inputs, rows, strict=True):
+        best = ranked(row, top_k)
+        out.append(Prediction(item.path, item.index, best[0][0], best))
     return out

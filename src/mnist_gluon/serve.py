@@ -1,0 +1,471 @@
+"""`mnist-serve`: a prediction API, Prometheus metrics and a draw-a-digit page for a checkpoint.
+
+Every piece of MXNet work (decoding an image, the forward pass) runs on one thread: MXNet 1.x's
+front end is not thread-safe, and one model in memory answers every request. With
+`max_batch` > 1, requests waiting for that thread are answered together in one forward pass.
+Nothing in a request names a file: uploads are read from the request's bytes only.
+"""
+
+
+import asyncio
+import hmac
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+
+from .data import IMAGE_SIZE
+from .errors import DataError, UserError
+
+PIXELS = IMAGE_SIZE * IMAGE_SIZE
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "application/octet-stream")
+ROUTES = ("/", "/healthz", "/metrics", "/openapi.json", "/v1/model", "/v1/predict")
+
+
+class AddressError(UserError):
+    """The server cannot listen where it was asked to."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_images: int = 256  # images in one JSON request
+    max_image_pixels: int = 4096 * 4096  # an uploaded image's size, read from its header
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    token: str | None = None  # when set, /v1/* needs "Authorization: Bearer <token>"
+    limits: Limits = Limits()
+    max_batch: int = 1  # > 1: dynamic micro-batching of waiting requests
+    max_wait_ms: float = 0.0  # how long a micro-batch waits to fill up
+
+
+class ApiError(Exception):
+    """An answer other than 200: its status and a message for the client."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+class Engine:
+    """The model's one thread, and the micro-batcher that feeds it."""
+
+    def __init__(self, classifier, max_batch: int, max_wait_ms: float, on_forward=None):
+        self.classifier = classifier
+        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
+        self.on_forward = on_forward or (lambda rows: None)
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="mxnet")
+        self.queue: asyncio.Queue | None = None
+        self.collector: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self.max_batch > 1:
+            self.queue = asyncio.Queue()
+            self.collector = asyncio.create_task(self.collect())
+
+    async def stop(self) -> None:
+        if self.collector is not None:
+            self.collector.cancel()
+        self.thread.shutdown(wait=True)
+
+    async def call(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
+
+    def forward(self, pixels: np.ndarray) -> np.ndarray:
+        from .predict import probabilities
+
+        self.on_forward(len(pixels))
+        return probabilities(self.classifier, pixels)
+
+    async def classify(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities for N x 784 raw pixels."""
+        if self.queue is None or len(pixels) >= self.max_batch:
+            return await self.call(self.forward, pixels)
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((pixels, future))
+        return await future
+
+    async def collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            rows = len(batch[0][0])
+            deadline = loop.time() + self.max_wait
+            while rows < self.max_batch:
+                if self.queue.empty():
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(self.queue.get(), left))
+                    except TimeoutError:
+                        break
+                else:
+                    batch.append(self.queue.get_nowait())
+                rows += len(batch[-1][0])
+            try:
+                result = await self.call(self.forward, np.concatenate([p for p, _ in batch]))
+            except Exception as error:  # the waiting requests answer 500, the loop goes on
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            start = 0
+            for pixels, future in batch:
+                if not future.done():  # a client that went away leaves a cancelled future
+                    future.set_result(result[start : start + len(pixels)])
+                start += len(pixels)
+
+
+def model_info(checkpoint) -> dict[str, Any]:
+    """What `GET /v1/model` says about the checkpoint being served."""
+    from .checkpoint import library_versions
+    from .export import CLASS_NAMES
+    from .files import sha256_of
+
+    meta = checkpoint.meta
+    metrics = meta.get("metrics") or {}
+    return {
+        "dataset": checkpoint.dataset,
+        "classes": list(CLASS_NAMES.get(checkpoint.dataset, CLASS_NAMES["mnist"])),
+        "architecture": asdict(checkpoint.architecture),
+        "parameters": int(sum(array.size for array in checkpoint.arrays.values())),
+        "normalization": asdict(checkpoint.normalization),
+        "checkpoint": {"file": checkpoint.params_path.name,
+                       "sha256": sha256_of(checkpoint.params_path)},
+        # Training never reads the test set: what it recorded is the validation score.
+        "training": {"epoch": meta.get("epoch"),
+                     "validation_accuracy": metrics.get("val_accuracy"),
+                     "validation_loss": metrics.get("val_loss")} if meta else None,
+        "versions": library_versions(),
+    }
+
+
+# --- reading requests --------------------------------------------------------------------
+
+def check_token(request, token: str | None) -> None:
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                             token.encode()):
+        raise ApiError(401, "this server needs a token: send 'Authorization: Bearer <token>'",
+                       {"WWW-Authenticate": "Bearer"})
+
+
+async def read_body(request, limit: int) -> bytes:
+    too_large = ApiError(413, f"the request body is larger than {limit:,} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def pixels_from_json(body: bytes, max_images: int) -> np.ndarray:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    shape = 'send {"pixels": [[784 values 0-255, row by row], ...]}'
+    if not isinstance(payload, dict) or "pixels" not in payload:
+        raise ApiError(422, f"no 'pixels' key; {shape}")
+    rows = payload["pixels"]
+    if not isinstance(rows, list) or not rows:
+        raise ApiError(422, f"'pixels' must be a non-empty list of images; {shape}")
+    if not isinstance(rows[0], list):
+        raise ApiError(422, f"pixels[0] is not a list; one image is sent as a list of one: "
+                            f"{shape}")
+    if len(rows) > max_images:
+        raise ApiError(413, f"{len(rows)} images in one request; at most {max_images} "
+                            "are taken: split the batch")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != PIXELS:
+            got = f"has {len(row)} values" if isinstance(row, list) else "is not a list"
+            raise ApiError(422, f"pixels[{i}] {got}; each image is {PIXELS} values "
+                                "(28 x 28, row by row)")
+        if not all(type(v) in (int, float) for v in row):
+            raise ApiError(422, f"pixels[{i}] holds something other than numbers")
+    pixels = np.array(rows, dtype=np.float64)
+    bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 255)
+    if bad.any():
+        raise ApiError(422, f"pixels[{int(np.argmax(bad.any(axis=1)))}] has values outside "
+                            "0-255")
+    return pixels.astype(np.float32)
+
+
+async def image_from_form(headers, body: bytes) -> bytes:
+    from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def chunks():
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, chunks(), max_files=1, max_fields=16).parse()
+    except (MultiPartException, ValueError) as error:
+        raise ApiError(400, f"the multipart body cannot be read ({error})") from None
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    if not files:
+        raise ApiError(422, "the form holds no file; upload the image as a file field, "
+                            "e.g. curl -F image=@digit.png")
+    raw = await files[0].read()  # the part's bytes: its filename is never used
+    await form.close()
+    return raw
+
+
+def image_pixels(raw: bytes, max_pixels: int) -> np.ndarray:
+    """784 pixels from an uploaded image, preprocessed as `mnist-predict` does."""
+    from .images import decode_image, mnist_like
+
+    try:
+        return mnist_like(decode_image(raw, "the upload", max_pixels)).reshape(1, -1)
+    except DataError as error:
+        raise ApiError(400, str(error)) from None
+
+
+# --- the application ---------------------------------------------------------------------
+
+def openapi_predict(limits: Limits) -> dict[str, Any]:
+    pixels = {"type": "array", "minItems": 1, "maxItems": limits.max_images,
+              "items": {"type": "array", "minItems": PIXELS, "maxItems": PIXELS,
+                        "items": {"type": "number", "minimum": 0, "maximum": 255}}}
+    binary = {"type": "string", "format": "binary"}
+    ranked = {"type": "object", "required": ["label", "probability"],
+              "properties": {"label": {"type": "integer"}, "probability": {"type": "number"}}}
+    answer = {"type": "object", "required": ["predictions"], "properties": {"predictions": {
+        "type": "array", "items": {"type": "object", "required": ["label", "top_k"],
+                                   "properties": {"label": {"type": "integer"},
+                                                  "top_k": {"type": "array",
+                                                            "items": ranked}}}}}}
+    error = {"content": {"application/json": {"schema": {
+        "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
+    return {
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "object", "required": ["pixels"],
+                                            "properties": {"pixels": pixels}}},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
+                                               "properties": {"image": binary}}},
+            **{media: {"schema": binary} for media in IMAGE_TYPES[:3]},
+        }},
+        "responses": {
+            "200": {"description": "The top-k classes of each image, best first",
+                    "content": {"application/json": {"schema": answer}}},
+            **{code: {"description": why, **error} for code, why in [
+                ("400", "Malformed JSON, multipart body or image"),
+                ("401", "Missing or wrong token"),
+                ("413", "Body or batch too large"),
+                ("415", "Unsupported Content-Type"),
+                ("422", "Well-formed, but not images (shape, values, top_k)")]},
+        },
+    }
+
+
+def create_app(classifier, checkpoint, options: ServeOptions):
+    """The FastAPI application serving `classifier` (from `predict.load_classifier`)."""
+    from fastapi import FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.exceptions import HTTPException
+
+    info = model_info(checkpoint)
+    classes = checkpoint.architecture.classes
+    metrics = Metrics()
+    engine = Engine(classifier, options.max_batch, options.max_wait_ms,
+                    metrics.forward_rows.observe)
+    page = resources.files("mnist_gluon").joinpath("page.html").read_text(encoding="utf-8")
+
+    async def lifespan(app):
+        await engine.start()
+        yield
+        await engine.stop()
+
+    app = FastAPI(title="mnist-gluon", version=info["versions"]["mnist_gluon"],
+                  description=f"Predictions from {info['checkpoint']['file']}",
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def failure(status: int, message: str, headers=None):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, error: ApiError):
+        return failure(error.status, error.message, error.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, error: HTTPException):
+        return failure(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, error: RequestValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return failure(422, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(Exception)
+    async def crashed(request, error: Exception):
+        return failure(500, "internal error; the server log has the details")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def draw_page():
+        return page
+
+    @app.get("/healthz", summary="Liveness: answers while the server runs")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/metrics", summary="Prometheus metrics: requests, errors, latency",
+             response_class=Response)
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/model", summary="The model being served")
+    async def model(request: Request):
+        check_token(request, options.token)
+        return info
+
+    @app.post("/v1/predict", summary="Classify images", openapi_extra=openapi_predict(
+        options.limits))
+    async def predict(request: Request, top_k: Annotated[int, Query(
+            ge=1, le=classes, description="How many classes to answer per image")] = 3):
+        check_token(request, options.token)
+        limits = options.limits
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in ("application/json", "multipart/form-data", *IMAGE_TYPES):
+            raise ApiError(415, "send JSON pixels (application/json), an image body "
+                                "(image/png, image/jpeg, image/bmp) or a multipart/form-data "
+                                f"upload; got {media or 'no Content-Type'}")
+        body = await read_body(request, limits.max_body_bytes)
+        if media == "application/json":
+            pixels = pixels_from_json(body, limits.max_images)
+        else:
+            raw = await image_from_form(request.headers, body) if media.startswith(
+                "multipart/") else body
+            pixels = await engine.call(image_pixels, raw, limits.max_image_pixels)
+        rows = await engine.classify(pixels)
+        metrics.images.inc(len(rows))
+        return {"predictions": [answer(row, top_k) for row in rows]}
+
+    return app
+
+
+def answer(row: np.ndarray, top_k: int) -> dict[str, Any]:
+    from .predict import ranked
+
+    best = ranked(row, top_k)
+    return {"label": best[0][0],
+            "top_k": [{"label": label, "probability": p} for label, p in best]}
+
+
+class Metrics:
+    """This server's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("mnist_http_requests", "HTTP requests answered",
+                                ["route", "method", "status"], registry=self.registry)
+        self.errors = Counter("mnist_http_errors", "HTTP requests answered with 4xx or 5xx",
+                              ["route", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "mnist_http_request_duration_seconds", "Time to answer a request", ["route"],
+            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5),
+            registry=self.registry)
+        self.images = Counter("mnist_predicted_images", "Images classified",
+                              registry=self.registry)
+        self.forward_rows = Histogram("mnist_forward_batch_size", "Images per forward pass",
+                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+                                      registry=self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request, by route (any other path counts as 'other')."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope["path"] if scope["path"] in ROUTES else "other"
+            method = scope["method"] if scope["method"] in ("GET", "POST") else "other"
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            if status >= 400:
+                self.metrics.errors.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+# --- running it --------------------------------------------------------------------------
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free one)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise AddressError(f"--host {host} is not an address of this machine "
+                           f"({error.strerror})") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        what = ("is in use; pass another --port (0 picks a free one)"
+                if error.errno == 98 else f"cannot be used ({error.strerror})")
+        raise AddressError(f"{host}:{port} {what}") from None
+    sock.listen(2048)
+    return sock
+
+
+def run_server(app, sock: socket.socket, access_log: bool) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="info" if access_log else "warning",
+                            access_log=access_log, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+def serve_checkpoint(params_path: Path, host: str, port: int, options: ServeOptions,
+                     device: str, bare_normalization, access_log: bool, say) -> None:
+    from .predict import load_classifier, probabilities
+
+    classifier, checkpoint = load_classifier(params_path, device, bare_normalization)
+    probabilities(classifier, np.zeros((1, PIXELS), np.float32))  # builds the graph once
+    app = create_app(classifier, checkpoint, options)
+    sock = listen(host, port)
+    url = url_of(sock)
+    say(f"serving {params_path} on {url} (draw at {url}, API at {url}v1/predict"
+        f"{', token required' if options.token else ''}); Ctrl-C stops")
+    run_server(app, sock, access_log)

@@ -1,0 +1,333 @@
+"""mnist-serve: a real server process on 127.0.0.1, asked by real HTTP requests."""
+
+import concurrent.futures
+import hashlib
+import http.client
+import io
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.parse
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import as_drawn, fetch, multipart, serving
+from mnist_gluon.cli import predict_command, run
+from mnist_gluon.data import DATASETS, read_split
+
+BIN = Path(sys.executable).parent
+TOKEN = "s3cret-token"
+PICKED = range(8)
+
+
+@pytest.fixture(scope="module")
+def test_set(mnist_dir):
+    return read_split(DATASETS["mnist"], "test", mnist_dir, download=False)
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    with serving(model) as (url, _, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def guarded(model):
+    """A server with a token and small limits: 64 KiB bodies, 4 images per request."""
+    with serving(model, "--token", TOKEN, "--max-body", "65536", "--max-images", "4") as (
+            url, _, _):
+        yield url
+
+
+def encoded(image: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def post(url: str, body: bytes, content_type: str, token: str | None = None, **query):
+    headers = {"Content-Type": content_type}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    target = url + "v1/predict" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    status, _, answer = fetch(target, "POST", body, headers)
+    return status, json.loads(answer)
+
+
+def pixels_json(images: np.ndarray) -> bytes:
+    return json.dumps({"pixels": images.reshape(len(images), -1).tolist()}).encode()
+
+
+def assert_same_answer(served: dict, predicted: dict) -> None:
+    assert served["label"] == predicted["label"]
+    assert [k["label"] for k in served["top_k"]] == [k["label"] for k in predicted["top_k"]]
+    np.testing.assert_allclose([k["probability"] for k in served["top_k"]],
+                               [k["probability"] for k in predicted["top_k"]], rtol=1e-5,
+                               atol=1e-7)
+
+
+# --- predictions ---------------------------------------------------------------------------
+
+def test_uploads_and_json_pixels_get_the_same_answers_as_mnist_predict(
+        server, model, test_set, tmp_path, capsys):
+    files = []
+    for i in PICKED:
+        drawn = as_drawn(test_set.images[i])
+        for fmt, ext in (("PNG", "png"), ("JPEG", "jpg")):
+            files.append(tmp_path / f"drawn{i}.{ext}")
+            files[-1].write_bytes(encoded(drawn, fmt))
+    np.save(tmp_path / "raw.npy", test_set.images[list(PICKED)])
+    assert run(predict_command, ["--checkpoint", str(model), "--json", "--top-k", "4",
+                                 *map(str, files), str(tmp_path / "raw.npy")]) == 0
+    expected = json.loads(capsys.readouterr().out)
+
+    for path, predicted in zip(files, expected, strict=False):
+        media = "image/png" if path.suffix == ".png" else "image/jpeg"
+        status, raw_body = post(server, path.read_bytes(), media, top_k=4)
+        body, form_type = multipart("image", path.name, path.read_bytes(), media)
+        form_status, form = post(server, body, form_type, top_k=4)
+        assert status == form_status == 200, (raw_body, form)
+        assert_same_answer(raw_body["predictions"][0], predicted)
+        assert_same_answer(form["predictions"][0], predicted)
+
+    status, batch = post(server, pixels_json(test_set.images[list(PICKED)]),
+                         "application/json", top_k=4)
+    assert status == 200 and len(batch["predictions"]) == len(PICKED)
+    for served, predicted in zip(batch["predictions"], expected[len(files):], strict=True):
+        assert_same_answer(served, predicted)
+    labels = [p["label"] for p in batch["predictions"]]
+    assert sum(label == test_set.labels[i] for i, label in zip(PICKED, labels, strict=True)) >= 7
+
+
+def test_a_multipart_filename_is_never_read_from_disk(server, test_set, tmp_path):
+    """The upload's bytes are classified, whatever file its name points at."""
+    seven, two = test_set.images[0], test_set.images[1]  # MNIST's first test digits: 7, 2
+    decoy = tmp_path / "decoy.png"
+    decoy.write_bytes(encoded(as_drawn(two), "PNG"))
+    body, form_type = multipart("image", str(decoy), encoded(as_drawn(seven), "PNG"))
+    status, answer = post(server, body, form_type)
+    assert status == 200 and answer["predictions"][0]["label"] == 7
+
+
+def test_concurrent_requests_with_micro_batching_each_get_their_own_answer(
+        model, server, test_set):
+    images = test_set.images[:48]
+    _, alone = post(server, pixels_json(images), "application/json")
+    with serving(model, "--max-batch", "32", "--max-wait-ms", "50") as (url, _, _):
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda image: post(url, pixels_json(image[None]),
+                                                       "application/json"), images))
+        metrics = fetch(url + "metrics")[2].decode()
+    for (status, answer), expected in zip(answers, alone["predictions"], strict=True):
+        assert status == 200
+        assert_same_answer(answer["predictions"][0], expected)
+    forwards = float(re.search(r"^mnist_forward_batch_size_count (\S+)$", metrics, re.M)[1])
+    rows = float(re.search(r"^mnist_forward_batch_size_sum (\S+)$", metrics, re.M)[1])
+    assert rows == 48
+    assert forwards < 48  # waiting requests shared forward passes
+
+
+# --- what the server says about itself -----------------------------------------------------
+
+def test_model_names_the_checkpoint_by_checksum_with_its_validation_score(server, model):
+    status, _, body = fetch(server + "v1/model")
+    info = json.loads(body)
+    sidecar = json.loads(model.with_suffix(".json").read_text())
+    assert status == 200
+    assert info["checkpoint"] == {"file": "best.params",
+                                  "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
+    assert info["architecture"]["hidden"] == 128 and info["parameters"] == 101_770
+    assert info["training"]["validation_accuracy"] == sidecar["metrics"]["val_accuracy"]
+    assert info["classes"] == [str(d) for d in range(10)] and info["dataset"] == "mnist"
+
+
+def test_health_and_prometheus_metrics_count_requests_errors_and_latency(model):
+    with serving(model) as (url, _, _):
+        assert fetch(url + "healthz")[:1] == (200,)
+        for _ in range(3):
+            fetch(url + "v1/model")
+        fetch(url + "no/such/page")
+        post(url, b"{", "application/json")
+        status, headers, text = fetch(url + "metrics")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text.decode())
+               for s in family.samples}
+    assert samples["mnist_http_requests_total", (("method", "GET"), ("route", "/v1/model"),
+                                                 ("status", "200"))] == 3
+    assert samples["mnist_http_errors_total", (("route", "other"), ("status", "404"))] == 1
+    assert samples["mnist_http_errors_total", (("route", "/v1/predict"), ("status", "400"))] == 1
+    assert samples["mnist_http_request_duration_seconds_count", (("route", "/v1/model"),)] == 3
+    assert samples["mnist_http_request_duration_seconds_sum", (("route", "/v1/model"),)] > 0
+
+
+def test_the_page_is_self_contained(server):
+    status, headers, page = fetch(server)
+    page = page.decode()
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "<canvas" in page and "pointerdown" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing from elsewhere
+
+
+# --- errors -------------------------------------------------------------------------------
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A well-formed PNG of no pixels whose header claims this size."""
+    chunk = lambda kind, data: (len(data).to_bytes(4, "big") + kind + data  # noqa: E731
+                                + zlib.crc32(kind + data).to_bytes(4, "big"))
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x00\x00\x00\x00"
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def damaged(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+A_PNG = encoded(np.full((28, 28), 200, np.uint8), "PNG")
+A_JPEG = encoded(np.full((28, 28), 200, np.uint8), "JPEG")
+
+
+ZEROS = [0] * 784
+REQUESTS = {
+    # name: (content type, body, query, token, status, words in the message)
+    "no token": ("application/json", {"pixels": [ZEROS]}, {}, None, 401, "Bearer"),
+    "wrong token": ("application/json", {"pixels": [ZEROS]}, {}, "guess", 401, "Bearer"),
+    "malformed JSON": ("application/json", b'{"pixels": [', {}, TOKEN, 400, "not valid JSON"),
+    "not an image": ("image/png", b"GIF89a not a png", {}, TOKEN, 400, "not a PNG"),
+    "cut-short PNG": ("image/png", A_PNG[:-20], {}, TOKEN, 400, "PNG data ends early"),
+    "damaged PNG": ("image/png", damaged(A_PNG, 20), {}, TOKEN, 400,
+                    "'IHDR' chunk fails its checksum"),
+    "cut-short JPEG": ("image/jpeg", A_JPEG[:-40], {}, TOKEN, 400, "JPEG data ends early"),
+    "empty PNG": ("image/png", png_claiming(0, 0), {}, TOKEN, 400, "could not be decoded"),
+    # a decompression bomb is refused from its header, before anything is decoded
+    "huge image": ("image/png", png_claiming(50_000, 50_000), {}, TOKEN, 400, "50000 x 50000"),
+    "bad multipart": ("multipart/form-data; boundary=x", b"junk", {}, TOKEN, 400, "multipart"),
+    "body too large": ("image/png", bytes(70_000), {}, TOKEN, 413, "65,536 bytes"),
+    "too many images": ("application/json", {"pixels": [ZEROS] * 5}, {}, TOKEN, 413,
+                        "at most 4"),
+    "plain text": ("text/plain", b"7", {}, TOKEN, 415, "got text/plain"),
+    "short image": ("application/json", {"pixels": [[0] * 783]}, {}, TOKEN, 422, "783 values"),
+    "no pixels key": ("application/json", {"image": ZEROS}, {}, TOKEN, 422, "no 'pixels'"),
+    "flat list": ("application/json", {"pixels": ZEROS}, {}, TOKEN, 422, "not a list"),
+    "strings": ("application/json", {"pixels": [["0"] * 784]}, {}, TOKEN, 422,
+                "other than numbers"),
+    "out of range": ("application/json", {"pixels": [ZEROS, [0] * 783 + [256]]}, {}, TOKEN,
+                     422, "pixels[1] has values outside 0-255"),
+    "top_k too big": ("application/json", {"pixels": [ZEROS]}, {"top_k": 11}, TOKEN, 422,
+                      "top_k"),
+    "top_k not a number": ("application/json", {"pixels": [ZEROS]}, {"top_k": "x"}, TOKEN,
+                           422, "top_k"),
+}
+
+
+@pytest.mark.parametrize("case", REQUESTS, ids=str)
+def test_bad_requests_get_their_status_and_a_json_message(guarded, case):
+    content_type, body, query, token, status, words = REQUESTS[case]
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    got, answer = post(guarded, body, content_type, token, **query)
+    assert (got, set(answer)) == (status, {"error"})
+    assert words in answer["error"]
+    assert fetch(guarded + "healthz")[0] == 200
+
+
+def test_a_form_without_a_file_is_422(guarded):
+    body = b'--b\r\nContent-Disposition: form-data; name="label"\r\n\r\n7\r\n--b--\r\n'
+    status, answer = post(guarded, body, "multipart/form-data; boundary=b", TOKEN)
+    assert status == 422 and "no file" in answer["error"]
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(guarded):
+    connection = http.client.HTTPConnection(urllib.parse.urlsplit(guarded).netloc, timeout=30)
+    connection.request("POST", "/v1/predict", body=iter([bytes(30_000)] * 3), headers={
+        "Content-Type": "image/png", "Authorization": f"Bearer {TOKEN}"}, encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 413 and "65,536" in json.loads(response.read())["error"]
+
+
+def test_the_token_guards_the_api_but_not_health_page_or_metrics(guarded, test_set):
+    assert fetch(guarded + "v1/model")[0] == 401
+    assert fetch(guarded + "v1/model", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    assert post(guarded, pixels_json(test_set.images[:1]), "application/json", TOKEN)[0] == 200
+    assert [fetch(guarded + path)[0] for path in ("healthz", "", "metrics")] == [200] * 3
+
+
+@pytest.mark.parametrize("method,path,status", [("GET", "v1/predict", 405),
+                                                ("DELETE", "v1/model", 405),
+                                                ("GET", "../etc/passwd", 404),
+                                                ("GET", "docs", 404)])
+def test_unknown_paths_and_methods_are_json_errors(server, method, path, status):
+    got, _, body = fetch(server + path, method)
+    assert got == status and set(json.loads(body)) == {"error"}
+
+
+def test_the_openapi_schema_survives_fuzzing_without_a_server_error(server):
+    """schemathesis draws valid and invalid requests from /openapi.json for every
+    operation; none may answer 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(server + "openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/v1/predict", "/v1/model", "/healthz"}
+    answered = []
+    for operation in operations:
+        takes_input = operation.path == "/v1/predict"  # the others have nothing to get wrong
+        for mode in [GenerationMode.POSITIVE] + [GenerationMode.NEGATIVE] * takes_input:
+            @settings(max_examples=30, deadline=None, database=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck))
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def fuzz(case):
+                response = case.call(base_url=server.rstrip("/"), timeout=30)
+                answered.append(response.status_code)
+                assert response.status_code < 500, (case.as_curl_command(), response.text)
+
+            fuzz()
+    assert len(answered) > 60 and {200, 400, 422} <= set(answered)
+    assert fetch(server + "healthz")[0] == 200
+
+
+# --- the command line ---------------------------------------------------------------------
+
+def serve_fails(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "mnist-serve"), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_it_listens_on_loopback_unless_told_otherwise(server):
+    assert server.startswith("http://127.0.0.1:")
+
+
+def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
+    result = serve_fails("--checkpoint", str(tmp_path / "nope.params"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(model, server):
+    port = urllib.parse.urlsplit(server).port
+    result = serve_fails("--checkpoint", str(model), "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"mnist-serve: error: 127.0.0.1:{port} is in use; pass "
+                                     "another --port (0 picks a free one)")
+
+
+def test_sigterm_stops_the_server_cleanly_and_frees_the_port(model):
+    with serving(model) as (url, process, log):
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert not any("Traceback" in line for line in log), log
+    port = urllib.parse.urlsplit(url).port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # nothing listens there any more
