@@ -116,10 +116,10 @@ def test_a_multipart_filename_is_never_read_from_disk(server, test_set, tmp_path
     assert status == 200 and answer["predictions"][0]["label"] == 7
 
 
-def test_concurrent_requests_with_micro_batching_each_get_their_own_answer(
-        model, server, test_set):
+def test_concurrent_requests_with_micro_batching_each_get_their_own_answer(model, test_set):
     images = test_set.images[:48]
-    _, alone = post(server, pixels_json(images), "application/json")
+    with serving(model, "--max-batch", "1") as (url, _, _):
+        _, alone = post(url, pixels_json(images), "application/json")
     with serving(model, "--max-batch", "32", "--max-wait-ms", "50") as (url, _, _):
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda image: post(url, pixels_json(image[None]),
