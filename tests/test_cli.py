@@ -90,10 +90,12 @@ def test_resume_continues_a_run_with_its_saved_config(trained, tmp_path, capsys)
 def test_help_answers_without_importing_mxnet():
     probe = ("import sys; from mnist_gluon import cli; "
              "cli.run(cli.train_command, ['--help']); cli.run(cli.eval_command, ['--help']); "
-             "print('mxnet' in sys.modules)")
+             "cli.run(cli.serve_command, ['--help']); "
+             "print('mxnet' in sys.modules, 'fastapi' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert "--config" in result.stdout and "--checkpoint" in result.stdout
-    assert result.stdout.strip().endswith("False")
+    assert "--max-batch" in result.stdout
+    assert result.stdout.strip().endswith("False False")
 
 
 def test_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path):

@@ -315,6 +315,20 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--token", " "], "Invalid value for --token: the token is empty"),
+    (["--port", "70000"], "Invalid value for '--port': 70000 is not in the range 0<=x<=65535"),
+    (["--max-batch", "0"], "Invalid value for '--max-batch': 0 is not in the range x>=1"),
+    (["--host", "no-such-host.invalid"], "--host no-such-host.invalid is not an address of "
+                                         "this machine"),
+    (["--host", "192.0.2.1"], "192.0.2.1:0 cannot be used (Cannot assign requested address)"),
+])
+def test_bad_options_are_one_line_and_exit_2(model, args, message):
+    result = serve_fails("--checkpoint", str(model), "--port", "0", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
 def test_a_port_in_use_is_one_line_and_exit_2(model, server):
     port = urllib.parse.urlsplit(server).port
     result = serve_fails("--checkpoint", str(model), "--port", str(port))

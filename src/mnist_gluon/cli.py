@@ -389,8 +389,6 @@ def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_
     from .serve import Limits, ServeOptions, serve_checkpoint
 
     say = lambda text: click.echo(f"mnist-serve: {text}", err=True)  # noqa: E731
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        say(f"warning: listening on {host} without --token: anyone who reaches it can use it")
     options = ServeOptions(token, Limits(max_body, max_images), max_batch, max_wait_ms)
     serve_checkpoint(Path(checkpoint_path), host, port, options, device, bare_normalization,
                      access_log, say)

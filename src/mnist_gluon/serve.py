@@ -9,6 +9,7 @@ Nothing in a request names a file: uploads are read from the request's bytes onl
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import socket
 import time
@@ -476,6 +477,8 @@ def serve_checkpoint(params_path: Path, host: str, port: int, options: ServeOpti
     app = create_app(classifier, checkpoint, options)
     sock = listen(host, port)
     url = url_of(sock)
+    if options.token is None and not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+        say(f"warning: listening on {host} without --token: anyone who reaches it can use it")
     say(f"serving {params_path} on {url} (draw at {url}, API at {url}v1/predict"
         f"{', token required' if options.token else ''}); Ctrl-C stops")
     run_server(app, sock, access_log)
