@@ -96,7 +96,7 @@ def test_a_folder_is_every_file_in_it_and_bad_files_are_reported_not_fatal(model
     assert [Path(o["path"]).name for o in out] == ["a.png", "d.jpg"]
     lines = err.strip().splitlines()
     assert len(lines) == 2 and "Traceback" not in err
-    assert "b.png could not be decoded as an image" in lines[0]
+    assert "b.png is not a PNG, JPEG or BMP image" in lines[0]
     assert "c.npy holds an array of shape (3, 5)" in lines[1]
 
 
