@@ -107,7 +107,7 @@ class Engine:
                         break
                     try:
                         batch.append(await asyncio.wait_for(self.queue.get(), left))
-                    except TimeoutError:
+                    except asyncio.TimeoutError:  # not yet TimeoutError on Python 3.10
                         break
                 else:
                     batch.append(self.queue.get_nowait())
