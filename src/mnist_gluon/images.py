@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import IMAGE_SIZE, parse_idx, read_file_bytes
+from .data import IMAGE_SIZE, PIXELS, parse_idx, read_file_bytes
 from .errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -80,11 +80,13 @@ def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.nda
     # OpenCV decodes a cut-short or damaged file into black pixels, without an error.
     if (damage := damage_in(raw, kind)) is not None:
         raise DataError(f"{name} is damaged: {damage}; send the whole, original file")
-    size = image_size(raw, kind)
-    if max_pixels is not None and (size is None or size[0] * size[1] > max_pixels):
-        raise DataError(f"{name} is {size[0]} x {size[1]} pixels, more than the "
-                        f"{max_pixels:,} allowed; send a smaller image" if size else
-                        f"{name} has no readable {kind} header")
+    if max_pixels is not None:
+        size = image_size(raw, kind)
+        if size is None:
+            raise DataError(f"{name} has no readable {kind} header")
+        if size[0] * size[1] > max_pixels:
+            raise DataError(f"{name} is {size[0]} x {size[1]} pixels, more than the "
+                            f"{max_pixels:,} allowed; send a smaller image")
     try:
         image = mx.image.imdecode(raw, flag=0, to_rgb=False).asnumpy()
         if image.size == 0:
@@ -164,12 +166,11 @@ def read_npy(path: Path) -> np.ndarray:
 
 def from_stack(path: Path, array: np.ndarray) -> list[Input]:
     """Images from an array shaped 28x28, Nx28x28, 784 or Nx784."""
-    pixels = IMAGE_SIZE * IMAGE_SIZE
-    if array.shape in ((IMAGE_SIZE, IMAGE_SIZE), (pixels,)):
+    if array.shape in ((IMAGE_SIZE, IMAGE_SIZE), (PIXELS,)):
         return [Input(str(path), None, check_pixels(path, array.reshape(-1)))]
     if array.ndim == 3 and array.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE) or (
-            array.ndim == 2 and array.shape[1] == pixels):
-        flat = array.reshape(len(array), pixels)
+            array.ndim == 2 and array.shape[1] == PIXELS):
+        flat = array.reshape(len(array), PIXELS)
         return [Input(str(path), i, check_pixels(path, row)) for i, row in enumerate(flat)]
     raise DataError(f"{path} holds an array of shape {array.shape}; expected 28x28, Nx28x28, "
                     "784 or Nx784 pixels")

@@ -25,9 +25,14 @@ class Prediction:
         out = {"path": self.path}
         if self.index is not None:
             out["index"] = self.index
-        out["label"] = self.label
-        out["top_k"] = [{"label": label, "probability": p} for label, p in self.top_k]
-        return out
+        return {**out, **answer_dict(self.top_k)}
+
+
+def answer_dict(best: list[tuple[int, float]]) -> dict:
+    """{"label", "top_k": [{"label", "probability"}]} for classes ranked best first: the form
+    of `mnist-predict --json` and of mnist-serve's answers."""
+    return {"label": best[0][0],
+            "top_k": [{"label": label, "probability": p} for label, p in best]}
 
 
 def load_classifier(params_path: str | Path, device: str = "cpu",

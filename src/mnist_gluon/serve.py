@@ -21,12 +21,11 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from .data import IMAGE_SIZE
+from .data import PIXELS
 from .errors import DataError, UserError
 
-PIXELS = IMAGE_SIZE * IMAGE_SIZE
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "application/octet-stream")
-ROUTES = ("/", "/healthz", "/metrics", "/openapi.json", "/v1/model", "/v1/predict")
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp")
+RAW_BODY_TYPES = (*IMAGE_TYPES, "application/octet-stream")  # an image sent as the body
 
 
 class AddressError(UserError):
@@ -140,8 +139,9 @@ def model_info(checkpoint) -> dict[str, Any]:
         "architecture": asdict(checkpoint.architecture),
         "parameters": int(sum(array.size for array in checkpoint.arrays.values())),
         "normalization": asdict(checkpoint.normalization),
+        # A sidecar's checksum was checked against the file when it was read.
         "checkpoint": {"file": checkpoint.params_path.name,
-                       "sha256": sha256_of(checkpoint.params_path)},
+                       "sha256": meta.get("params_sha256") or sha256_of(checkpoint.params_path)},
         # Training never reads the test set: what it recorded is the validation score.
         "training": {"epoch": meta.get("epoch"),
                      "validation_accuracy": metrics.get("val_accuracy"),
@@ -268,7 +268,7 @@ def openapi_predict(limits: Limits) -> dict[str, Any]:
                                             "properties": {"pixels": pixels}}},
             "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
                                                "properties": {"image": binary}}},
-            **{media: {"schema": binary} for media in IMAGE_TYPES[:3]},
+            **{media: {"schema": binary} for media in IMAGE_TYPES},
         }},
         "responses": {
             "200": {"description": "The top-k classes of each image, best first",
@@ -291,6 +291,8 @@ def create_app(classifier, checkpoint, options: ServeOptions):
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
     from starlette.exceptions import HTTPException
 
+    from .predict import answer_dict, ranked
+
     info = model_info(checkpoint)
     classes = checkpoint.architecture.classes
     metrics = Metrics()
@@ -306,7 +308,6 @@ def create_app(classifier, checkpoint, options: ServeOptions):
     app = FastAPI(title="mnist-gluon", version=info["versions"]["mnist_gluon"],
                   description=f"Predictions from {info['checkpoint']['file']}",
                   docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def failure(status: int, message: str, headers=None):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -354,7 +355,7 @@ def create_app(classifier, checkpoint, options: ServeOptions):
         check_token(request, options.token)
         limits = options.limits
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in ("application/json", "multipart/form-data", *IMAGE_TYPES):
+        if media not in ("application/json", "multipart/form-data", *RAW_BODY_TYPES):
             raise ApiError(415, "send JSON pixels (application/json), an image body "
                                 "(image/png, image/jpeg, image/bmp) or a multipart/form-data "
                                 f"upload; got {media or 'no Content-Type'}")
@@ -367,17 +368,11 @@ def create_app(classifier, checkpoint, options: ServeOptions):
             pixels = await engine.call(image_pixels, raw, limits.max_image_pixels)
         rows = await engine.classify(pixels)
         metrics.images.inc(len(rows))
-        return JSONResponse({"predictions": [answer(row, top_k) for row in rows]})
+        return JSONResponse({"predictions": [answer_dict(ranked(row, top_k)) for row in rows]})
 
+    app.add_middleware(MetricsMiddleware, metrics=metrics,
+                       routes=frozenset(route.path for route in app.routes))
     return app
-
-
-def answer(row: np.ndarray, top_k: int) -> dict[str, Any]:
-    from .predict import ranked
-
-    best = ranked(row, top_k)
-    return {"label": best[0][0],
-            "top_k": [{"label": label, "probability": p} for label, p in best]}
 
 
 class Metrics:
@@ -403,10 +398,11 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts and times every HTTP request, by route (any other path counts as 'other')."""
+    """Counts and times every HTTP request, by route (any other path counts as 'other', so
+    that a scanner cannot grow the label set)."""
 
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: Metrics, routes: frozenset[str]):
+        self.app, self.metrics, self.routes = app, metrics, routes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -422,7 +418,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            route = scope["path"] if scope["path"] in ROUTES else "other"
+            route = scope["path"] if scope["path"] in self.routes else "other"
             method = scope["method"] if scope["method"] in ("GET", "POST") else "other"
             self.metrics.requests.labels(route, method, str(status)).inc()
             if status >= 400:
