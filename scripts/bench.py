@@ -63,9 +63,8 @@ class Ours:
     """mnist-train's own training step, on the real data, for one batch size."""
 
     def __init__(self, config, prepared, batch_size: int):
-        import mxnet as mx
-
         from mnist_gluon.device import resolve_contexts
+        from mnist_gluon.mxnet_compat import mx
         from mnist_gluon.train import build_training, learning_rate
 
         self.config = config
@@ -90,8 +89,7 @@ class Ours:
     def core(self, steps: int) -> float:
         """Forward, backward and update alone, `steps` times on one fixed batch: no gathering,
         no loss or accuracy kept."""
-        import mxnet as mx
-        from mxnet import autograd, gluon
+        from mnist_gluon.mxnet_compat import autograd, gluon, mx
 
         images, labels = (x[: self.batch_size] for x in self.prepared.train[0].inputs)
         loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -187,10 +185,9 @@ def processes(data_root: str, repeats: int) -> dict:
 def evaluation(model, prepared, data_root: str, repeats: int) -> dict:
     """mnist-eval's inference: raw test pixels through the classifier with its in-graph
     normalisation, in one batch of 10,000."""
-    import mxnet as mx
-
     from mnist_gluon.data import DATASETS, PIXELS, read_split
     from mnist_gluon.model import pixel_classifier
+    from mnist_gluon.mxnet_compat import mx
     from mnist_gluon.train import predict_logits
 
     test = read_split(DATASETS["mnist"], "test", data_root, download=False)
@@ -218,10 +215,9 @@ def augmentation(config, data_root: str, repeats: int, batch_size: int = 128,
     none, in alternation."""
     import dataclasses
 
-    import mxnet as mx
-
     from mnist_gluon.config import AugmentConfig, load_config
     from mnist_gluon.data import epoch_order
+    from mnist_gluon.mxnet_compat import mx
     from mnist_gluon.train import prepare_data
 
     if shift is None:
@@ -310,9 +306,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
 
-    import mxnet as mx
-
     from mnist_gluon.config import load_config
+    from mnist_gluon.mxnet_compat import mx
     from mnist_gluon.train import prepare_data
 
     use_torch = not args.no_torch

@@ -1,9 +1,7 @@
 import json
 
-import mxnet as mx
 import numpy as np
 import pytest
-from mxnet import gluon
 
 from conftest import snapshot, unwritable
 from mnist_gluon.checkpoint import prepare_run_dir, read_checkpoint, save_checkpoint
@@ -12,6 +10,7 @@ from mnist_gluon.data import Normalization
 from mnist_gluon.errors import CheckpointError, OutputError
 from mnist_gluon.files import atomic_write, sha256_of
 from mnist_gluon.model import Architecture, build_model, named_parameters
+from mnist_gluon.mxnet_compat import gluon, mx
 from mnist_gluon.optim import Updater
 
 ARCH = Architecture(hidden=16)

@@ -1,8 +1,8 @@
-import mxnet as mx
 import pytest
 
 from mnist_gluon.device import DeviceSpec, parse_device, resolve_contexts
 from mnist_gluon.errors import ConfigError, DeviceError
+from mnist_gluon.mxnet_compat import mx
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ import threading
 import time
 from pathlib import Path
 
-import mxnet as mx
 import numpy as np
 import pytest
 
 from mnist_gluon.config import load_config
+from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.train import run_training
 
 BIN = Path(sys.executable).parent

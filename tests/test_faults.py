@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import mxnet as mx
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from conftest import snapshot
 from mnist_gluon.cli import run, train_command
 from mnist_gluon.config import load_config
 from mnist_gluon.errors import Stopped
+from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.stopping import StopSignals
 from mnist_gluon.train import run_training
 

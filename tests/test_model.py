@@ -1,8 +1,8 @@
-import mxnet as mx
 import numpy as np
 
 from mnist_gluon.data import Normalization, normalise
 from mnist_gluon.model import Architecture, build_model, named_parameters, pixel_classifier
+from mnist_gluon.mxnet_compat import mx
 
 
 def test_the_mlp_maps_784_pixels_to_10_logits():
@@ -29,7 +29,7 @@ def test_parameter_names_are_those_of_the_plain_gluon_script(tmp_path):
 
 
 def test_dropout_acts_in_training_only():
-    import mxnet.autograd as autograd
+    from mnist_gluon.mxnet_compat import autograd
 
     net = build_model(Architecture(dropout=0.5), mx.cpu())
     x = mx.nd.random.normal(shape=(8, 784))

@@ -1,13 +1,12 @@
 """The optimizer update: MXNet's own arithmetic, without gluon.Trainer's per-step overhead."""
 
-import mxnet as mx
 import numpy as np
 import pytest
-from mxnet import autograd, gluon
 
 from mnist_gluon.config import TrainConfig
 from mnist_gluon.errors import CheckpointError
 from mnist_gluon.model import Architecture, build_model, named_parameters
+from mnist_gluon.mxnet_compat import autograd, gluon, mx
 from mnist_gluon.optim import Updater
 
 ARCH = Architecture(hidden=16)

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mxnet as mx
 import numpy as np
 import pytest
 import yaml
@@ -27,6 +26,7 @@ from mnist_gluon.config import AugmentConfig, load_config
 from mnist_gluon.data import DATASETS, Normalization, normalise, read_split, split_validation
 from mnist_gluon.errors import Stopped
 from mnist_gluon.model import Architecture, build_model
+from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.train import TrainStep, run_training
 
 BIN = Path(sys.executable).parent

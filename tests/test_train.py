@@ -1,6 +1,5 @@
 import json
 
-import mxnet as mx
 import numpy as np
 import pytest
 
@@ -8,6 +7,7 @@ from mnist_gluon.checkpoint import read_checkpoint
 from mnist_gluon.config import TrainConfig, load_config
 from mnist_gluon.errors import ConfigError
 from mnist_gluon.evaluate import evaluate_checkpoint
+from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.train import learning_rate, run_training
 
 

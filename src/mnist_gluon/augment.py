@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from mxnet import gluon
 
 from .config import AugmentConfig
 from .data import IMAGE_SIZE, PIXELS
+from .mxnet_compat import gluon
 
 
 def padded_size(shift: int) -> int:

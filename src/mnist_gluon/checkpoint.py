@@ -84,13 +84,12 @@ def save_checkpoint(params_path: Path, net, updater, meta: dict[str, Any],
 
 
 def library_versions() -> dict[str, str]:
-    import mxnet
-
     from . import __version__
+    from .mxnet_compat import mx
 
     return {
         "mnist_gluon": __version__,
-        "mxnet": mxnet.__version__,
+        "mxnet": mx.__version__,
         "numpy": np.__version__,
         "python": sys.version.split()[0],
     }
@@ -161,7 +160,7 @@ def read_sidecar(sidecar: Path, params_path: Path) -> dict[str, Any]:
 
 
 def read_param_arrays(params_path: Path) -> dict[str, np.ndarray]:
-    import mxnet as mx
+    from .mxnet_compat import mx
 
     try:
         loaded = mx.nd.load(str(params_path))
@@ -217,9 +216,8 @@ def check_shapes(layers: dict[str, np.ndarray], arch: Architecture, params_path:
 
 def load_network(checkpoint: Checkpoint, ctx):
     """The checkpoint's MLP, hybridized, with its parameters, on the contexts `ctx`."""
-    import mxnet as mx
-
     from .model import build_model, set_parameters
+    from .mxnet_compat import mx
 
     net = build_model(checkpoint.architecture, ctx, initialize=False)
     net.initialize(mx.init.Zero(), ctx=ctx)

@@ -36,7 +36,7 @@ def parse_device(text: str) -> DeviceSpec:
 
 def resolve_contexts(text: str, num_gpus: int | None = None) -> list:
     """MXNet contexts for a device string; `auto` picks GPU 0 when there is one, else the CPU."""
-    import mxnet as mx
+    from .mxnet_compat import mx
 
     spec = parse_device(text)
     if num_gpus is None:

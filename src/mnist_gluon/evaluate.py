@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import mxnet as mx
 import numpy as np
 
 from .checkpoint import load_network, read_checkpoint
@@ -14,6 +13,7 @@ from .device import resolve_contexts
 from .errors import ConfigError
 from .metrics import Report, classification_report
 from .model import pixel_classifier
+from .mxnet_compat import mx
 from .train import predict_logits
 
 

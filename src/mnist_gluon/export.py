@@ -7,8 +7,10 @@ client needs nothing but the files. `model.json` beside them says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,12 +75,22 @@ def prepare_out(out: Path, force: bool) -> None:
                           "--out DIR somewhere you can write") from None
 
 
+@contextlib.contextmanager
+def untyped_input_allowed():
+    """MXNet cannot infer the input's dtype from the parameters alone, and warns on every
+    export and quantization; the input is float32 pixels, as model.json records."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Cannot decide type", UserWarning)
+        yield
+
+
 def export_mxnet(network, prefix: Path) -> list[Path]:
-    import mxnet as mx
+    from .mxnet_compat import mx
 
     network.hybridize(static_alloc=True, static_shape=True)
     network(mx.nd.zeros((1, 784)))  # the graph is traced on a first call
-    network.export(str(prefix), epoch=0)
+    with untyped_input_allowed():
+        network.export(str(prefix), epoch=0)
     return [prefix.with_name(prefix.name + "-symbol.json"),
             prefix.with_name(prefix.name + "-0000.params")]
 
@@ -86,7 +98,10 @@ def export_mxnet(network, prefix: Path) -> list[Path]:
 def export_onnx(symbol_file: Path, params_file: Path, onnx_file: Path) -> Path:
     try:
         import onnx
-        from mxnet import onnx as mx_onnx
+
+        from .mxnet_compat import onnx_exporter
+
+        mx_onnx = onnx_exporter()
     except ImportError:
         raise ConfigError("ONNX export needs the onnx extra: pip install 'mnist-gluon[onnx]'"
                           ) from None
@@ -108,21 +123,21 @@ def export_onnx(symbol_file: Path, params_file: Path, onnx_file: Path) -> Path:
 
 def quantize_int8(classifier, calibration: np.ndarray):
     """MXNet's own INT8 quantization (MKLDNN), calibrated on training images (min/max)."""
-    import mxnet as mx
-    from mxnet.contrib.quantization import quantize_net_v2
+    from .mxnet_compat import mx
 
     if calibration is None or not len(calibration):
         raise ConfigError("int8 needs calibration images; the training split was not found")
     batches = mx.io.NDArrayIter(data=calibration.astype(np.float32), batch_size=500,
                                 last_batch_handle="discard")
-    return quantize_net_v2(classifier, quantized_dtype="auto", quantize_mode="full",
-                           calib_data=batches, calib_mode="naive",
-                           num_calib_examples=len(calibration) // 500 * 500, ctx=mx.cpu())
+    with untyped_input_allowed():
+        return mx.contrib.quantization.quantize_net_v2(
+            classifier, quantized_dtype="auto", quantize_mode="full", calib_data=batches,
+            calib_mode="naive", num_calib_examples=len(calibration) // 500 * 500, ctx=mx.cpu())
 
 
 def compare(float_net, int8_net, pixels: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy and inference time of both networks on the same images, one batch each."""
-    import mxnet as mx
+    from .mxnet_compat import mx
 
     data = mx.nd.array(pixels, dtype="float32")
     figures = {}

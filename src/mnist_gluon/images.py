@@ -72,7 +72,7 @@ def read_image(path: Path) -> np.ndarray:
 def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
     """A greyscale float32 image from the bytes of a PNG/JPEG/BMP file. With `max_pixels`,
     a larger image is refused from its header, before anything is decoded."""
-    import mxnet as mx
+    from .mxnet_compat import mx
 
     kind = image_kind(raw)
     if kind is None:
@@ -213,7 +213,7 @@ def border_is_light(image: np.ndarray) -> bool:
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    import mxnet as mx
+    from .mxnet_compat import mx
 
     # INTER_AREA (3) averages when shrinking, as MNIST's own anti-aliased digits were made.
     array = mx.nd.array(image[:, :, None])

@@ -116,7 +116,7 @@ def launch(command: list[str], workers: int, servers: int, say: Callable[[str], 
     def on(i: int) -> str | None:
         return hosts[i % len(hosts)] if hosts else None
 
-    idle = [sys.executable, "-c", "import mxnet"]  # the scheduler and servers live in here
+    idle = [sys.executable, "-m", "mnist_gluon.mxnet_compat"]  # scheduler and servers live in here
     processes = [start("scheduler", idle, "scheduler", env, False, on(0), ssh)]
     processes += [start(f"server {i}", idle, "server", env, False, on(i), ssh)
                   for i in range(servers)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from mxnet import gluon
 
 from .data import PIXELS, Normalization
+from .mxnet_compat import gluon
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def pixel_classifier(net: MLP, normalization: Normalization) -> PixelClassifier:
 
 def build_model(arch: Architecture, ctx, initialize: bool = True) -> MLP:
     """A hybridized MLP on the contexts `ctx`; Xavier-initialised unless parameters follow."""
-    import mxnet as mx
+    from .mxnet_compat import mx
 
     net = MLP(arch)
     if initialize:
@@ -94,7 +94,7 @@ def named_parameters(net: MLP) -> dict:
 
 def set_parameters(net: MLP, arrays: dict) -> None:
     """Load numpy arrays, keyed as in `named_parameters`, into every context of `net`."""
-    import mxnet as mx
+    from .mxnet_compat import mx
 
     for name, param in named_parameters(net).items():
         param.set_data(mx.nd.array(arrays[name]))

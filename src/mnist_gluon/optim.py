@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import mxnet as mx
 import numpy as np
 
 from .config import TrainConfig
 from .errors import CheckpointError
+from .mxnet_compat import mx
 
 ADAM_BETAS = (0.9, 0.999)
 RMSPROP_GAMMA = 0.9
@@ -159,7 +159,7 @@ class DistUpdater:
     there: a resumed distributed run restores parameters and restarts that state."""
 
     def __init__(self, net, cfg: TrainConfig, kvstore, steps_per_epoch: int, offset: int = 0):
-        from mxnet import gluon
+        from .mxnet_compat import gluon
 
         options = {"learning_rate": cfg.lr, "wd": cfg.weight_decay,
                    "lr_scheduler": ServerSchedule(steps_per_epoch, cfg, offset)}

@@ -47,7 +47,7 @@ def load_classifier(params_path: str | Path, device: str = "cpu",
 
 def probabilities(classifier, pixels: np.ndarray) -> np.ndarray:
     """Class probabilities (N x classes) for N x 784 raw pixels, 0-255."""
-    import mxnet as mx
+    from .mxnet_compat import mx
 
     ctx = classifier.net.fc1.weight.list_ctx()[0]
     return softmax(classifier(mx.nd.array(pixels, ctx=ctx)).asnumpy())

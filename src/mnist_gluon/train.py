@@ -12,9 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon
 
 from . import checkpoint as ckpt
 from .augment import (
@@ -45,6 +43,7 @@ from .errors import CheckpointError, ConfigError, Diverged, Stopped
 from .files import atomic_write_text, sha256_of
 from .metrics import softmax_cross_entropy
 from .model import MLP, Architecture, build_model, named_parameters, set_parameters
+from .mxnet_compat import autograd, gluon, mx
 from .optim import DistUpdater, Updater, learning_rate
 
 EVAL_BATCH_SIZE = 10_000
