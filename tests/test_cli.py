@@ -10,14 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mxnet as mx
 import numpy as np
 import pytest
 import yaml
-from mxnet import autograd, gluon
 
 from conftest import MNIST_FILES, REPO, snapshot, unwritable
+from mnist_gluon import __version__
 from mnist_gluon.cli import eval_command, run, train_command
+from mnist_gluon.mxnet_compat import autograd, gluon, mx
 
 BIN = Path(sys.executable).parent
 
@@ -56,6 +56,44 @@ def test_smoke_config_trains_and_evaluates_on_the_real_data(mnist_dir, tmp_path)
     assert result["examples"] == 10000
     assert len(result["per_class"]) == 10
     assert np.array(result["confusion_matrix"]).sum() == 10000
+
+
+def test_a_newcomers_first_try_trains_and_evaluates_from_any_folder(mnist_dir, tmp_path):
+    """The bundled config by name, one epoch of a recipe with a one-epoch warm-up, and the
+    data folder given relative to where the user stands."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    trained = command("mnist-train", "--config", "base", "--set", "train.epochs=1", "--set",
+                      "device=cpu", "--data-root", os.path.relpath(mnist_dir, work), "--quiet",
+                      cwd=work)
+    assert trained.returncode == 0, trained.stderr
+    assert "warming up for 0.5 epochs instead" in trained.stderr
+    saved = yaml.safe_load((work / "runs/base/config.yaml").read_text())
+    assert saved["data"]["root"] == str(Path(mnist_dir).resolve())
+    evaluated = command("mnist-eval", "--checkpoint", work / "runs/base/best.params", "--json",
+                        cwd=elsewhere)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["accuracy"] > 0.95
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_help_names_the_bundled_configs_and_every_command_tells_its_version():
+    assert "(base, best, fashion, fashion-best, smoke)" in command("mnist-train", "--help").stdout
+    for name in ["mnist", "mnist-train", "mnist-eval", "mnist-predict", "mnist-export",
+                 "mnist-sweep", "mnist-launch", "mnist-serve"]:
+        result = command(name, "--version")
+        assert (result.returncode, result.stdout) == (0, f"{name} {__version__}\n")
+
+
+@pytest.mark.parametrize("module", ["mnist_gluon", "mnist_gluon.cli"])
+def test_the_package_runs_as_one_command_group(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0
+    listed = re.findall(r"^  (\w+) ", result.stdout.split("Commands:")[1], re.MULTILINE)
+    assert listed == ["eval", "export", "launch", "predict", "serve", "sweep", "train"]
+    assert "mnist train" in subprocess.run(
+        [sys.executable, "-m", module, "train", "--help"], capture_output=True, text=True).stdout
 
 
 def test_eval_prints_accuracy_per_class_scores_and_the_confusion_matrix(trained, mnist_dir):

@@ -1,7 +1,14 @@
 import pytest
 
 from conftest import REPO
-from mnist_gluon.config import Config, config_to_yaml, load_config
+from mnist_gluon.config import (
+    Config,
+    bundled_configs,
+    config_file,
+    config_to_yaml,
+    fit_warmup,
+    load_config,
+)
 from mnist_gluon.errors import ConfigError
 
 
@@ -17,10 +24,37 @@ def test_defaults_are_the_documents_mlp_trained_with_adam():
     assert config.train.optimizer == "adam" and config.data.name == "mnist"
 
 
-@pytest.mark.parametrize("name", ["base", "fashion", "smoke"])
+@pytest.mark.parametrize("name", ["base", "best", "fashion", "fashion-best", "smoke"])
 def test_shipped_configs_load(name):
     config = load_config(REPO / "configs" / f"{name}.yaml")
     assert isinstance(config, Config)
+
+
+def test_every_config_in_the_repository_ships_inside_the_package():
+    assert bundled_configs() == sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+    assert config_file("best").read_text() == (REPO / "configs" / "best.yaml").read_text()
+
+
+def test_a_config_name_means_the_bundled_file_and_a_path_means_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config_file("base").name == "base.yaml" and config_file("base").is_file()
+    (tmp_path / "base").write_text("seed: 1\n")  # a file of that name in the folder wins
+    assert config_file("base") == tmp_path.joinpath("base").relative_to(tmp_path)
+    assert load_config(config_file("base")).seed == 1
+    with pytest.raises(ConfigError, match="config file base.yaml does not exist"):
+        load_config(config_file("base.yaml"))  # a path is never looked up among the bundled
+    with pytest.raises(ConfigError, match="no bundled config of that name; pass a YAML file "
+                                          "or one of base, best, fashion, fashion-best, smoke"):
+        config_file("bsae")
+
+
+def test_a_warmup_as_long_as_the_run_is_cut_to_half_the_run_and_said():
+    config = load_config(config_file("base"), ["train.epochs=1"])
+    assert fit_warmup(config) == ("train.warmup_epochs=1 does not fit a 1-epoch run; warming "
+                                  "up for 0.5 epochs instead")
+    assert config.train.warmup_epochs == 0.5
+    unchanged = load_config(config_file("base"))
+    assert fit_warmup(unchanged) is None and unchanged.train.warmup_epochs == 1
 
 
 def test_base_config_trains_ten_epochs_on_mnist():
@@ -100,7 +134,7 @@ def test_wrong_type_names_the_key_and_the_type(override, message):
         ("data.name=cifar10", r"data\.name is 'cifar10'; choose one of mnist, fashion-mnist"),
         ("data.val_size=-1", r"data\.val_size"),
         ("model.hidden=0", r"model\.hidden"),
-        ("train.warmup_epochs=10", r"train\.warmup_epochs .* in \[0, train\.epochs=10\)"),
+        ("train.warmup_epochs=-1", r"train\.warmup_epochs is -1\.0; it must be 0 or more"),
         ("device=tpu", r"device is 'tpu'; use one of auto, cpu, gpu"),
         ("checkpoint.keep=-1", r"checkpoint\.keep"),
         ("train.clip_gradient=0", r"train\.clip_gradient"),

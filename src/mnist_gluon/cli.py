@@ -16,18 +16,28 @@ from pathlib import Path
 
 import click
 
+from . import __version__
 from .errors import Diverged, Interrupted, Stopped, UserError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 USAGE_ERROR = 2
+version = click.version_option(__version__, message="%(prog)s %(version)s")
 
 NORMALIZE_HELP = ("For a bare .params file without sidecar: the normalisation its script used "
                   "on pixels scaled to [0, 1] (0,1 for ToTensor alone).  [default: 0.1307,0.3081]")
 
 
+def config_help(what: str) -> str:
+    from .config import bundled_configs
+
+    return (f"{what}: a YAML file, or the name of a config that ships with mnist-gluon "
+            f"({', '.join(bundled_configs())}).")
+
+
 @click.command("mnist-train", context_settings=CONTEXT)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file; keys not in it keep their defaults.  [default: none]")
+              help=config_help("Config; keys it leaves out keep their defaults") + "  "
+                   "[default: none]")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config key, e.g. --set train.lr=0.01; repeatable.")
 @click.option("--out", type=click.Path(), default=None,
@@ -41,11 +51,12 @@ NORMALIZE_HELP = ("For a bare .params file without sidecar: the normalisation it
 @click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar: one line per epoch.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+@version
 def train_command(config_path, overrides, out, data_root, resume_dir, force, print_config, quiet,
                   debug):
     """Train the MLP on MNIST (or Fashion-MNIST) and write a run folder: config.yaml,
     metrics.jsonl, last.params and best.params (best validation accuracy)."""
-    from .config import config_to_yaml, load_config
+    from .config import config_file, config_to_yaml, fit_warmup, load_config
 
     overrides = list(overrides) + ([f"data.root={data_root}"] if data_root else [])
     if resume_dir is not None:
@@ -58,9 +69,13 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
                                    "a folder that mnist-train wrote")
         config = load_config(saved, overrides)
     else:
-        config = load_config(config_path, overrides)
+        config = load_config(config_file(config_path) if config_path else None, overrides)
         name = Path(config_path).stem if config_path else "default"
         run_dir = Path(out) if out else Path("runs") / name
+    if config.data.root is not None:  # so that eval and --resume find it from any folder
+        config.data.root = str(Path(config.data.root).expanduser().resolve())
+    if (note := fit_warmup(config)) is not None:
+        click.echo(f"mnist-train: {note}", err=True)
     if print_config:
         click.echo(config_to_yaml(config), nl=False)
         return
@@ -108,6 +123,7 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
               help="Also write confusion.png and mistakes.png (the most confidently wrong test "
                    "images) into this folder; needs the plot extra.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+@version
 def eval_command(checkpoint_path, data_root, dataset, device, normalize, no_download, as_json,
                  plot_dir, debug):
     """Evaluate a checkpoint on the test set: accuracy, loss, per-class precision, recall and
@@ -179,6 +195,7 @@ def parse_normalize(text: str | None):
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON list: one object per image with path, label and top_k.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+@version
 def predict_command(checkpoint_path, inputs, top_k, device, normalize, as_json, debug):
     """Classify images: PNG/JPEG/BMP files of any size (a dark digit on light paper is
     inverted, cropped and centred the way MNIST's digits are), .npy arrays and IDX files of
@@ -228,6 +245,7 @@ def predict_command(checkpoint_path, inputs, top_k, device, normalize, as_json, 
 @click.option("--normalize", default=None, metavar="MEAN,STD", help=NORMALIZE_HELP)
 @click.option("--force", is_flag=True, help="Replace an export already in --out.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+@version
 def export_command(checkpoint_path, fmt, out, quantize, data_root, normalize, force, debug):
     """Export a checkpoint for serving. The exported model takes raw pixels (float32, 0-255,
     N x 784) with the normalisation inside the graph, and returns logits; model.json beside
@@ -254,7 +272,7 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, normalize, fo
 
 @click.command("mnist-sweep", context_settings=CONTEXT)
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="The config every trial starts from.")
+              help=config_help("The config every trial starts from"))
 @click.option("--grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
               help="Values to try for one key; repeat for more keys (their product is run).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -268,12 +286,14 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, normalize, fo
 @click.option("--data-root", type=click.Path(), default=None,
               help="Folder with the dataset's IDX files (sets data.root in every trial).")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+@version
 def sweep_command(config_path, grid, overrides, random_count, seed, jobs, out, data_root,
                   debug):
     """Run a grid (or a random part of it) of mnist-train trials, each a normal run folder,
     and pick the best on validation accuracy, never on the test set. Writes results.csv,
     results.json and best.yaml; the same command again skips finished trials and resumes
     interrupted ones."""
+    from .config import config_file
     from .files import atomic_write_text
     from .sweep import (
         best_trial,
@@ -285,13 +305,13 @@ def sweep_command(config_path, grid, overrides, random_count, seed, jobs, out, d
         write_results,
     )
 
-    out_dir, config_file = Path(out), Path(config_path)
+    out_dir, base_config = Path(out), config_file(config_path).resolve()
     base = list(overrides) + ([f"data.root={Path(data_root).resolve()}"] if data_root else [])
     trials = plan_trials(parse_grid(list(grid)), random_count, seed)
-    prepare(out_dir, config_file.resolve(), base, trials)
+    prepare(out_dir, base_config, base, trials)
     say = lambda text: click.echo(f"mnist-sweep: {text}", err=True)  # noqa: E731
     try:
-        statuses = run_trials(trials, out_dir, config_file.resolve(), base, jobs, say)
+        statuses = run_trials(trials, out_dir, base_config, base, jobs, say)
     except KeyboardInterrupt:
         raise Interrupted("interrupted; the trials saved checkpoints: run the same command "
                           "again to continue") from None
@@ -322,6 +342,7 @@ def sweep_command(config_path, grid, overrides, random_count, seed, jobs, out, d
 @click.option("--ssh", "ssh_command", default="ssh -o BatchMode=yes", show_default=True,
               help="The ssh command for --hostfile, e.g. 'ssh -i KEY -p 2222'.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+@version
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def launch_command(workers, servers, hostfile, ssh_command, debug, command):
     """Run a distributed mnist-train on MXNet's parameter-server kvstore: a scheduler,
@@ -370,6 +391,7 @@ def launch_command(workers, servers, hostfile, ssh_command, debug, command):
 @click.option("--normalize", default=None, metavar="MEAN,STD", help=NORMALIZE_HELP)
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+@version
 def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_batch,
                   max_wait_ms, device, normalize, access_log, debug):
     """Serve a checkpoint over HTTP: POST /v1/predict (an image upload, or JSON pixels for a
@@ -467,3 +489,25 @@ def launch_main() -> None:
 
 def serve_main() -> None:
     sys.exit(run(serve_command))
+
+
+@click.group("mnist", context_settings=CONTEXT)
+@version
+def mnist_group():
+    """Train the MNIST MLP with MXNet Gluon, and evaluate, predict with, export, sweep,
+    launch and serve it. Each command is also installed as mnist-COMMAND."""
+
+
+for _name, _command in (("train", train_command), ("eval", eval_command),
+                        ("predict", predict_command), ("export", export_command),
+                        ("sweep", sweep_command), ("launch", launch_command),
+                        ("serve", serve_command)):
+    mnist_group.add_command(_command, _name)
+
+
+def main() -> None:
+    sys.exit(run(mnist_group))
+
+
+if __name__ == "__main__":
+    main()

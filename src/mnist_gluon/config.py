@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import math
 import types
 import typing
@@ -99,6 +100,26 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+def bundled_configs() -> list[str]:
+    """Names of the configs that ship inside the package (`base` for configs/base.yaml)."""
+    folder = importlib.resources.files(__package__) / "configs"
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir()
+                  if entry.name.endswith(".yaml"))
+
+
+def config_file(name_or_path: str | Path) -> Path:
+    """A path means that file; a bare name (no folder, no suffix) that is not a file in the
+    current folder means the bundled config of that name, so `--config base` works anywhere."""
+    path = Path(name_or_path)
+    if path.exists() or len(path.parts) != 1 or path.suffix:
+        return path
+    bundled = importlib.resources.files(__package__) / "configs" / f"{path.name}.yaml"
+    if not bundled.is_file():
+        raise ConfigError(f"no config file {path} and no bundled config of that name; pass a "
+                          f"YAML file or one of {', '.join(bundled_configs())}")
+    return Path(str(bundled))
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
@@ -268,8 +289,7 @@ def validate(config: Config) -> None:
     require(t.lr > 0, "train.lr", t.lr, "greater than 0")
     require(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
     require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "0 or more")
-    require(0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", t.warmup_epochs,
-            f"in [0, train.epochs={t.epochs})")
+    require(t.warmup_epochs >= 0, "train.warmup_epochs", t.warmup_epochs, "0 or more")
     require(0 < t.lr_decay <= 1, "train.lr_decay", t.lr_decay, "in (0, 1]")
     for epoch in t.lr_step_epochs:
         require(0 < epoch < t.epochs, "train.lr_step_epochs", t.lr_step_epochs,
@@ -296,6 +316,17 @@ def validate(config: Config) -> None:
             require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors",
                     mirror, "http://, https:// or file:// URLs")
     parse_device(config.device)  # so a typo fails before any data is read
+
+
+def fit_warmup(config: Config) -> str | None:
+    """A warm-up as long as the run or longer is cut to half the run, so that a short try of
+    a longer recipe (`--set train.epochs=1`) still trains; says so, or returns None."""
+    t = config.train
+    if t.warmup_epochs < t.epochs:
+        return None
+    before, t.warmup_epochs = t.warmup_epochs, t.epochs / 2
+    return (f"train.warmup_epochs={before:g} does not fit a {t.epochs}-epoch run; warming up "
+            f"for {t.warmup_epochs:g} epochs instead")
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:

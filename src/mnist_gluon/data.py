@@ -220,11 +220,8 @@ def locate(
 def download_file(
     file: IdxFile, folder: Path, mirrors: Sequence[str], how: str, timeout: float
 ) -> Path:
-    """Fetch `file` from the first mirror that serves it intact; written atomically."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DataError(f"cannot create data folder {folder} ({error.strerror}); {how}") from None
+    """Fetch `file` from the first mirror that serves it intact; written atomically. The
+    folder is created only once there is a file to put in it."""
     destination = folder / file.name
     failures = []
     for mirror in mirrors:
@@ -243,6 +240,7 @@ def download_file(
             failures.append(f"{url}: checksum mismatch")
             continue
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             atomic_write(destination, lambda temporary, data=stored: temporary.write_bytes(data))
         except OSError as error:
             raise DataError(f"cannot write {destination} ({error.strerror}); {how}") from None
@@ -359,7 +357,7 @@ def split_steps(columns: list[np.ndarray], batch_size: int, ctxs: Sequence) -> l
     The last partial batch is dropped: every step has the same shape (a static graph) and
     the dropped examples differ from epoch to epoch.
     """
-    import mxnet as mx
+    from .mxnet_compat import mx
 
     steps = steps_per_epoch(len(columns[0]), batch_size)
     per_device = batch_size // len(ctxs)
