@@ -1,7 +1,9 @@
 # The two commands a newcomer needs: `make train` and `make test`. Each creates .venv if it is
-# missing and installs the package into it first.
+# missing, with a supported Python (python3 if it is one, else the newest of 3.10-3.13 found;
+# PYTHON=/path/to/python chooses), and installs the package into it first. `make test` also
+# installs the Debian packages the tests use (scripts/system-packages).
 
-PYTHON ?= python3
+PYTHON ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/base.yaml
@@ -10,13 +12,19 @@ ARGS ?=
 # else the default data root (Gluon's cache, downloading what is missing) is used.
 DATA_ROOT ?= $(if $(shell grep -qs "name: *fashion" $(CONFIG) && echo fashion),,$(wildcard ../shared/data/mnist))
 
-.PHONY: train test lint format clean
+.PHONY: train test dist lint format clean
 
 train: $(VENV)/.installed
 	$(BIN)/mnist-train --config $(CONFIG) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
 
 test: $(VENV)/.installed-dev
+	scripts/system-packages
 	$(BIN)/python -m pytest
+
+# An sdist and a wheel in dist/; the wheel carries the configs and the page.
+dist: $(VENV)/.installed-dev
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts
@@ -25,7 +33,8 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix src tests scripts
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@python=$$(scripts/pick-python $(PYTHON)) && echo "creating $(VENV) with $$python" && \
+	  "$$python" -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
@@ -37,4 +46,4 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
