@@ -37,7 +37,9 @@ def test_every_config_in_the_repository_ships_inside_the_package():
 
 def test_a_config_name_means_the_bundled_file_and_a_path_means_a_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()  # a run folder named like the config is not a config
     assert config_file("base").name == "base.yaml" and config_file("base").is_file()
+    (tmp_path / "base").rmdir()
     (tmp_path / "base").write_text("seed: 1\n")  # a file of that name in the folder wins
     assert config_file("base") == tmp_path.joinpath("base").relative_to(tmp_path)
     assert load_config(config_file("base")).seed == 1

@@ -35,7 +35,7 @@ def config_help(what: str) -> str:
 
 
 @click.command("mnist-train", context_settings=CONTEXT)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+@click.option("--config", "config_path", metavar="FILE|NAME",
               help=config_help("Config; keys it leaves out keep their defaults") + "  "
                    "[default: none]")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -271,7 +271,7 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, normalize, fo
 
 
 @click.command("mnist-sweep", context_settings=CONTEXT)
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--config", "config_path", required=True, metavar="FILE|NAME",
               help=config_help("The config every trial starts from"))
 @click.option("--grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
               help="Values to try for one key; repeat for more keys (their product is run).")

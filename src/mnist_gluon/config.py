@@ -113,7 +113,7 @@ def config_file(name_or_path: str | Path) -> Path:
     """A path means that file; a bare name (no folder, no suffix) that is not a file in the
     current folder means the bundled config of that name, so `--config base` works anywhere."""
     path = Path(name_or_path)
-    if path.exists() or len(path.parts) != 1 or path.suffix:
+    if path.is_file() or len(path.parts) != 1 or path.suffix:
         return path
     bundled = importlib.resources.files(__package__) / "configs" / f"{path.name}.yaml"
     if not bundled.is_file():
