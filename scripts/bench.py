@@ -4,8 +4,8 @@
     pip install -e ".[bench]"
     python scripts/bench.py --json bench.json
 
-Training throughput is that of `mnist_gluon.train.train_epoch`, the loop `mnist-train` runs,
-on the real MNIST training set normalised as `mnist-train` does, with base.yaml's recipe (NAG,
+Training throughput is that of `mnist_gluon.training.loop.train_epoch`, the loop `mnist-train`
+runs, on the real MNIST training set normalised as `mnist-train` does, with base.yaml's recipe (NAG,
 momentum 0.9, weight decay 5e-4). PyTorch trains the same MLP on the same data, in the same
 order, with the same optimizer, epoch for epoch in alternation with ours, so the ratio holds
 while the machine's speed drifts. Figures are medians over repetitions after warm-up, with the
@@ -65,23 +65,26 @@ class Ours:
     def __init__(self, config, prepared, batch_size: int):
         from mnist_gluon.device import resolve_contexts
         from mnist_gluon.mxnet_compat import mx
-        from mnist_gluon.train import build_training, learning_rate
+        from mnist_gluon.optim import learning_rate
+        from mnist_gluon.training.run import build_trainer
 
         self.config = config
         self.prepared = prepared
         self.batch_size = batch_size
         self.ctxs = resolve_contexts("cpu")
         mx.random.seed(config.seed)
-        self.model = build_training(config, self.ctxs)
+        self.model = build_trainer(config, self.ctxs, prepared.augmentation)
         self.steps = prepared.num_train // batch_size
         self.lr_at = lambda step: learning_rate(step, self.steps, config.train)
 
     def epoch(self, order: np.ndarray) -> float:
-        from mnist_gluon.train import EpochProgress, plan_epoch, train_epoch
+        from mnist_gluon.checkpoint import EpochProgress
+        from mnist_gluon.training.loop import train_epoch
+        from mnist_gluon.training.step import plan_epoch
 
         started = time.perf_counter()
         steps = plan_epoch(order, self.prepared.train_labels, self.batch_size, self.ctxs,
-                           self.config.data.augment, self.config.seed, 1)
+                           self.prepared.augmentation, self.config.seed, 1)
         train_epoch(self.model.graph, self.model.updater, self.prepared.train, steps,
                     self.batch_size, self.lr_at, EpochProgress(epoch=1), first_step=0)
         return time.perf_counter() - started
@@ -186,9 +189,9 @@ def evaluation(model, prepared, data_root: str, repeats: int) -> dict:
     """mnist-eval's inference: raw test pixels through the classifier with its in-graph
     normalisation, in one batch of 10,000."""
     from mnist_gluon.data import DATASETS, PIXELS, read_split
+    from mnist_gluon.inference import predict_logits
     from mnist_gluon.model import pixel_classifier
     from mnist_gluon.mxnet_compat import mx
-    from mnist_gluon.train import predict_logits
 
     test = read_split(DATASETS["mnist"], "test", data_root, download=False)
     pixels = mx.nd.array(test.images.reshape(-1, PIXELS), dtype="uint8")
@@ -218,7 +221,7 @@ def augmentation(config, data_root: str, repeats: int, batch_size: int = 128,
     from mnist_gluon.config import AugmentConfig, load_config
     from mnist_gluon.data import epoch_order
     from mnist_gluon.mxnet_compat import mx
-    from mnist_gluon.train import prepare_data
+    from mnist_gluon.training.data import prepare_data
 
     if shift is None:
         shift = load_config(REPO / "configs/best.yaml").data.augment.shift
@@ -247,7 +250,7 @@ def augmentation(config, data_root: str, repeats: int, batch_size: int = 128,
 def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch: bool,
                      cores: int) -> dict:
     from mnist_gluon.data import epoch_order
-    from mnist_gluon.train import plan_epoch
+    from mnist_gluon.training.step import plan_epoch
 
     ours = Ours(config, prepared, batch_size)
     theirs = Torch(prepared, batch_size, config) if use_torch else None
@@ -269,7 +272,7 @@ def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch:
     core_s = statistics.median(ours.core(ours.steps) for _ in range(3))
     order = epoch_order(prepared.num_train, config.seed, 99)
     started = time.perf_counter()
-    plan_epoch(order, prepared.train_labels, batch_size, ours.ctxs, config.data.augment,
+    plan_epoch(order, prepared.train_labels, batch_size, ours.ctxs, prepared.augmentation,
                config.seed, 99)
     data_s = time.perf_counter() - started
     result = {
@@ -308,7 +311,7 @@ def main() -> int:
 
     from mnist_gluon.config import load_config
     from mnist_gluon.mxnet_compat import mx
-    from mnist_gluon.train import prepare_data
+    from mnist_gluon.training.data import prepare_data
 
     use_torch = not args.no_torch
     if use_torch:

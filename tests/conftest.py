@@ -1,37 +1,23 @@
-"""Shared fixtures: the real MNIST files, small real-shaped datasets, a local HTTP server."""
+"""Fixtures: the real MNIST and Fashion-MNIST files, a small slice of MNIST and a config for
+it, a trained model, a local HTTP server and a closed port."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gzip
 import http.server
-import os
-import re
-import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-MNIST_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
+from support import (
+    REPO,
+    QuietHandler,
+    real_data_dir,
+    real_subset,
+    write_dataset,
+    write_small_config,
 )
-
-
-def real_data_dir(env: str, default: Path, how: str) -> Path:
-    folder = Path(os.environ.get(env, default))
-    missing = [name for name in MNIST_FILES if not (folder / name).exists()]
-    if missing:
-        pytest.fail(f"real data missing in {folder} ({', '.join(missing)}): {how}", pytrace=False)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -47,58 +33,26 @@ def fashion_dir() -> Path:
                          "apt-get install -y dataset-fashion-mnist")
 
 
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Encode a uint8 array as an IDX file."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
-    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray) -> Path:
-    data = idx_bytes(array)
-    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
-    return path
-
-
-@functools.lru_cache(maxsize=1)
-def _real_subset(mnist_dir: Path, train: int, test: int):
-    from mnist_gluon.data import DATASETS, read_split
-
-    spec = DATASETS["mnist"]
-    train_split = read_split(spec, "train", mnist_dir, download=False)
-    test_split = read_split(spec, "test", mnist_dir, download=False)
-    return (train_split.images[:train], train_split.labels[:train].astype(np.uint8),
-            test_split.images[:test], test_split.labels[:test].astype(np.uint8))
-
-
-def write_dataset(folder: Path, arrays, gz: bool = False) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, array in zip(MNIST_FILES, arrays, strict=True):
-        write_idx(folder / (name if gz else name.removesuffix(".gz")), array)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def small_mnist(mnist_dir, tmp_path_factory) -> Path:
     """The first 3,000 training and 1,000 test images of real MNIST as uncompressed IDX files
     (so `data.verify: false`): a run on it takes a second or two."""
     folder = tmp_path_factory.mktemp("small-mnist")
-    return write_dataset(folder, _real_subset(mnist_dir, 3000, 1000))
+    return write_dataset(folder, real_subset(mnist_dir, 3000, 1000))
 
 
 @pytest.fixture
 def small_config(small_mnist, tmp_path) -> Path:
     """A config for a short, real run on `small_mnist`."""
-    path = tmp_path / "small.yaml"
-    path.write_text(
-        "seed: 7\ndevice: cpu\n"
-        f"data: {{name: mnist, root: '{small_mnist}', verify: false, download: false, "
-        "val_size: 500}\n"
-        "model: {hidden: 32}\n"
-        "train: {epochs: 2, batch_size: 50, lr: 0.003, lr_schedule: cosine}\n"
-        "checkpoint: {keep: 1}\n"
-    )
-    return path
+    return write_small_config(tmp_path / "small.yaml", small_mnist)
+
+
+@pytest.fixture(scope="session")
+def test_set(mnist_dir):
+    """MNIST's 10,000 test images and labels."""
+    from mnist_gluon.data import DATASETS, read_split
+
+    return read_split(DATASETS["mnist"], "test", mnist_dir, download=False)
 
 
 @pytest.fixture(scope="session")
@@ -114,80 +68,12 @@ def model(mnist_dir, tmp_path_factory) -> Path:
     return out / "best.params"
 
 
-def as_drawn(image: np.ndarray) -> np.ndarray:
-    """An MNIST digit the way a person hands it over: dark ink on light paper, 8 times
-    larger, off-centre on a larger sheet of another shape, in colour."""
-    big = 255 - np.kron(image, np.ones((8, 8)))
-    ink = np.stack([big, big * 0.85, big * 0.7], axis=-1)
-    sheet = np.full((330, 300, 3), 250.0)
-    sheet[20 : 20 + big.shape[0], 70 : 70 + big.shape[1]] = ink
-    return sheet.astype(np.uint8)
-
-
-@contextlib.contextmanager
-def serving(checkpoint: Path, *args: str):
-    """A real `mnist-serve` process on a free port of 127.0.0.1: yields (base URL, the
-    process, a list that collects its stderr lines). Stopped with SIGTERM afterwards."""
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mnist-serve"), "--checkpoint", str(checkpoint),
-         "--port", "0", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    first = process.stderr.readline()
-    match = re.search(r" on (http://\S+/) ", first)
-    if match is None:
-        process.kill()
-        pytest.fail(f"mnist-serve did not start: {first}{process.stderr.read()}")
-    log = [first]
-    drain = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
-    drain.start()
-    try:
-        yield match.group(1), process, log
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
-        drain.join(timeout=5)
-
-
-def fetch(url: str, method: str = "GET", body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One real HTTP request: (status, headers named in lower case, body), error statuses
-    included."""
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, lower(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, lower(error.headers), error.read()
-
-
-def lower(headers) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
-
-
-def multipart(field: str, filename: str, content: bytes,
-              content_type: str = "image/png") -> tuple[bytes, str]:
-    """A multipart/form-data body with one file, as a browser or curl -F sends it."""
-    boundary = "mnist-gluon-test-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-            f"filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n").encode()
-    body += content + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the name is the base class's
-        pass
-
-
 @pytest.fixture
 def http_server(tmp_path):
     """A real HTTP server on 127.0.0.1 serving a folder; yields (folder, base URL)."""
     folder = tmp_path / "served"
     folder.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(folder))
+    handler = functools.partial(QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -209,27 +95,3 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/"
 
 
-@contextlib.contextmanager
-def unwritable(folder: Path):
-    """Make `folder` unwritable even for root (immutable attribute), then restore it."""
-    if os.geteuid() != 0:
-        folder.chmod(0o500)
-        try:
-            yield
-        finally:
-            folder.chmod(0o700)
-        return
-    if shutil.which("chattr") is None:
-        pytest.fail("running as root, the unwritable-folder tests need chattr (e2fsprogs)")
-    subprocess.run(["chattr", "+i", str(folder)], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-
-
-def snapshot(folder: Path, exclude: set[str] = frozenset()) -> dict[str, bytes]:
-    """Every file under `folder` (but those named in `exclude`) with its bytes, to prove
-    nothing changed."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in exclude}

@@ -3,8 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import snapshot, unwritable
-from mnist_gluon.checkpoint import prepare_run_dir, read_checkpoint, save_checkpoint
+from mnist_gluon.checkpoint import Sidecar, prepare_run_dir, read_checkpoint, save_checkpoint
 from mnist_gluon.config import TrainConfig
 from mnist_gluon.data import Normalization
 from mnist_gluon.errors import CheckpointError, OutputError
@@ -12,13 +11,10 @@ from mnist_gluon.files import atomic_write, sha256_of
 from mnist_gluon.model import Architecture, build_model, named_parameters
 from mnist_gluon.mxnet_compat import gluon, mx
 from mnist_gluon.optim import Updater
+from support import snapshot, unwritable
 
 ARCH = Architecture(hidden=16)
-META = {
-    "architecture": {"inputs": 784, "hidden": 16, "activation": "relu", "classes": 10},
-    "normalization": {"mean": 0.1, "std": 0.3},
-    "epoch": 1,
-}
+SIDECAR = Sidecar(ARCH, Normalization(0.1, 0.3), epoch=1)
 
 
 @pytest.fixture
@@ -26,7 +22,7 @@ def saved(tmp_path):
     net = build_model(ARCH, mx.cpu())
     updater = Updater(named_parameters(net), TrainConfig(optimizer="adam"), mx.cpu())
     path = tmp_path / "last.params"
-    save_checkpoint(path, net, updater, META)
+    save_checkpoint(path, net, updater, SIDECAR)
     return path, net
 
 
@@ -103,7 +99,7 @@ def test_a_bare_gluon_params_file_is_read_by_its_shapes(tmp_path, naming):
     checkpoint = read_checkpoint(tmp_path / "bare.params", Normalization(0.0, 1.0))
     assert checkpoint.architecture == Architecture(hidden=20)
     assert checkpoint.normalization == Normalization(0.0, 1.0)
-    assert checkpoint.meta == {}
+    assert checkpoint.sidecar is None
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -14,12 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import MNIST_FILES, REPO, snapshot, unwritable
 from mnist_gluon import __version__
 from mnist_gluon.cli import eval_command, run, train_command
 from mnist_gluon.mxnet_compat import autograd, gluon, mx
-
-BIN = Path(sys.executable).parent
+from support import BIN, MNIST_FILES, REPO, snapshot, unwritable
 
 
 def command(name, *args, env=None, cwd=None):
@@ -326,7 +324,9 @@ TRAIN_CASES = {
         lambda s: ["--resume", run_copy(s), "--set", "model.hidden=64"],
         r"model\.hidden was 32 in the run being resumed, now 64; it cannot change on --resume"),
     "resume with damaged optimizer state": (damaged_states, "the run cannot resume exactly"),
-    "gpu absent": (lambda s: s.on_small("--set", "device=gpu"), "asks for GPU 0 but this machine"),
+    # GPU 63: absent here, and on any machine with a GPU or a few.
+    "gpu absent": (lambda s: s.on_small("--set", "device=gpu:63"),
+                   "asks for GPU 63 but this machine"),
     "bad device string": (lambda s: ["--set", "device=cuda"], "device is 'cuda'"),
     "data missing, no download": (
         lambda s: s.train("--data-root", s.tmp / "nodata", "--set", "data.download=false"),
@@ -407,8 +407,8 @@ EVAL_CASES = {
     "sidecar disagrees with params": (corrupt_sidecar, "the sidecar belongs to another model"),
     "sidecar not JSON": (sidecar_not_json, "is not readable JSON"),
     "another model": (other_model, "is not a two-layer MLP"),
-    "gpu absent": (lambda s: ["--checkpoint", s.trained / "best.params", "--device", "gpu"],
-                   "asks for GPU 0"),
+    "gpu absent": (lambda s: ["--checkpoint", s.trained / "best.params", "--device", "gpu:63"],
+                   "asks for GPU 63"),
     "bad normalize": (lambda s: ["--checkpoint", s.trained / "best.params", "--normalize", "x"],
                       "Invalid value for --normalize"),
     "normalize with a sidecar": (

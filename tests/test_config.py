@@ -1,6 +1,5 @@
 import pytest
 
-from conftest import REPO
 from mnist_gluon.config import (
     Config,
     bundled_configs,
@@ -10,6 +9,7 @@ from mnist_gluon.config import (
     load_config,
 )
 from mnist_gluon.errors import ConfigError
+from support import REPO
 
 
 def write(tmp_path, text):

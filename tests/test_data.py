@@ -4,7 +4,6 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import MNIST_FILES, idx_bytes, write_idx
 from mnist_gluon.data import (
     DATASETS,
     epoch_order,
@@ -17,6 +16,7 @@ from mnist_gluon.data import (
     split_validation,
 )
 from mnist_gluon.errors import DataError
+from support import MNIST_FILES, idx_bytes, write_idx
 
 MNIST = DATASETS["mnist"]
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -40,9 +40,11 @@ def test_gpus_map_to_gpu_contexts_when_present():
 
 
 def test_asking_for_a_gpu_this_machine_lacks_is_a_clear_error():
-    # This machine's MXNet is the CPU build: it sees no GPU.
-    with pytest.raises(DeviceError, match=r"asks for GPU 0 but this machine has no GPU.*"
+    # No machine has a GPU 63: this holds on a CUDA build with GPUs too.
+    with pytest.raises(DeviceError, match=r"asks for GPU 63 but this machine has .*"
                                           r"--set device=cpu"):
-        resolve_contexts("gpu")
+        resolve_contexts("gpu:63")
+    with pytest.raises(DeviceError, match=r"asks for GPU 0 but this machine has no GPU visible"):
+        resolve_contexts("gpu", num_gpus=0)
     with pytest.raises(DeviceError, match=r"asks for GPU 1 but this machine has 1 GPU"):
         resolve_contexts("gpu:0,1", num_gpus=1)

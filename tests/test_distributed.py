@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,9 +15,9 @@ import pytest
 
 from mnist_gluon.config import load_config
 from mnist_gluon.mxnet_compat import mx
-from mnist_gluon.train import run_training
+from mnist_gluon.training.run import run_training
+from support import BIN
 
-BIN = Path(sys.executable).parent
 DIST = ["--set", "train.optimizer=nag", "--set", "train.lr=0.1", "--set", "train.batch_size=25"]
 
 

@@ -7,7 +7,7 @@ from mnist_gluon.config import TrainConfig
 from mnist_gluon.errors import CheckpointError
 from mnist_gluon.model import Architecture, build_model, named_parameters
 from mnist_gluon.mxnet_compat import autograd, gluon, mx
-from mnist_gluon.optim import Updater
+from mnist_gluon.optim import Updater, learning_rate
 
 ARCH = Architecture(hidden=16)
 BATCH = 32
@@ -127,3 +127,33 @@ def test_a_damaged_state_file_is_refused(tmp_path):
     updater = Updater(named_parameters(fresh_net()), TrainConfig(optimizer="adam"), mx.cpu())
     with pytest.raises(CheckpointError, match="not an optimizer state file"):
         updater.load(tmp_path / "s")
+
+
+# --- the learning-rate schedule ---------------------------------------------------------
+
+def test_cosine_starts_at_the_base_rate_and_decays_to_zero():
+    cfg = TrainConfig(epochs=10, lr=0.1, lr_schedule="cosine")
+    assert learning_rate(0, 100, cfg) == pytest.approx(0.1)
+    assert learning_rate(500, 100, cfg) == pytest.approx(0.05)
+    assert learning_rate(999, 100, cfg) < 1e-5
+
+
+def test_warmup_rises_linearly_then_the_schedule_takes_over():
+    cfg = TrainConfig(epochs=10, lr=0.1, lr_schedule="cosine", warmup_epochs=1)
+    assert learning_rate(0, 100, cfg) == pytest.approx(0.001)
+    assert learning_rate(49, 100, cfg) == pytest.approx(0.05)
+    assert learning_rate(100, 100, cfg) == pytest.approx(0.1)
+    assert learning_rate(550, 100, cfg) == pytest.approx(0.05)
+
+
+def test_step_schedule_decays_at_the_given_epochs_or_at_half_and_three_quarters():
+    cfg = TrainConfig(epochs=10, lr=1.0, lr_schedule="step", lr_decay=0.1, lr_step_epochs=[3])
+    assert [learning_rate(e * 10, 10, cfg) for e in (0, 2, 3, 9)] == pytest.approx(
+        [1.0, 1.0, 0.1, 0.1])
+    cfg = TrainConfig(epochs=8, lr=1.0, lr_schedule="step", lr_decay=0.5)
+    assert [learning_rate(e * 10, 10, cfg) for e in (3, 4, 6)] == pytest.approx([1, 0.5, 0.25])
+
+
+def test_no_schedule_keeps_the_rate():
+    cfg = TrainConfig(epochs=3, lr=0.2, lr_schedule="none")
+    assert {learning_rate(s, 10, cfg) for s in range(30)} == {0.2}

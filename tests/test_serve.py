@@ -9,27 +9,18 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import urllib.parse
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import as_drawn, fetch, multipart, serving
 from mnist_gluon.cli import predict_command, run
-from mnist_gluon.data import DATASETS, read_split
+from support import BIN, as_drawn, fetch, multipart, serving
 
-BIN = Path(sys.executable).parent
 TOKEN = "s3cret-token"
 PICKED = range(8)
-
-
-@pytest.fixture(scope="module")
-def test_set(mnist_dir):
-    return read_split(DATASETS["mnist"], "test", mnist_dir, download=False)
 
 
 @pytest.fixture(scope="module")

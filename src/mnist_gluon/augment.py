@@ -5,6 +5,9 @@ The random draws are made on the host for a whole epoch at once, from a generato
 resumed at any step draws what the uninterrupted run drew, and no step pays for Python per
 image.
 
+Each kind of augmentation is one strategy object (`augmentation` picks it): the arrays it holds
+on the device, each step's own inputs, and the block that gathers a step's batch from them.
+
 Whole-pixel shifts (and left-right flips) are exact. The training set is held padded with the
 background on every side, one array row per image row. When it fits (`uses_copies`), it is
 held once per horizontal placement, so a step gathers the 28 rows of each image's window and
@@ -21,7 +24,7 @@ import math
 import numpy as np
 
 from .config import AugmentConfig
-from .data import IMAGE_SIZE, PIXELS
+from .data import IMAGE_SIZE, PIXELS, Normalization, normalise
 from .mxnet_compat import gluon
 
 
@@ -149,3 +152,116 @@ class Warp(gluon.HybridBlock):
         square = F.reshape(images - self.background, shape=(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
         moved = F.BilinearSampler(square, grid)  # zero outside, i.e. the background
         return F.reshape(moved, shape=(-1, PIXELS)) + self.background
+
+
+# --- the strategies -------------------------------------------------------------------------
+
+class NoAugmentation:
+    """Batches as they are. Every strategy says what the device holds for the whole run
+    (`device_arrays`), each example's inputs in the epoch's order (`step_columns`, cut into
+    steps by the caller) and the block that gathers a step's (batch, labels) from both."""
+
+    def device_arrays(self, normalised: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+        return normalised, labels.astype(np.float32)
+
+    def step_columns(self, order: np.ndarray, labels: np.ndarray, seed: int,
+                     epoch: int) -> list[np.ndarray]:
+        return [order.astype(np.int32)]
+
+    def gather(self) -> gluon.HybridBlock:
+        return Take()
+
+
+class Warped(NoAugmentation):
+    """Rotation and scaling (with shifts and flips) through MXNet's affine sampler."""
+
+    def __init__(self, cfg: AugmentConfig, background: float):
+        self.cfg, self.background = cfg, background
+
+    def step_columns(self, order, labels, seed, epoch):
+        return [order.astype(np.int32), affine_draws(len(order), self.cfg, seed, epoch)]
+
+    def gather(self):
+        return TakeWarped(self.background)
+
+
+class ShiftedCopies(NoAugmentation):
+    """Whole-pixel shifts from a copy of the padded set per horizontal placement."""
+
+    def __init__(self, cfg: AugmentConfig, background: float):
+        self.cfg, self.background = cfg, background
+
+    def device_arrays(self, normalised, labels):
+        return (shifted_copies(pad_images(normalised, self.cfg.shift, self.background),
+                               self.cfg),)
+
+    def step_columns(self, order, labels, seed, epoch):
+        rows, selectors = shift_draws(order, self.cfg, seed, epoch)
+        return [copy_rows(rows, selectors, len(labels), self.cfg),
+                labels[order].astype(np.float32)]
+
+    def gather(self):
+        return TakeCopies()
+
+
+class Shifted(ShiftedCopies):
+    """Whole-pixel shifts from the padded set, moved sideways by 0/1 matrices."""
+
+    def device_arrays(self, normalised, labels):
+        return (pad_images(normalised, self.cfg.shift, self.background),)
+
+    def step_columns(self, order, labels, seed, epoch):
+        return [*shift_draws(order, self.cfg, seed, epoch), labels[order].astype(np.float32)]
+
+    def gather(self):
+        return TakeShifted(self.cfg.shift)
+
+
+def augmentation(cfg: AugmentConfig | None, normalization: Normalization) -> NoAugmentation:
+    """The strategy for `cfg`; what moves in from outside an image is a black pixel."""
+    if cfg is None or not cfg.active:
+        return NoAugmentation()
+    background = float(normalise(np.zeros((1, 1), np.uint8), normalization)[0, 0])
+    if cfg.rotate or cfg.scale:
+        return Warped(cfg, background)
+    return (ShiftedCopies if uses_copies(cfg) else Shifted)(cfg, background)
+
+
+class Take(gluon.HybridBlock):
+    """(images, labels, (B,) indices) -> the batch and its labels."""
+
+    def hybrid_forward(self, F, images, labels, index):
+        return F.take(images, index), F.take(labels, index)
+
+
+class TakeWarped(gluon.HybridBlock):
+    """(images, labels, (B,) indices, (B, 5) draws) -> the warped batch and its labels."""
+
+    def __init__(self, background: float, **kwargs):
+        super().__init__(**kwargs)
+        self.warp = Warp(background)
+
+    def hybrid_forward(self, F, images, labels, index, draws):
+        return self.warp(F.take(images, index), draws), F.take(labels, index)
+
+
+class TakeCopies(gluon.HybridBlock):
+    """(shifted copies, (B, 28) rows, (B,) labels) -> the shifted batch and its labels."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.copies = ShiftCopies()
+
+    def hybrid_forward(self, F, copies, rows, labels):
+        return self.copies(copies, rows), labels
+
+
+class TakeShifted(gluon.HybridBlock):
+    """(padded rows, (B, 28) rows, (B,) offsets, (B,) labels) -> shifted batch, labels."""
+
+    def __init__(self, shift: int, **kwargs):
+        super().__init__(**kwargs)
+        self.shift = Shift(shift)
+
+    def hybrid_forward(self, F, rows_data, rows, offsets, labels):
+        return self.shift(rows_data, rows, offsets), labels

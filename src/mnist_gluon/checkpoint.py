@@ -9,18 +9,20 @@ checkpoint without one was never finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .config import Config, config_from_dict, config_to_dict
 from .data import PIXELS, Normalization
-from .errors import CheckpointError, OutputError
+from .errors import CheckpointError, ConfigError, OutputError
 from .files import commit, sha256_of, stage
 from .model import Architecture
 
@@ -35,6 +37,111 @@ PREVIOUS = "previous"  # the `last` checkpoint before the newest, kept while it 
 GLUON_EXAMPLE_NORMALIZATION = Normalization(0.1307, 0.3081)
 
 
+@dataclass
+class EpochResult:
+    """One finished epoch: a line of metrics.jsonl, and a sidecar's `metrics`."""
+
+    epoch: int
+    step: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+    samples_per_second: float
+
+
+@dataclass
+class EpochProgress:
+    """How far an epoch has got: what a mid-epoch checkpoint records to continue it exactly."""
+
+    epoch: int
+    steps_done: int = 0
+    # Per device, the [loss, correct] sums of its two accumulators (even and odd steps), as the
+    # device's float32 values: restored as they were, the epoch's sums come out bit-identical.
+    sums: list = field(default_factory=list)
+    skipped: int = 0  # batches skipped as non-finite (train.skip_nonfinite)
+    seconds: float = 0.0
+
+    @property
+    def totals(self) -> tuple[float, float]:
+        if not self.sums:
+            return 0.0, 0.0
+        loss, correct = np.sum(np.asarray(self.sums, dtype=np.float32).reshape(-1, 2), axis=0,
+                               dtype=np.float32)
+        return float(loss), float(correct)
+
+
+@dataclass
+class EarlyStopping:
+    stale_epochs: int = 0  # epochs in a row whose validation accuracy did not rise enough
+    stopped: bool = False
+
+
+@dataclass
+class DataRecord:
+    name: str = "mnist"
+    sha1: dict[str, str] = field(default_factory=dict)  # file name -> SHA-1 of its content
+
+
+@dataclass
+class Sidecar:
+    """What a checkpoint records beside its parameters: the `X.json` file, typed. `epoch`
+    counts finished epochs; `in_epoch` is how far the next one had got when the checkpoint
+    was written inside it. The checksums are filled in by `save_checkpoint`."""
+
+    architecture: Architecture
+    normalization: Normalization
+    config: Config | None = None
+    epoch: int = 0
+    step: int = 0
+    in_epoch: EpochProgress | None = None
+    metrics: EpochResult | None = None
+    best_val_accuracy: float | None = None
+    best_epoch: int = 0
+    early_stopping: EarlyStopping | None = None
+    data: DataRecord = field(default_factory=DataRecord)
+    versions: dict[str, str] = field(default_factory=dict)
+    params_sha256: str | None = None
+    states_file: str | None = None
+    states_format: str | None = None
+    states_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        record["config"] = config_to_dict(self.config) if self.config is not None else None
+        for name in ("architecture", "normalization", "in_epoch", "metrics", "early_stopping",
+                     "data"):
+            if record[name] is not None:
+                record[name] = dataclasses.asdict(record[name])
+        return {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, **record}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any], sidecar: Path) -> Sidecar:
+        typed = {"architecture": Architecture, "normalization": Normalization,
+                 "in_epoch": EpochProgress, "metrics": EpochResult,
+                 "early_stopping": EarlyStopping, "data": DataRecord}
+        values = {f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name in raw}
+        try:
+            for name, kind in typed.items():
+                if values.get(name) is not None:
+                    values[name] = kind(**values[name])
+            if values.get("config") is not None:
+                values["config"] = config_from_dict(values["config"])
+            return cls(**values)
+        except (KeyError, TypeError) as error:
+            raise CheckpointError(f"sidecar {sidecar} lacks or garbles {error}; restore it"
+                                  ) from None
+        except ConfigError as error:
+            raise CheckpointError(f"sidecar {sidecar} holds a config this version cannot read "
+                                  f"({error})") from None
+
+    @property
+    def dataset(self) -> str:
+        return self.data.name
+
+
 def sidecar_path(params_path: Path) -> Path:
     return params_path.with_suffix(".json")
 
@@ -43,7 +150,7 @@ def states_path(params_path: Path) -> Path:
     return params_path.with_suffix(".states")
 
 
-def save_checkpoint(params_path: Path, net, updater, meta: dict[str, Any],
+def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
                     keep_previous: bool = False) -> None:
     """Write `params_path`, its `.states` and its `.json` sidecar.
 
@@ -51,24 +158,18 @@ def save_checkpoint(params_path: Path, net, updater, meta: dict[str, Any],
     together. With `keep_previous`, the checkpoint being replaced is first hard-linked to
     `previous.*`, so a crash between the renames still leaves one complete checkpoint.
     """
-    states, sidecar = states_path(params_path), sidecar_path(params_path)
+    states, sidecar_file = states_path(params_path), sidecar_path(params_path)
     staged: list[tuple[Path, Path]] = []
     try:
         staged.append((stage(params_path, lambda tmp: net.save_parameters(str(tmp))),
                        params_path))
         staged.append((stage(states, updater.save), states))
-        content = {
-            "format": SIDECAR_FORMAT,
-            "version": SIDECAR_VERSION,
-            **meta,
-            "params_sha256": sha256_of(staged[0][0]),
-            "states_file": states.name,
-            "states_format": STATES_FORMAT,
-            "states_sha256": sha256_of(staged[1][0]),
-        }
-        text = json.dumps(content, indent=2) + "\n"
-        staged.append((stage(sidecar, lambda tmp: tmp.write_text(text)), sidecar))
-        if keep_previous and sidecar.exists():
+        sealed = dataclasses.replace(sidecar, params_sha256=sha256_of(staged[0][0]),
+                                     states_file=states.name, states_format=STATES_FORMAT,
+                                     states_sha256=sha256_of(staged[1][0]))
+        text = json.dumps(sealed.to_json(), indent=2) + "\n"
+        staged.append((stage(sidecar_file, lambda tmp: tmp.write_text(text)), sidecar_file))
+        if keep_previous and sidecar_file.exists():
             previous = params_path.with_name(PREVIOUS + params_path.suffix)
             for _, path in staged:
                 backup = previous.with_suffix(path.suffix)
@@ -103,11 +204,11 @@ class Checkpoint:
     architecture: Architecture
     normalization: Normalization
     arrays: dict[str, np.ndarray]  # fc1.weight, fc1.bias, fc2.weight, fc2.bias
-    meta: dict[str, Any]  # the sidecar; empty for a bare file
+    sidecar: Sidecar | None  # None for a bare file
 
     @property
     def dataset(self) -> str:
-        return self.meta.get("data", {}).get("name", "mnist")
+        return self.sidecar.dataset if self.sidecar is not None else "mnist"
 
 
 def read_checkpoint(params_path: str | Path, bare_normalization: Normalization | None = None
@@ -120,26 +221,22 @@ def read_checkpoint(params_path: str | Path, bare_normalization: Normalization |
                               "written by mnist-train (e.g. runs/base/best.params)")
     if params_path.is_dir():
         raise CheckpointError(f"checkpoint {params_path} is a directory; pass its .params file")
-    sidecar = sidecar_path(params_path)
-    meta = read_sidecar(sidecar, params_path) if sidecar.exists() else {}
+    sidecar = read_sidecar(params_path) if sidecar_path(params_path).exists() else None
     layers = named_layers(read_param_arrays(params_path), params_path)
-    if meta:
-        try:
-            architecture = Architecture(**meta["architecture"])
-            normalization = Normalization(**meta["normalization"])
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"sidecar {sidecar} lacks or garbles {error}; restore it"
-                                  ) from None
+    if sidecar is not None:
+        architecture, normalization = sidecar.architecture, sidecar.normalization
     else:
         hidden, inputs = layers["fc1.weight"].shape
         architecture = Architecture(inputs=inputs, hidden=hidden,
                                     classes=layers["fc2.weight"].shape[0])
         normalization = bare_normalization or GLUON_EXAMPLE_NORMALIZATION
     check_shapes(layers, architecture, params_path)
-    return Checkpoint(params_path, architecture, normalization, layers, meta)
+    return Checkpoint(params_path, architecture, normalization, layers, sidecar)
 
 
-def read_sidecar(sidecar: Path, params_path: Path) -> dict[str, Any]:
+def read_sidecar(params_path: Path) -> Sidecar:
+    """The sidecar of `params_path`, checked against the file it describes."""
+    sidecar = sidecar_path(params_path)
     try:
         meta = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -156,7 +253,10 @@ def read_sidecar(sidecar: Path, params_path: Path) -> dict[str, Any]:
             f"{params_path} does not match the checksum in {sidecar.name}: the file was "
             "changed or damaged after it was written; use another checkpoint"
         )
-    return meta
+    for name in ("architecture", "normalization"):
+        if not isinstance(meta.get(name), dict):
+            raise CheckpointError(f"sidecar {sidecar} lacks or garbles {name!r}; restore it")
+    return Sidecar.from_json(meta, sidecar)
 
 
 def read_param_arrays(params_path: Path) -> dict[str, np.ndarray]:

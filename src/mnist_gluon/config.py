@@ -18,13 +18,14 @@ from typing import Any
 
 import yaml
 
+from .data import DATASETS as DATASET_SPECS
 from .device import parse_device
 from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
 LR_SCHEDULES = ("none", "step", "cosine")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
-DATASETS = ("mnist", "fashion-mnist")
+DATASETS = tuple(DATASET_SPECS)
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 
 

@@ -96,6 +96,7 @@ class DatasetSpec:
     test_images: IdxFile
     test_labels: IdxFile
     mirrors: tuple[str, ...]
+    class_names: tuple[str, ...]
     system_roots: tuple[str, ...] = ()
 
     @property
@@ -138,6 +139,7 @@ DATASETS = {
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
         ),
+        class_names=tuple(str(digit) for digit in range(10)),
     ),
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist",
@@ -165,6 +167,8 @@ DATASETS = {
             GLUON_REPO + "fashion-mnist/",
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         ),
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                     "Sneaker", "Bag", "Ankle boot"),
         # Debian's dataset-fashion-mnist package.
         system_roots=("/usr/share/datasets/fashion-mnist",),
     ),

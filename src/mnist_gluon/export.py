@@ -17,16 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import Checkpoint
+from .data import DATASETS
 from .errors import ConfigError, OutputError
 from .files import atomic_write_text, sha256_of
 
 PREFIX = "mnist-mlp"
 FORMATS = ("mxnet", "onnx")
-CLASS_NAMES = {
-    "mnist": [str(i) for i in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"],
-}
 
 
 @dataclass
@@ -57,7 +53,7 @@ def export_checkpoint(classifier, checkpoint: Checkpoint, out: Path, fmt: str,
         for path in (out / f"{PREFIX}-symbol.json", out / f"{PREFIX}-0000.params"):
             path.unlink()
     figures = compare(classifier, network, *test) if quantize and test is not None else {}
-    description = describe(checkpoint, fmt, quantize, files, figures)
+    description = model_description(checkpoint, fmt, quantize, files, figures)
     atomic_write_text(out / "model.json", json.dumps(description, indent=2) + "\n")
     return Exported([*files, out / "model.json"], description, figures)
 
@@ -156,10 +152,11 @@ def compare(float_net, int8_net, pixels: np.ndarray, labels: np.ndarray) -> dict
     return figures
 
 
-def describe(checkpoint: Checkpoint, fmt: str, quantize: str | None, files: list[Path],
-             figures: dict) -> dict:
+def model_description(checkpoint: Checkpoint, fmt: str, quantize: str | None,
+                      files: list[Path], figures: dict) -> dict:
+    """model.json: what the exported model takes and returns, and where it came from."""
     dataset = checkpoint.dataset
-    classes = CLASS_NAMES.get(dataset, [str(i) for i in range(checkpoint.architecture.classes)])
+    classes = list(DATASETS[dataset].class_names)
     return {
         "format": fmt + ("-int8" if quantize else ""),
         "files": {path.name: sha256_of(path) for path in files},
@@ -173,6 +170,7 @@ def describe(checkpoint: Checkpoint, fmt: str, quantize: str | None, files: list
                          for k in ("inputs", "hidden", "activation", "classes")},
         "checkpoint": {"path": str(checkpoint.params_path),
                        "sha256": sha256_of(checkpoint.params_path),
-                       "dataset": dataset, "epoch": checkpoint.meta.get("epoch")},
+                       "dataset": dataset,
+                       "epoch": checkpoint.sidecar.epoch if checkpoint.sidecar else None},
         **({"int8": figures} if figures else {}),
     }

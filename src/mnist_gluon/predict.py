@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, load_network, read_checkpoint
-from .data import Normalization
-from .device import resolve_contexts
 from .images import Input
 from .metrics import softmax
 
@@ -33,16 +29,6 @@ def answer_dict(best: list[tuple[int, float]]) -> dict:
     of `mnist-predict --json` and of mnist-serve's answers."""
     return {"label": best[0][0],
             "top_k": [{"label": label, "probability": p} for label, p in best]}
-
-
-def load_classifier(params_path: str | Path, device: str = "cpu",
-                    bare_normalization: Normalization | None = None):
-    """(classifier taking raw 0-255 pixels, the checkpoint it came from)."""
-    from .model import pixel_classifier
-
-    checkpoint: Checkpoint = read_checkpoint(params_path, bare_normalization)
-    ctx = resolve_contexts(device)[0]
-    return pixel_classifier(load_network(checkpoint, ctx), checkpoint.normalization), checkpoint
 
 
 def probabilities(classifier, pixels: np.ndarray) -> np.ndarray:

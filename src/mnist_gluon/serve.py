@@ -8,9 +8,7 @@ Nothing in a request names a file: uploads are read from the request's bytes onl
 
 
 import asyncio
-import hmac
 import ipaddress
-import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +20,15 @@ from typing import Annotated, Any
 import numpy as np
 
 from .data import PIXELS
-from .errors import DataError, UserError
+from .errors import UserError
+from .http_inputs import (
+    ApiError,
+    check_token,
+    image_from_form,
+    image_pixels,
+    pixels_from_json,
+    read_body,
+)
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp")
 RAW_BODY_TYPES = (*IMAGE_TYPES, "application/octet-stream")  # an image sent as the body
@@ -45,14 +51,6 @@ class ServeOptions:
     limits: Limits = Limits()
     max_batch: int = 16  # > 1: dynamic micro-batching of waiting requests
     max_wait_ms: float = 0.0  # how long a micro-batch waits to fill up
-
-
-class ApiError(Exception):
-    """An answer other than 200: its status and a message for the client."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 class Engine:
@@ -128,122 +126,28 @@ class Engine:
 def model_info(checkpoint) -> dict[str, Any]:
     """What `GET /v1/model` says about the checkpoint being served."""
     from .checkpoint import library_versions
-    from .export import CLASS_NAMES
+    from .data import DATASETS
     from .files import sha256_of
 
-    meta = checkpoint.meta
-    metrics = meta.get("metrics") or {}
+    sidecar = checkpoint.sidecar
+    metrics = sidecar.metrics if sidecar is not None else None
     return {
         "dataset": checkpoint.dataset,
-        "classes": list(CLASS_NAMES.get(checkpoint.dataset, CLASS_NAMES["mnist"])),
+        "classes": list(DATASETS[checkpoint.dataset].class_names),
         "architecture": asdict(checkpoint.architecture),
         "parameters": int(sum(array.size for array in checkpoint.arrays.values())),
         "normalization": asdict(checkpoint.normalization),
         # A sidecar's checksum was checked against the file when it was read.
         "checkpoint": {"file": checkpoint.params_path.name,
-                       "sha256": meta.get("params_sha256") or sha256_of(checkpoint.params_path)},
+                       "sha256": (sidecar.params_sha256 if sidecar is not None
+                                  else sha256_of(checkpoint.params_path))},
         # Training never reads the test set: what it recorded is the validation score.
-        "training": {"epoch": meta.get("epoch"),
-                     "validation_accuracy": metrics.get("val_accuracy"),
-                     "validation_loss": metrics.get("val_loss")} if meta else None,
+        "training": {"epoch": sidecar.epoch,
+                     "validation_accuracy": metrics.val_accuracy if metrics else None,
+                     "validation_loss": metrics.val_loss if metrics else None}
+        if sidecar is not None else None,
         "versions": library_versions(),
     }
-
-
-# --- reading requests --------------------------------------------------------------------
-
-def check_token(request, token: str | None) -> None:
-    if token is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                             token.encode()):
-        raise ApiError(401, "this server needs a token: send 'Authorization: Bearer <token>'",
-                       {"WWW-Authenticate": "Bearer"})
-
-
-async def read_body(request, limit: int) -> bytes:
-    too_large = ApiError(413, f"the request body is larger than {limit:,} bytes")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def pixels_from_json(body: bytes, max_images: int) -> np.ndarray:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "the body is not valid JSON") from None
-    shape = 'send {"pixels": [[784 values 0-255, row by row], ...]}'
-    if not isinstance(payload, dict) or "pixels" not in payload:
-        raise ApiError(422, f"no 'pixels' key; {shape}")
-    rows = payload["pixels"]
-    if not isinstance(rows, list) or not rows:
-        raise ApiError(422, f"'pixels' must be a non-empty list of images; {shape}")
-    if not isinstance(rows[0], list):
-        raise ApiError(422, f"pixels[0] is not a list; one image is sent as a list of one: "
-                            f"{shape}")
-    if len(rows) > max_images:
-        raise ApiError(413, f"{len(rows)} images in one request; at most {max_images} "
-                            "are taken: split the batch")
-    # numpy checks the values in C: a string makes the array's dtype text, a list nests it.
-    shaped = all(isinstance(row, list) and len(row) == PIXELS for row in rows)
-    pixels = np.array(rows) if shaped else None
-    if pixels is None or pixels.dtype.kind not in "iuf" or pixels.ndim != 2:
-        raise ApiError(422, what_is_wrong(rows))
-    bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 255)
-    if bad.any():
-        raise ApiError(422, f"pixels[{int(np.argmax(bad.any(axis=1)))}] has values outside "
-                            "0-255")
-    return pixels.astype(np.float32)
-
-
-def what_is_wrong(rows: list) -> str:
-    """The first image in a JSON batch that is not 784 numbers, and how."""
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != PIXELS:
-            got = f"has {len(row)} values" if isinstance(row, list) else "is not a list"
-            return (f"pixels[{i}] {got}; each image is {PIXELS} values (28 x 28, row by row)")
-        if not all(type(value) in (int, float) for value in row):
-            return f"pixels[{i}] holds something other than numbers"
-    return "pixels must be numbers"
-
-
-async def image_from_form(headers, body: bytes) -> bytes:
-    from starlette.datastructures import UploadFile
-    from starlette.formparsers import MultiPartException, MultiPartParser
-
-    async def chunks():
-        yield body
-
-    try:
-        form = await MultiPartParser(headers, chunks(), max_files=1, max_fields=16).parse()
-    except (MultiPartException, ValueError) as error:
-        raise ApiError(400, f"the multipart body cannot be read ({error})") from None
-    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-    if not files:
-        raise ApiError(422, "the form holds no file; upload the image as a file field, "
-                            "e.g. curl -F image=@digit.png")
-    raw = await files[0].read()  # the part's bytes: its filename is never used
-    await form.close()
-    return raw
-
-
-def image_pixels(raw: bytes, max_pixels: int) -> np.ndarray:
-    """784 pixels from an uploaded image, preprocessed as `mnist-predict` does."""
-    from .images import decode_image, mnist_like
-
-    try:
-        return mnist_like(decode_image(raw, "the upload", max_pixels)).reshape(1, -1)
-    except DataError as error:
-        raise ApiError(400, str(error)) from None
 
 
 # --- the application ---------------------------------------------------------------------
@@ -284,12 +188,10 @@ def openapi_predict(limits: Limits) -> dict[str, Any]:
 
 
 def create_app(classifier, checkpoint, options: ServeOptions):
-    """The FastAPI application serving `classifier` (from `predict.load_classifier`)."""
+    """The FastAPI application serving `classifier` (from `inference.load_classifier`)."""
     from fastapi import FastAPI, Query, Request
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from starlette.exceptions import HTTPException
 
     from .predict import answer_dict, ranked
 
@@ -309,26 +211,7 @@ def create_app(classifier, checkpoint, options: ServeOptions):
                   description=f"Predictions from {info['checkpoint']['file']}",
                   docs_url=None, redoc_url=None, lifespan=lifespan)
 
-    def failure(status: int, message: str, headers=None):
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-    @app.exception_handler(ApiError)
-    async def api_error(request, error: ApiError):
-        return failure(error.status, error.message, error.headers)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request, error: HTTPException):
-        return failure(error.status_code, str(error.detail), getattr(error, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request, error: RequestValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        return failure(422, f"{where}: {first.get('msg', 'invalid')}")
-
-    @app.exception_handler(Exception)
-    async def crashed(request, error: Exception):
-        return failure(500, "internal error; the server log has the details")
+    answer_errors_as_json(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def draw_page():
@@ -353,19 +236,7 @@ def create_app(classifier, checkpoint, options: ServeOptions):
     async def predict(request: Request, top_k: Annotated[int, Query(
             ge=1, le=classes, description="How many classes to answer per image")] = 3):
         check_token(request, options.token)
-        limits = options.limits
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in ("application/json", "multipart/form-data", *RAW_BODY_TYPES):
-            raise ApiError(415, "send JSON pixels (application/json), an image body "
-                                "(image/png, image/jpeg, image/bmp) or a multipart/form-data "
-                                f"upload; got {media or 'no Content-Type'}")
-        body = await read_body(request, limits.max_body_bytes)
-        if media == "application/json":
-            pixels = pixels_from_json(body, limits.max_images)
-        else:
-            raw = await image_from_form(request.headers, body) if media.startswith(
-                "multipart/") else body
-            pixels = await engine.call(image_pixels, raw, limits.max_image_pixels)
+        pixels = await request_pixels(request, engine, options.limits)
         rows = await engine.classify(pixels)
         metrics.images.inc(len(rows))
         return JSONResponse({"predictions": [answer_dict(ranked(row, top_k)) for row in rows]})
@@ -373,6 +244,50 @@ def create_app(classifier, checkpoint, options: ServeOptions):
     app.add_middleware(MetricsMiddleware, metrics=metrics,
                        routes=frozenset(route.path for route in app.routes))
     return app
+
+
+def answer_errors_as_json(app) -> None:
+    """Every answer other than 200 is {"error": "..."}; a crash says no more than that."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    def failure(status: int, message: str, headers=None):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, error: ApiError):
+        return failure(error.status, error.message, error.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, error: HTTPException):
+        return failure(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, error: RequestValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return failure(422, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(Exception)
+    async def crashed(request, error: Exception):
+        return failure(500, "internal error; the server log has the details")
+
+
+async def request_pixels(request, engine: Engine, limits: Limits) -> np.ndarray:
+    """The images a prediction request sends, as N x 784 pixels: JSON, a raw image body or
+    a form upload (decoded on the model's thread)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in ("application/json", "multipart/form-data", *RAW_BODY_TYPES):
+        raise ApiError(415, "send JSON pixels (application/json), an image body "
+                            "(image/png, image/jpeg, image/bmp) or a multipart/form-data "
+                            f"upload; got {media or 'no Content-Type'}")
+    body = await read_body(request, limits.max_body_bytes)
+    if media == "application/json":
+        return pixels_from_json(body, limits.max_images)
+    raw = await image_from_form(request.headers, body) if media.startswith(
+        "multipart/") else body
+    return await engine.call(image_pixels, raw, limits.max_image_pixels)
 
 
 class Metrics:
@@ -466,7 +381,8 @@ def url_of(sock: socket.socket) -> str:
 
 def serve_checkpoint(params_path: Path, host: str, port: int, options: ServeOptions,
                      device: str, bare_normalization, access_log: bool, say) -> None:
-    from .predict import load_classifier, probabilities
+    from .inference import load_classifier
+    from .predict import probabilities
 
     classifier, checkpoint = load_classifier(params_path, device, bare_normalization)
     probabilities(classifier, np.zeros((1, PIXELS), np.float32))  # builds the graph once

@@ -19,9 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import Sidecar, read_sidecar, sidecar_path
 from .config import load_config, parse_override
-from .errors import ConfigError, OutputError
+from .errors import CheckpointError, ConfigError, OutputError
 from .files import atomic_write_text
+from .training.state import finished as run_finished
 
 PLAN = "sweep.json"
 
@@ -81,21 +83,21 @@ def prepare(out: Path, config_path: Path, base: list[str], trials: list[Trial]) 
     atomic_write_text(existing, json.dumps(plan, indent=2) + "\n")
 
 
-def read_sidecar(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+def trial_sidecar(run_dir: Path, name: str) -> Sidecar | None:
+    """The sidecar of a trial's `name` checkpoint; None while there is none (or a damaged
+    one, which the trial's own resume then reports)."""
+    params = run_dir / f"{name}.params"
+    if not sidecar_path(params).exists():
+        return None
+    try:
+        return read_sidecar(params)
+    except CheckpointError:
+        return None
 
 
 def finished(run_dir: Path) -> bool:
-    return ended(read_sidecar(run_dir / "last.json"))
-
-
-def ended(last: dict) -> bool:
-    """Whether a trial's run (its last.json) ended: all its epochs, or stopped early."""
-    if not last:
-        return False
-    early = last.get("early_stopping") or {}
-    return (last["epoch"] >= last["config"]["train"]["epochs"] and not last.get("in_epoch")
-            ) or bool(early.get("stopped"))
+    last = trial_sidecar(run_dir, "last")
+    return last is not None and run_finished(last)
 
 
 def command(trial: Trial, out: Path, config_path: Path, base: list[str]) -> list[str]:
@@ -146,15 +148,15 @@ def run_trials(trials: list[Trial], out: Path, config_path: Path, base: list[str
 def results(trials: list[Trial], out: Path) -> list[dict]:
     rows = []
     for trial in trials:
-        best = read_sidecar(out / trial.name / "best.json")
-        last = read_sidecar(out / trial.name / "last.json")
+        best = trial_sidecar(out / trial.name, "best")
+        last = trial_sidecar(out / trial.name, "last")
         rows.append({
             "trial": trial.name,
             **{k: parse_override(f"{k}={v}")[1] for k, v in trial.settings().items()},
-            "best_val_accuracy": best.get("best_val_accuracy"),
-            "best_epoch": best.get("best_epoch"),
-            "epochs_run": last.get("epoch"),
-            "finished": ended(last),
+            "best_val_accuracy": best.best_val_accuracy if best else None,
+            "best_epoch": best.best_epoch if best else None,
+            "epochs_run": last.epoch if last else None,
+            "finished": last is not None and run_finished(last),
         })
     return rows
 

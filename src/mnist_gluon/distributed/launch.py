@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import OutputError
+from ..errors import OutputError
+from .cluster import NODE_HOST, ROLE, ROOT_URI, cluster_env
 
 HOST = "127.0.0.1"
 POLL_SECONDS = 0.2
@@ -41,21 +42,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cluster_env(workers: int, servers: int, port: int) -> dict[str, str]:
-    return {"DMLC_PS_ROOT_URI": HOST, "DMLC_PS_ROOT_PORT": str(port),
-            "DMLC_NUM_WORKER": str(workers), "DMLC_NUM_SERVER": str(servers),
-            "DMLC_NODE_HOST": HOST}
-
-
 def start(name: str, command: list[str], role: str, env: dict[str, str], worker: bool,
           host: str | None = None, ssh: tuple[str, ...] = ("ssh",)) -> Process:
     """Start one role here, or on `host` over ssh (with a terminal, so that the remote
     process is hung up when its ssh ends)."""
-    role_env = {**env, "DMLC_ROLE": role}
+    role_env = {**env, ROLE: role}
     if host is None:
         argv, full_env = command, {**os.environ, **role_env}
     else:
-        role_env["DMLC_NODE_HOST"] = address(host)
+        role_env[NODE_HOST] = address(host)
         remote = (f"cd {shlex.quote(os.getcwd())} && exec env "
                   + " ".join(f"{k}={shlex.quote(v)}" for k, v in role_env.items()) + " "
                   + " ".join(shlex.quote(part) for part in command))
@@ -109,9 +104,9 @@ def launch(command: list[str], workers: int, servers: int, say: Callable[[str], 
     every worker succeeded, else the first failure's."""
     root = address(hosts[0]) if hosts else HOST
     # The port is free here: launch from the first host, or pick hosts where it is free too.
-    env = {**cluster_env(workers, servers, free_port()), "DMLC_PS_ROOT_URI": root}
+    env = {**cluster_env(HOST, free_port(), workers, servers), ROOT_URI: root}
     if hosts:
-        env.pop("DMLC_NODE_HOST")
+        env.pop(NODE_HOST)
 
     def on(i: int) -> str | None:
         return hosts[i % len(hosts)] if hosts else None

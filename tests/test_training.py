@@ -1,14 +1,26 @@
+"""Training runs: real short runs on real MNIST, the step's loss, validation, early stopping,
+devices, optimizers and divergence."""
+
 import json
+import re
 
 import numpy as np
 import pytest
 
+from mnist_gluon.augment import (
+    NoAugmentation,
+)
 from mnist_gluon.checkpoint import read_checkpoint
-from mnist_gluon.config import TrainConfig, load_config
+from mnist_gluon.cli import run, train_command
+from mnist_gluon.config import load_config
+from mnist_gluon.data import DATASETS, Normalization, normalise, read_split, split_validation
 from mnist_gluon.errors import ConfigError
 from mnist_gluon.evaluate import evaluate_checkpoint
+from mnist_gluon.model import Architecture, build_model
 from mnist_gluon.mxnet_compat import mx
-from mnist_gluon.train import learning_rate, run_training
+from mnist_gluon.training.run import run_training
+from mnist_gluon.training.step import TrainStep
+from support import snapshot
 
 
 def params_of(path):
@@ -19,38 +31,6 @@ def assert_same_params(a, b):
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
-
-# --- learning-rate schedules --------------------------------------------------------------
-
-def test_cosine_starts_at_the_base_rate_and_decays_to_zero():
-    cfg = TrainConfig(epochs=10, lr=0.1, lr_schedule="cosine")
-    assert learning_rate(0, 100, cfg) == pytest.approx(0.1)
-    assert learning_rate(500, 100, cfg) == pytest.approx(0.05)
-    assert learning_rate(999, 100, cfg) < 1e-5
-
-
-def test_warmup_rises_linearly_then_the_schedule_takes_over():
-    cfg = TrainConfig(epochs=10, lr=0.1, lr_schedule="cosine", warmup_epochs=1)
-    assert learning_rate(0, 100, cfg) == pytest.approx(0.001)
-    assert learning_rate(49, 100, cfg) == pytest.approx(0.05)
-    assert learning_rate(100, 100, cfg) == pytest.approx(0.1)
-    assert learning_rate(550, 100, cfg) == pytest.approx(0.05)
-
-
-def test_step_schedule_decays_at_the_given_epochs_or_at_half_and_three_quarters():
-    cfg = TrainConfig(epochs=10, lr=1.0, lr_schedule="step", lr_decay=0.1, lr_step_epochs=[3])
-    assert [learning_rate(e * 10, 10, cfg) for e in (0, 2, 3, 9)] == pytest.approx(
-        [1.0, 1.0, 0.1, 0.1])
-    cfg = TrainConfig(epochs=8, lr=1.0, lr_schedule="step", lr_decay=0.5)
-    assert [learning_rate(e * 10, 10, cfg) for e in (3, 4, 6)] == pytest.approx([1, 0.5, 0.25])
-
-
-def test_no_schedule_keeps_the_rate():
-    cfg = TrainConfig(epochs=3, lr=0.2, lr_schedule="none")
-    assert {learning_rate(s, 10, cfg) for s in range(30)} == {0.2}
-
-
-# --- real runs on a small slice of real MNIST --------------------------------------------
 
 def test_a_short_real_run_learns_and_writes_its_run_folder(small_config, tmp_path):
     config = load_config(small_config)
@@ -173,3 +153,78 @@ def test_every_optimizer_learns(small_config, tmp_path, optimizer):
                                         "train.clip_gradient=1.0"])
     summary = run_training(config, tmp_path / "run", quiet=True)
     assert summary.best_val_accuracy > 0.7
+
+
+def test_label_smoothing_spreads_the_target_over_all_classes():
+    net = build_model(Architecture(hidden=8), mx.cpu())
+    images = mx.nd.array(np.random.default_rng(2).standard_normal((4, 784)).astype(np.float32))
+    labels = mx.nd.array([3, 1, 0, 9])
+    logits = net(images).asnumpy().astype(np.float64)
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    expected = sum(-(0.9 * log_p[i, int(y)] + 0.1 * log_p[i].mean())
+                   for i, y in enumerate(labels.asnumpy()))
+    step = TrainStep(net, NoAugmentation().gather(), label_smoothing=0.1)
+    loss, _ = step(images, labels, mx.nd.array([0, 1, 2, 3], dtype="int32")).asnumpy()
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_validation_sees_the_images_as_they_are(small_config, small_mnist, tmp_path):
+    out = tmp_path / "run"
+    run_training(load_config(small_config, ["data.augment.shift=3", "train.epochs=1"]), out,
+                 quiet=True)
+    meta = json.loads((out / "best.json").read_text())
+    split = read_split(DATASETS["mnist"], "train", small_mnist, download=False, verify=False)
+    _, _, val_images, val_labels = split_validation(split.images, split.labels, 500, 7)
+    net = build_model(Architecture(hidden=32), mx.cpu(), initialize=False)
+    net.load_parameters(str(out / "best.params"))
+    norm = Normalization(**meta["normalization"])
+    logits = net(mx.nd.array(normalise(val_images, norm))).asnumpy()
+    assert meta["best_val_accuracy"] == float(np.mean(logits.argmax(axis=1) == val_labels))
+
+
+def test_early_stopping_ends_the_run_keeping_the_best_checkpoint(small_config, tmp_path,
+                                                                 capsys):
+    out = tmp_path / "run"
+    code = run(train_command, ["--config", str(small_config), "--out", str(out), "--quiet",
+                               "--set", "train.epochs=8", "--set", "train.lr=1e-9",
+                               "--set", "train.early_stopping={patience: 2, min_delta: 0.01}"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert ("early stopping: validation accuracy has not risen by more than 0.01 for 2 "
+            "epochs; the best is epoch 1") in stdout
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3
+    assert json.loads((out / "best.json").read_text())["epoch"] == 1
+    kept = snapshot(out)
+    assert run(train_command, ["--resume", str(out), "--quiet"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    assert snapshot(out, exclude={"config.yaml", "curves.png", "metrics.jsonl"}) == {
+        k: v for k, v in kept.items() if k not in ("config.yaml", "curves.png", "metrics.jsonl")}
+
+
+def test_divergence_stops_with_exit_1_naming_the_step_and_the_intact_checkpoint(small_config,
+                                                                               tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_training(load_config(small_config, ["train.epochs=1"]), run_dir, quiet=True)
+    kept = snapshot(run_dir, exclude={"config.yaml"})
+    code = run(train_command, ["--resume", str(run_dir), "--set", "train.epochs=2",
+                               "--set", "train.lr=1e38", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip() == (
+        f"mnist-train: error: the loss became non-finite at step 52 (epoch 2); "
+        f"the last good checkpoint is {run_dir / 'last.params'} (end of epoch 1); lower "
+        "train.lr, set train.clip_gradient, or set train.skip_nonfinite=true")
+    assert snapshot(run_dir, exclude={"config.yaml"}) == kept
+
+
+def test_skip_nonfinite_skips_the_bad_batches_and_keeps_the_parameters_finite(small_config,
+                                                                              tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code = run(train_command, ["--config", str(small_config), "--out", str(run_dir),
+                               "--set", "train.lr=1e38", "--set", "train.skip_nonfinite=true",
+                               "--set", "train.epochs=1", "--quiet"])
+    assert code == 0
+    assert re.search(r"\((\d+) non-finite batches skipped\)", capsys.readouterr().out)
+    assert all(np.isfinite(v).all() for v in params_of(run_dir / "last.params").values())

@@ -1,0 +1,111 @@
+"""Command-line entry points: the `mnist` group and its commands, each also installed as
+mnist-train, -eval, -predict, -export, -sweep, -launch and -serve.
+
+This layer turns arguments into calls and results into output. A user's mistake (any
+UserError, or a usage error) ends as one line on stderr and exit status 2; `--debug`
+shows the traceback instead. MXNet is imported only once a command runs, so `--help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import Diverged, Interrupted, Stopped, UserError
+from .checkpoints import eval_command, export_command, predict_command, serve_command
+from .options import CONTEXT, version
+from .training import launch_command, sweep_command, train_command
+
+USAGE_ERROR = 2
+
+
+def run(command: click.Command, argv: list[str] | None = None) -> int:
+    """Run a click command; map user mistakes to one stderr line and exit status 2. With
+    --debug (kept in the context's meta by its callback), errors raise with their traceback."""
+    args = sys.argv[1:] if argv is None else argv
+    prog = command.name
+    ctx = None
+
+    def debug() -> bool:
+        return ctx is not None and ctx.meta.get("debug", False)
+
+    try:
+        ctx = command.make_context(prog, list(args))
+        with ctx:
+            result = command.invoke(ctx)
+    except click.exceptions.Exit as done:  # --help, --version
+        return done.exit_code
+    except Interrupted as interruption:
+        click.echo(f"{prog}: {interruption}", err=True)
+        return 130
+    except Stopped as stop:
+        click.echo(f"{prog}: {stop}", err=True)
+        return stop.exit_status
+    except Diverged as error:
+        if debug():
+            raise
+        click.echo(f"{prog}: error: {error}", err=True)
+        return 1
+    except (click.Abort, KeyboardInterrupt, EOFError):
+        click.echo(f"{prog}: interrupted", err=True)
+        return 130
+    except click.ClickException as error:
+        if debug():
+            raise
+        click.echo(f"{prog}: error: {error.format_message()} (see {prog} --help)", err=True)
+        return USAGE_ERROR
+    except UserError as error:
+        if debug():
+            raise
+        click.echo(f"{prog}: error: {error}", err=True)
+        return USAGE_ERROR
+    return result if isinstance(result, int) else 0
+
+
+def train_main() -> None:
+    sys.exit(run(train_command))
+
+
+def eval_main() -> None:
+    sys.exit(run(eval_command))
+
+
+def predict_main() -> None:
+    sys.exit(run(predict_command))
+
+
+def export_main() -> None:
+    sys.exit(run(export_command))
+
+
+def sweep_main() -> None:
+    sys.exit(run(sweep_command))
+
+
+def launch_main() -> None:
+    sys.exit(run(launch_command))
+
+
+def serve_main() -> None:
+    sys.exit(run(serve_command))
+
+
+@click.group("mnist", context_settings=CONTEXT)
+@version
+def mnist_group():
+    """Train the MNIST MLP with MXNet Gluon, and evaluate, predict with, export, sweep,
+    launch and serve it. Each command is also installed as mnist-COMMAND."""
+
+
+for _name, _command in (("train", train_command), ("eval", eval_command),
+                        ("predict", predict_command), ("export", export_command),
+                        ("sweep", sweep_command), ("launch", launch_command),
+                        ("serve", serve_command)):
+    mnist_group.add_command(_command, _name)
+
+
+def main() -> None:
+    sys.exit(run(mnist_group))
+

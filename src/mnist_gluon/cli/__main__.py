@@ -1,0 +1,5 @@
+"""`python -m mnist_gluon.cli train ...`: the `mnist` command group."""
+
+from . import main
+
+main()

@@ -1,0 +1,212 @@
+"""mnist-eval, mnist-predict, mnist-export and mnist-serve: the commands that use a checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import click
+
+from ..data import DATASETS
+from ..serve import Limits, ServeOptions
+from .options import (
+    CONTEXT,
+    checkpoint_option,
+    data_root_option,
+    debug_option,
+    device_option,
+    normalize_option,
+    version,
+)
+
+
+@click.command("mnist-eval", context_settings=CONTEXT)
+@checkpoint_option
+@data_root_option("Folder holding the test set's IDX files.  "
+                  "[default: the checkpoint's, else $MXNET_HOME/datasets/<name>]")
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
+              help="Dataset to test on.  [default: the one the checkpoint was trained on]")
+@device_option("auto")
+@normalize_option
+@click.option("--no-download", is_flag=True, help="Never download missing data files.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write confusion.png and mistakes.png (the most confidently wrong test "
+                   "images) into this folder; needs the plot extra.")
+@debug_option
+@version
+def eval_command(checkpoint_path, data_root, dataset, device, bare_normalization, no_download,
+                 as_json, plot_dir):
+    """Evaluate a checkpoint on the test set: accuracy, loss, per-class precision, recall and
+    F1, macro averages and the confusion matrix."""
+    from ..evaluate import evaluate_checkpoint
+    from ..metrics import format_report
+
+    evaluation = evaluate_checkpoint(checkpoint_path, data_root, device, dataset,
+                                     bare_normalization, download=not no_download)
+    if as_json:
+        payload = {"checkpoint": str(evaluation.checkpoint), "dataset": evaluation.dataset,
+                   **evaluation.report.to_dict()}
+        click.echo(json.dumps(payload))
+    else:
+        click.echo(format_report(evaluation.report,
+                                 f"{evaluation.checkpoint} on the {evaluation.dataset} test set"))
+    if plot_dir is not None:
+        write_eval_plots(evaluation, Path(plot_dir))
+
+
+def write_eval_plots(evaluation, folder: Path) -> None:
+    from ..errors import OutputError
+    from ..metrics import softmax
+    from ..plots import missing, plot_confusion, plot_mistakes
+
+    if (note := missing()) is not None:
+        click.echo(f"mnist-eval: no pictures written; {note}", err=True)
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"--plot folder {folder} cannot be created ({error.strerror})") from None
+    classes = list(evaluation.class_names)
+    plot_confusion(evaluation.report.confusion, classes, folder / "confusion.png")
+    plot_mistakes(evaluation.images, evaluation.labels, softmax(evaluation.logits), classes,
+                  folder / "mistakes.png")
+    click.echo(f"wrote {folder / 'confusion.png'} and {folder / 'mistakes.png'}", err=True)
+
+
+@click.command("mnist-predict", context_settings=CONTEXT)
+@checkpoint_option
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", "top_k", type=click.IntRange(1, None), default=3, show_default=True,
+              help="How many classes to show per image.")
+@device_option("cpu")
+@normalize_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list: one object per image with path, label and top_k.")
+@debug_option
+@version
+def predict_command(checkpoint_path, inputs, top_k, device, bare_normalization, as_json):
+    """Classify images: PNG/JPEG/BMP files of any size (a dark digit on light paper is
+    inverted, cropped and centred the way MNIST's digits are), .npy arrays and IDX files of
+    28x28 images, or folders of them. A file that cannot be read is reported and skipped;
+    the exit status is then 1."""
+    from ..errors import DataError
+    from ..images import expand, load_inputs
+    from ..inference import load_classifier
+    from ..predict import predict
+
+    classifier, _ = load_classifier(checkpoint_path, device, bare_normalization)
+    paths = expand([Path(p) for p in inputs])
+    if not paths:
+        raise DataError(f"no files to classify in {', '.join(inputs)}")
+    results, failed = [], 0
+    for path in paths:
+        try:
+            results.extend(predict(classifier, load_inputs(path), top_k))
+        except DataError as error:
+            failed += 1
+            click.echo(f"mnist-predict: skipped: {error}", err=True)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results]))
+    else:
+        for r in results:
+            where = r.path + (f"[{r.index}]" if r.index is not None else "")
+            ranked = "  ".join(f"{label} {p:.3f}" for label, p in r.top_k)
+            click.echo(f"{where}: {r.label}  ({ranked})")
+    return 1 if failed else 0
+
+
+@click.command("mnist-export", context_settings=CONTEXT)
+@checkpoint_option
+@click.option("--format", "fmt", type=click.Choice(["mxnet", "onnx"]), default="mxnet",
+              show_default=True, help="mxnet: *-symbol.json + *-0000.params; onnx: one .onnx.")
+@click.option("--out", type=click.Path(), required=True, help="Folder to write the export to.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="INT8 with MXNet's quantization (MKLDNN), calibrated on training images; "
+                   "reports accuracy and speed against float on the test set.")
+@data_root_option("Folder with the dataset's IDX files (int8 calibration and check).")
+@normalize_option
+@click.option("--force", is_flag=True, help="Replace an export already in --out.")
+@debug_option
+@version
+def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normalization, force):
+    """Export a checkpoint for serving. The exported model takes raw pixels (float32, 0-255,
+    N x 784) with the normalisation inside the graph, and returns logits; model.json beside
+    it describes input, output and class names."""
+    from ..export import export_checkpoint
+    from ..inference import load_classifier
+
+    classifier, checkpoint = load_classifier(checkpoint_path, "cpu", bare_normalization)
+    calibration = test = None
+    if quantize:
+        calibration, test = quantization_data(checkpoint, data_root)
+    exported = export_checkpoint(classifier, checkpoint, Path(out), fmt, quantize, calibration,
+                                 test, force)
+    for path in exported.files:
+        click.echo(f"wrote {path}")
+    if exported.figures:
+        f = exported.figures
+        click.echo(f"int8 on {f['images']} test images: accuracy {f['int8_accuracy']:.4f} "
+                   f"(float32 {f['float32_accuracy']:.4f}); {f['int8_ms']:.1f} ms against "
+                   f"{f['float32_ms']:.1f} ms, {f['speedup']:.2f}x faster")
+
+
+@click.command("mnist-serve", context_settings=CONTEXT)
+@checkpoint_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 opens the server to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on; 0 picks a free one.")
+@click.option("--token", envvar="MNIST_SERVE_TOKEN", default=None,
+              help="Require 'Authorization: Bearer TOKEN' on /v1/*; better passed in "
+                   "$MNIST_SERVE_TOKEN, which other users cannot see in ps.  [default: none]")
+@click.option("--max-body", "max_body", type=click.IntRange(1024, None),
+              default=Limits.max_body_bytes, show_default=True,
+              help="Largest request body in bytes; larger ones get 413.")
+@click.option("--max-images", type=click.IntRange(1, None), default=Limits.max_images,
+              show_default=True, help="Most images in one JSON request; more get 413.")
+@click.option("--max-batch", type=click.IntRange(1, None), default=ServeOptions.max_batch,
+              show_default=True,
+              help="Answer up to this many waiting images in one forward pass (dynamic "
+                   "micro-batching: about 2x the requests/s of JSON pixels under load); 1 "
+                   "answers each request on its own.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 1000),
+              default=ServeOptions.max_wait_ms, show_default=True,
+              help="How long a batch waits for more requests; 0 takes only those already "
+                   "waiting, so a lone request is never delayed.")
+@device_option("cpu")
+@normalize_option
+@click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+@debug_option
+@version
+def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_batch,
+                  max_wait_ms, device, bare_normalization, access_log):
+    """Serve a checkpoint over HTTP: POST /v1/predict (an image upload, or JSON pixels for a
+    batch), GET /v1/model, /healthz and /metrics (Prometheus), and at / a page to draw a digit
+    on. Needs the serve extra: pip install "mnist-gluon[serve]"."""
+    if token is not None and not token.strip():
+        raise click.BadParameter("the token is empty", param_hint="--token")
+    missing = [name for name in ("fastapi", "uvicorn", "prometheus_client", "multipart")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise click.UsageError(f"mnist-serve needs {', '.join(missing)}: "
+                               'pip install "mnist-gluon[serve]"')
+    from ..serve import serve_checkpoint
+
+    say = lambda text: click.echo(f"mnist-serve: {text}", err=True)  # noqa: E731
+    limits = dataclasses.replace(Limits(), max_body_bytes=max_body, max_images=max_images)
+    options = ServeOptions(token, limits, max_batch, max_wait_ms)
+    serve_checkpoint(Path(checkpoint_path), host, port, options, device, bare_normalization,
+                     access_log, say)
+
+
+def quantization_data(checkpoint, data_root):
+    """5,000 training images to calibrate on, and the test set to check the result with."""
+    from ..inference import checkpoint_split
+
+    train = checkpoint_split(checkpoint, "train", data_root)
+    test = checkpoint_split(checkpoint, "test", data_root)
+    calibration = train.images[:5000].reshape(-1, 784)
+    return calibration, (test.images.reshape(-1, 784).astype("float32"), test.labels)

@@ -1,0 +1,69 @@
+"""What the commands share: click's settings, and the options several of them take, declared
+once."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+version = click.version_option(__version__, message="%(prog)s %(version)s")
+
+
+
+def remember_debug(ctx: click.Context, param, value: bool) -> bool:
+    if value:
+        ctx.meta["debug"] = True  # meta is shared by every context of one command line
+    return value
+
+
+def parse_normalize(ctx, param, text: str | None):
+    from ..data import Normalization
+
+    if text is None:
+        return None
+    try:
+        mean, std = (float(part) for part in text.split(","))
+    except ValueError:
+        raise click.BadParameter("write MEAN,STD, e.g. 0.1307,0.3081",
+                                 param_hint="--normalize") from None
+    if std <= 0:
+        raise click.BadParameter("STD must be greater than 0", param_hint="--normalize")
+    return Normalization(mean, std)
+
+
+def check_device(ctx, param, device: str) -> str:
+    from ..device import parse_device
+
+    parse_device(device)
+    return device
+
+
+# Options that several commands share, declared once.
+debug_option = click.option("--debug", is_flag=True, expose_value=False, callback=remember_debug,
+                            help="Show Python tracebacks of errors.")
+checkpoint_option = click.option(
+    "--checkpoint", "checkpoint_path", required=True, type=click.Path(),
+    help="A .params file from mnist-train (or a plain Gluon script's).")
+normalize_option = click.option(
+    "--normalize", "bare_normalization", default=None, metavar="MEAN,STD",
+    callback=parse_normalize,
+    help="For a bare .params file without sidecar: the normalisation its script used on pixels "
+         "scaled to [0, 1] (0,1 for ToTensor alone).  [default: 0.1307,0.3081]")
+
+
+def device_option(default: str):
+    return click.option("--device", default=default, show_default=True, callback=check_device,
+                        help="auto, cpu, gpu or gpu:N.")
+
+
+def data_root_option(help: str):
+    return click.option("--data-root", type=click.Path(), default=None, help=help)
+
+
+def config_help(what: str) -> str:
+    from ..config import bundled_configs
+
+    return (f"{what}: a YAML file, or the name of a config that ships with mnist-gluon "
+            f"({', '.join(bundled_configs())}).")

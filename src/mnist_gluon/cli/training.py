@@ -1,0 +1,173 @@
+"""mnist-train, mnist-sweep and mnist-launch: the commands that train."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from ..errors import Interrupted
+from .options import CONTEXT, config_help, data_root_option, debug_option, version
+
+
+@click.command("mnist-train", context_settings=CONTEXT)
+@click.option("--config", "config_path", metavar="FILE|NAME",
+              help=config_help("Config; keys it leaves out keep their defaults") + "  "
+                   "[default: none]")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config key, e.g. --set train.lr=0.01; repeatable.")
+@click.option("--out", type=click.Path(), default=None,
+              help="Run folder.  [default: runs/<config file name>]")
+@data_root_option("Folder holding the dataset's IDX files (sets data.root).  "
+                  "[default: $MXNET_HOME/datasets/<name>]")
+@click.option("--resume", "resume_dir", type=click.Path(), default=None,
+              help="Continue the run saved in this folder, with its saved config.")
+@click.option("--force", is_flag=True, help="Overwrite a run already in the output folder.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bar: one line per epoch.")
+@debug_option
+@version
+def train_command(config_path, overrides, out, data_root, resume_dir, force, print_config, quiet):
+    """Train the MLP on MNIST (or Fashion-MNIST) and write a run folder: config.yaml,
+    metrics.jsonl, last.params and best.params (best validation accuracy)."""
+    from ..config import config_file, config_to_yaml, fit_warmup, load_config
+
+    overrides = list(overrides) + ([f"data.root={data_root}"] if data_root else [])
+    if resume_dir is not None:
+        if config_path is not None:
+            raise click.UsageError("--resume uses the run's saved config; drop --config")
+        run_dir = Path(resume_dir)
+        saved = run_dir / "config.yaml"
+        if not saved.exists():
+            raise click.UsageError(f"{run_dir} holds no run to resume (no config.yaml); pass "
+                                   "a folder that mnist-train wrote")
+        config = load_config(saved, overrides)
+    else:
+        config = load_config(config_file(config_path) if config_path else None, overrides)
+        name = Path(config_path).stem if config_path else "default"
+        run_dir = Path(out) if out else Path("runs") / name
+    if config.data.root is not None:  # so that eval and --resume find it from any folder
+        config.data.root = str(Path(config.data.root).expanduser().resolve())
+    if (note := fit_warmup(config)) is not None:
+        click.echo(f"mnist-train: {note}", err=True)
+    if print_config:
+        click.echo(config_to_yaml(config), nl=False)
+        return
+
+    from ..signals import StopSignals
+    from ..training.run import run_training
+
+    try:
+        with StopSignals("mnist-train") as signals:
+            summary = run_training(config, run_dir, resume=resume_dir is not None, force=force,
+                                   quiet=quiet, stop_signal=signals.received)
+    except KeyboardInterrupt:
+        kept = (f"the last checkpoint is intact; continue with: mnist-train --resume {run_dir}"
+                if (run_dir / "last.params").exists() else "no checkpoint had been written")
+        raise Interrupted(f"interrupted; {kept}") from None
+    from ..plots import missing, plot_curves
+
+    if not summary.wrote:
+        return
+    if (note := missing()) is None:
+        plot_curves([dataclasses.asdict(r) for r in summary.epochs], run_dir / "curves.png")
+    else:
+        click.echo(f"no curves.png written; {note}")
+    best = summary.best_val_accuracy
+    click.echo(f"done: best validation accuracy {best:.4f} at epoch {summary.best_epoch}; "
+               if best is not None else "done: ", nl=False)
+    click.echo(f"evaluate with: mnist-eval --checkpoint {summary.best_checkpoint}")
+
+
+@click.command("mnist-sweep", context_settings=CONTEXT)
+@click.option("--config", "config_path", required=True, metavar="FILE|NAME",
+              help=config_help("The config every trial starts from"))
+@click.option("--grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
+              help="Values to try for one key; repeat for more keys (their product is run).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key in every trial; repeatable.")
+@click.option("--random", "random_count", type=int, default=None,
+              help="Run this many trials drawn from the grid instead of all of it.")
+@click.option("--seed", type=int, default=0, show_default=True, help="For --random.")
+@click.option("--jobs", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Trials run at once, each in its own process.")
+@click.option("--out", type=click.Path(), required=True, help="The sweep's folder.")
+@data_root_option("Folder with the dataset's IDX files (sets data.root in every trial).")
+@debug_option
+@version
+def sweep_command(config_path, grid, overrides, random_count, seed, jobs, out, data_root):
+    """Run a grid (or a random part of it) of mnist-train trials, each a normal run folder,
+    and pick the best on validation accuracy, never on the test set. Writes results.csv,
+    results.json and best.yaml; the same command again skips finished trials and resumes
+    interrupted ones."""
+    from ..config import config_file
+    from ..files import atomic_write_text
+    from ..sweep import (
+        best_trial,
+        parse_grid,
+        plan_trials,
+        prepare,
+        results,
+        run_trials,
+        write_results,
+    )
+
+    out_dir, base_config = Path(out), config_file(config_path).resolve()
+    base = list(overrides) + ([f"data.root={Path(data_root).resolve()}"] if data_root else [])
+    trials = plan_trials(parse_grid(list(grid)), random_count, seed)
+    prepare(out_dir, base_config, base, trials)
+    say = lambda text: click.echo(f"mnist-sweep: {text}", err=True)  # noqa: E731
+    try:
+        statuses = run_trials(trials, out_dir, base_config, base, jobs, say)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; the trials saved checkpoints: run the same command "
+                          "again to continue") from None
+    rows = results(trials, out_dir)
+    write_results(rows, out_dir)
+    keys = [k for k in rows[0] if k not in ("trial", "finished")]
+    click.echo("  ".join(["trial", *keys]))
+    for row in sorted(rows, key=lambda r: -(r["best_val_accuracy"] or 0)):
+        click.echo("  ".join([row["trial"], *(str(row[k]) for k in keys)]))
+    best = best_trial(rows)
+    if best is not None:
+        text = (out_dir / best["trial"] / "config.yaml").read_text()  # the resolved config
+        atomic_write_text(out_dir / "best.yaml", text)
+        click.echo(f"\n# best: {best['trial']}, validation accuracy "
+                   f"{best['best_val_accuracy']:.4f} (written to {out_dir / 'best.yaml'})")
+        click.echo(text, nl=False)
+    return 1 if any(code != 0 for code in statuses.values()) else 0
+
+
+@click.command("mnist-launch", context_settings={**CONTEXT, "ignore_unknown_options": True})
+@click.option("-n", "--workers", type=click.IntRange(1, None), required=True,
+              help="Number of workers: each runs COMMAND.")
+@click.option("-s", "--servers", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Number of parameter servers.")
+@click.option("-H", "--hostfile", type=click.Path(dir_okay=False), default=None,
+              help="Run over ssh on these hosts, one per line: the scheduler on the first, "
+                   "servers and workers in turn.  [default: all on 127.0.0.1]")
+@click.option("--ssh", "ssh_command", default="ssh -o BatchMode=yes", show_default=True,
+              help="The ssh command for --hostfile, e.g. 'ssh -i KEY -p 2222'.")
+@debug_option
+@version
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def launch_command(workers, servers, hostfile, ssh_command, command):
+    """Run a distributed mnist-train on MXNet's parameter-server kvstore: a scheduler,
+    SERVERS servers and WORKERS workers, wired by DMLC_* variables, on 127.0.0.1 or over ssh
+    on the hosts of --hostfile. If any process dies, every other one is stopped and the exit
+    status is non-zero. Example: mnist-launch -n 2 -s 1 -- mnist-train --config
+    configs/base.yaml --set train.kvstore=dist_sync"""
+    import shlex
+
+    from ..distributed.launch import launch, read_hostfile
+
+    hosts = read_hostfile(hostfile) if hostfile else None
+    command = list(command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise click.UsageError("give the command to run after --, e.g. -- mnist-train ...")
+    return launch(command, workers, servers,
+                  lambda text: click.echo(f"mnist-launch: {text}", err=True), hosts,
+                  tuple(shlex.split(ssh_command)))

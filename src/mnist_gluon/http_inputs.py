@@ -1,0 +1,113 @@
+"""What a prediction request sends, read and checked: its token, its body within the size
+limit, JSON pixels, a form upload, an image. Every refusal is an ApiError with the status and
+a message that says what to send instead."""
+
+import hmac
+import json
+
+import numpy as np
+
+from .data import PIXELS
+from .errors import DataError
+
+
+class ApiError(Exception):
+    """An answer other than 200: its status and a message for the client."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def check_token(request, token: str | None) -> None:
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                             token.encode()):
+        raise ApiError(401, "this server needs a token: send 'Authorization: Bearer <token>'",
+                       {"WWW-Authenticate": "Bearer"})
+
+
+async def read_body(request, limit: int) -> bytes:
+    too_large = ApiError(413, f"the request body is larger than {limit:,} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def pixels_from_json(body: bytes, max_images: int) -> np.ndarray:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    shape = 'send {"pixels": [[784 values 0-255, row by row], ...]}'
+    if not isinstance(payload, dict) or "pixels" not in payload:
+        raise ApiError(422, f"no 'pixels' key; {shape}")
+    rows = payload["pixels"]
+    if not isinstance(rows, list) or not rows:
+        raise ApiError(422, f"'pixels' must be a non-empty list of images; {shape}")
+    if not isinstance(rows[0], list):
+        raise ApiError(422, f"pixels[0] is not a list; one image is sent as a list of one: "
+                            f"{shape}")
+    if len(rows) > max_images:
+        raise ApiError(413, f"{len(rows)} images in one request; at most {max_images} "
+                            "are taken: split the batch")
+    # numpy checks the values in C: a string makes the array's dtype text, a list nests it.
+    shaped = all(isinstance(row, list) and len(row) == PIXELS for row in rows)
+    pixels = np.array(rows) if shaped else None
+    if pixels is None or pixels.dtype.kind not in "iuf" or pixels.ndim != 2:
+        raise ApiError(422, what_is_wrong(rows))
+    bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 255)
+    if bad.any():
+        raise ApiError(422, f"pixels[{int(np.argmax(bad.any(axis=1)))}] has values outside "
+                            "0-255")
+    return pixels.astype(np.float32)
+
+
+def what_is_wrong(rows: list) -> str:
+    """The first image in a JSON batch that is not 784 numbers, and how."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != PIXELS:
+            got = f"has {len(row)} values" if isinstance(row, list) else "is not a list"
+            return (f"pixels[{i}] {got}; each image is {PIXELS} values (28 x 28, row by row)")
+        if not all(type(value) in (int, float) for value in row):
+            return f"pixels[{i}] holds something other than numbers"
+    return "pixels must be numbers"
+
+
+async def image_from_form(headers, body: bytes) -> bytes:
+    from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def chunks():
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, chunks(), max_files=1, max_fields=16).parse()
+    except (MultiPartException, ValueError) as error:
+        raise ApiError(400, f"the multipart body cannot be read ({error})") from None
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    if not files:
+        raise ApiError(422, "the form holds no file; upload the image as a file field, "
+                            "e.g. curl -F image=@digit.png")
+    raw = await files[0].read()  # the part's bytes: its filename is never used
+    await form.close()
+    return raw
+
+
+def image_pixels(raw: bytes, max_pixels: int) -> np.ndarray:
+    """784 pixels from an uploaded image, preprocessed as `mnist-predict` does."""
+    from .images import decode_image, mnist_like
+
+    try:
+        return mnist_like(decode_image(raw, "the upload", max_pixels)).reshape(1, -1)
+    except DataError as error:
+        raise ApiError(400, str(error)) from None

@@ -1,0 +1,110 @@
+"""One epoch of training: the steps of its plan, with the loss checked as the device goes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..checkpoint import EpochProgress
+from ..errors import Diverged
+from ..mxnet_compat import autograd, mx
+from .step import DeviceData, TrainStep
+
+PROGRESS_EVERY = 50  # steps between progress-bar refreshes; each one waits for the device
+
+
+@dataclass
+class StepControl:
+    """What the loop asks after each step. `action(step)` returns None to go on, "save" to
+    write a mid-epoch checkpoint, or "stop" to write one and end; `save` writes it."""
+
+    action: Callable[[int], str | None]
+    save: Callable[[EpochProgress], None]
+
+
+class DeviceSums:
+    """Loss and correct answers summed on each device into two accumulators, for even and
+    odd steps, so the host can check the previous step's sum while the device works on the
+    current one."""
+
+    def __init__(self, ctxs, progress: EpochProgress):
+        self.pairs = [[mx.nd.zeros((2,), ctx=ctx), mx.nd.zeros((2,), ctx=ctx)] for ctx in ctxs]
+        if len(progress.sums) == len(ctxs):
+            for pair, saved in zip(self.pairs, progress.sums, strict=True):
+                for accumulator, values in zip(pair, saved, strict=True):
+                    accumulator[:] = mx.nd.array(values, dtype="float32")
+        elif progress.sums:  # resumed on another number of devices: the totals still hold
+            self.pairs[0][0][:] = mx.nd.array(progress.totals, dtype="float32")
+
+    def add(self, step: int, stats: list) -> None:
+        for pair, batch_stats in zip(self.pairs, stats, strict=True):
+            pair[step % 2] += batch_stats
+
+    def check(self, step: int) -> None:
+        """Raise Diverged if a loss summed before `step` was not finite."""
+        check_finite([pair[(step + 1) % 2] for pair in self.pairs], step - 1)
+
+    def values(self) -> list:
+        return [[acc.asnumpy().tolist() for acc in pair] for pair in self.pairs]
+
+
+def train_epoch(graph: TrainStep, updater, data: list[DeviceData], steps: list,
+                batch_size: int, lr_at: Callable, progress: EpochProgress, first_step: int, *,
+                skip_nonfinite: bool = False, reseed: Callable[[int], None] | None = None,
+                control: StepControl | None = None,
+                on_progress: Callable | None = None) -> tuple[EpochProgress, bool]:
+    """Train on the epoch's `steps` (from `plan_epoch`) from `progress.steps_done` on;
+    returns (progress, whether `control` stopped the epoch early).
+
+    `data` holds the training set once per device. A non-finite loss raises Diverged one
+    step later, before anything more is saved. (A non-finite gradient shows as a non-finite
+    loss at the next step.) With `skip_nonfinite` the host instead waits for each step's loss
+    and skips the update of a batch whose loss is not finite.
+    """
+    sums = DeviceSums([part.inputs[0].context for part in data], progress)
+    skipped, started = progress.skipped, time.perf_counter()
+    step = first_step + progress.steps_done
+
+    def current(done: int) -> EpochProgress:
+        return EpochProgress(progress.epoch, done, sums.values(), skipped,
+                             progress.seconds + time.perf_counter() - started)
+
+    for done in range(progress.steps_done + 1, len(steps) + 1):
+        if reseed is not None:
+            reseed(step)
+        with autograd.record():
+            stats = [graph(*part.inputs, *own)
+                     for part, own in zip(data, steps[done - 1], strict=True)]
+        autograd.backward(stats)
+        if skip_nonfinite and not all(np.isfinite(s.asnumpy()).all() for s in stats):
+            skipped += 1  # nothing is updated or counted for this batch
+        else:
+            updater.step(lr_at(step), batch_size)
+            sums.add(step, stats)
+        sums.check(step)
+        step += 1
+        action = control.action(step) if control is not None else None
+        if action is not None:
+            sums.check(step)
+            control.save(now := current(done))
+            if action == "stop":
+                return now, True
+        if on_progress is not None and done % PROGRESS_EVERY == 0:
+            report(on_progress, current(done), batch_size)
+    sums.check(step)
+    return current(len(steps)), False
+
+
+def report(on_progress: Callable, now: EpochProgress, batch_size: int) -> None:
+    seen = max((now.steps_done - now.skipped) * batch_size, 1)
+    loss, correct = now.totals
+    on_progress(now.steps_done, loss / seen, correct / seen)
+
+
+def check_finite(device_sums, step: int) -> None:
+    """Raise Diverged if a loss summed into `device_sums` (up to `step`) was not finite."""
+    if not all(np.isfinite(s.asnumpy()).all() for s in device_sums):
+        raise Diverged(f"the loss became non-finite at step {step + 1}")

@@ -1,0 +1,323 @@
+"""A training run, from the start or from a checkpoint, to its end: set up, then for each
+epoch plan, train, validate, update the run's state and save."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import checkpoint as ckpt
+from ..augment import NoAugmentation
+from ..checkpoint import DataRecord, EpochProgress, EpochResult, Sidecar
+from ..config import Config, config_to_yaml
+from ..data import epoch_order, steps_per_epoch
+from ..device import resolve_contexts
+from ..distributed.cluster import Cluster, join_cluster
+from ..distributed.updater import DistUpdater
+from ..errors import ConfigError, Diverged, Stopped
+from ..files import atomic_write_text
+from ..model import MLP, Architecture, build_model, named_parameters, set_parameters
+from ..mxnet_compat import mx
+from ..optim import Updater, learning_rate
+from .data import TrainingData, prepare_data, validation_scores
+from .loop import StepControl, train_epoch
+from .progress import Log, format_epoch
+from .resume import history_until, read_resumable, saved_at
+from .state import RunState
+from .step import TrainStep, plan_epoch, train_step_graph
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    epochs: list[EpochResult]
+    best_epoch: int
+    best_val_accuracy: float | None
+    best_checkpoint: Path
+    last_checkpoint: Path
+    wrote: bool = True  # False on the workers of a distributed run other than rank 0
+
+
+def run_training(config: Config, run_dir: Path, *, resume: bool = False, force: bool = False,
+                 quiet: bool = False,
+                 stop_signal: Callable[[], int | None] | None = None) -> TrainSummary:
+    """Train `config` into `run_dir`, from scratch or continuing the run saved there.
+
+    `stop_signal` is asked after every step; a signal number from it ends the run after a
+    checkpoint (Stopped). A non-finite loss or gradient raises Diverged.
+    """
+    run, state = set_up(config, run_dir, resume, force, quiet)
+    stops = StopRequests(stop_signal, config.checkpoint.every_steps, run.steps)
+    for epoch in range(state.next_epoch, config.train.epochs + 1):
+        if state.early.stopped:
+            break
+        progress = run.train(epoch, state, stops)
+        result = run.result(epoch, progress)
+        improved = state.finish_epoch(result, config.train.early_stopping, config.train.epochs)
+        run.saver.end_of_epoch(state, result, improved)
+        run.report(result, progress, state)
+    if run.cluster.kvstore is not None:
+        run.log.line(f"parameters sha256 {parameters_digest(run.trainer.net)}")
+    return TrainSummary(run_dir, state.history, state.best_epoch, state.best_val_accuracy,
+                        run_dir / "best.params", run_dir / "last.params", run.cluster.writer)
+
+
+def set_up(config: Config, run_dir: Path, resume: bool, force: bool,
+           quiet: bool) -> tuple[Run, RunState]:
+    """Everything a run needs before its first step, checked in the order that leaves
+    nothing behind when a check fails; and where the run stands."""
+    ctxs = resolve_contexts(config.device)
+    tcfg = config.train
+    cluster = join_cluster(tcfg.kvstore)
+    if tcfg.batch_size % len(ctxs):
+        raise ConfigError(f"train.batch_size={tcfg.batch_size} does not split evenly over "
+                          f"{len(ctxs)} devices; use a multiple of {len(ctxs)}")
+    resumed = read_resumable(run_dir, config) if resume else None
+    if not resume and cluster.writer:
+        ckpt.check_run_dir(run_dir, force)
+    seed_everything(config.seed)
+    data = prepare_data(config, ctxs, resumed.normalization if resumed else None)
+    steps = steps_per_epoch(data.num_train, tcfg.batch_size * cluster.workers)
+    if steps == 0:
+        raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
+                          f"{data.num_train} training examples; lower it")
+    if not resume and cluster.writer:
+        # Created only now, so a failure to read the data leaves no empty run folder behind.
+        ckpt.prepare_run_dir(run_dir, force)
+    trainer = build_trainer(config, ctxs, data.augmentation, resumed.arrays if resumed else None,
+                            cluster, steps, resumed.sidecar.step if resumed else 0)
+    state, last = RunState(), "none was written yet"
+    if resumed:
+        trainer.updater.load(ckpt.states_path(resumed.params_path))
+        history = history_until(run_dir / "metrics.jsonl", resumed.sidecar.epoch)
+        state = RunState.resumed(resumed.sidecar, history)
+        last = saved_at(resumed.params_path, resumed.sidecar)
+    # On resume too: `--set` may have changed the config (e.g. more epochs).
+    if cluster.writer:
+        atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    saver = Saver(run_dir, trainer, run_sidecar(config, trainer.architecture, data),
+                  cluster.writer, config.checkpoint.keep, last)
+    run = Run(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
+              Log(quiet, cluster.prefix))
+    run.announce(resumed, state)
+    return run, state
+
+
+@dataclass
+class Trainer:
+    """The network and what trains it: `graph` is the training step, `updater` the optimizer."""
+
+    architecture: Architecture
+    net: MLP
+    graph: TrainStep
+    updater: Updater | DistUpdater
+
+
+def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
+                  arrays: dict | None = None, cluster: Cluster | None = None, steps: int = 1,
+                  offset: int = 0) -> Trainer:
+    """The model of `config` on `ctxs`, Xavier-initialised or holding `arrays`, with its
+    training step; a distributed `cluster` updates on its servers, from step `offset` of
+    `steps` per epoch."""
+    arch = Architecture(hidden=config.model.hidden, activation=config.model.activation,
+                        classes=config.model.classes, dropout=config.model.dropout)
+    net = build_model(arch, ctxs)
+    if arrays is not None:
+        set_parameters(net, arrays)
+    # Several devices: gradients meet on the CPU (kvstore local) or on the first device.
+    reduce_ctx = mx.cpu() if len(ctxs) > 1 and config.train.kvstore == "local" else ctxs[0]
+    graph = train_step_graph(net, augmentation, config.train.label_smoothing)
+    if cluster is not None and cluster.kvstore is not None:
+        updater = DistUpdater(net, config.train, cluster.kvstore, steps, offset)
+    else:
+        updater = Updater(named_parameters(net), config.train, reduce_ctx)
+    return Trainer(arch, net, graph, updater)
+
+
+def run_sidecar(config: Config, arch: Architecture, data: TrainingData) -> Sidecar:
+    """What every checkpoint of the run records about the run itself."""
+    return Sidecar(architecture=arch, normalization=data.normalization, config=config,
+                   data=DataRecord(config.data.name, data.checksums),
+                   versions=ckpt.library_versions())
+
+
+@dataclass
+class Run:
+    """A run set up: what its epochs train with, and where they report and save."""
+
+    config: Config
+    run_dir: Path
+    ctxs: list
+    cluster: Cluster
+    data: TrainingData
+    trainer: Trainer
+    steps: int  # per epoch
+    saver: Saver
+    log: Log
+
+    def lr_at(self, step: int) -> float:
+        return learning_rate(step, self.steps, self.config.train)
+
+    def train(self, epoch: int, state: RunState, stops: StopRequests) -> EpochProgress:
+        """Plan the epoch's steps and train them; raise Stopped on a signal and Diverged on
+        a non-finite loss, naming the checkpoint to continue from."""
+        config, tcfg = self.config, self.config.train
+        first_step = (epoch - 1) * self.steps
+        order = self.cluster.share(epoch_order(self.data.num_train, config.seed, epoch),
+                                   tcfg.batch_size)
+        plan = plan_epoch(order, self.data.train_labels, tcfg.batch_size, self.ctxs,
+                          self.data.augmentation, config.seed, epoch)
+        control = StepControl(stops, lambda now: self.saver.mid_epoch(
+            state, first_step + now.steps_done, now))
+        on_progress = self.log.start_epoch(epoch, tcfg.epochs, self.steps, tcfg.batch_size)
+        try:
+            progress, stopped = train_epoch(
+                self.trainer.graph, self.trainer.updater, self.data.train, plan,
+                tcfg.batch_size, self.lr_at, state.start_epoch(epoch), first_step,
+                skip_nonfinite=tcfg.skip_nonfinite, reseed=dropout_reseeder(config),
+                control=control, on_progress=on_progress)
+        except Diverged as error:
+            raise Diverged(f"{error} (epoch {epoch}); the last good checkpoint is "
+                           f"{self.saver.last}; lower train.lr, set train.clip_gradient, or "
+                           "set train.skip_nonfinite=true") from None
+        finally:
+            self.log.end_epoch()
+        if stopped:
+            name = signal.Signals(stops.signalled).name
+            raise Stopped(f"stopped by {name} at epoch {epoch}, step "
+                          f"{first_step + progress.steps_done}; saved "
+                          f"{self.run_dir / 'last.params'}; continue with: "
+                          f"mnist-train --resume {self.run_dir}", stops.signalled)
+        return progress
+
+    def result(self, epoch: int, progress: EpochProgress) -> EpochResult:
+        """The finished epoch's figures, validation included."""
+        steps, batch_size = self.steps, self.config.train.batch_size
+        val_loss, val_acc = validation_scores(self.trainer.net, self.data)
+        trained = max((steps - progress.skipped) * batch_size, 1)
+        loss_sum, correct_sum = progress.totals
+        last_step = epoch * steps
+        return EpochResult(epoch, last_step, self.lr_at(last_step - 1), loss_sum / trained,
+                           correct_sum / trained, val_loss, val_acc, progress.seconds,
+                           steps * batch_size / progress.seconds)
+
+    def announce(self, resumed: ckpt.Checkpoint | None, state: RunState) -> None:
+        config, tcfg, log, steps = self.config, self.config.train, self.log, self.steps
+        at = ""
+        if resumed:
+            partial = state.in_epoch
+            at = f"  |  resuming at epoch {state.next_epoch}" + (
+                f", step {partial.steps_done + 1} of {steps}" if partial else "")
+            if resumed.params_path.name != "last.params":
+                at += f" from {resumed.params_path.name} (last.params was incomplete)"
+        log.line(
+            f"mnist-train: {self.run_dir.name} -> {self.run_dir}  |  {config.data.name}: "
+            f"{self.data.num_train} train / {len(self.data.val_labels)} validation examples  |"
+            f"  device {', '.join(str(c) for c in self.ctxs)}  |  {steps} steps/epoch of "
+            f"{tcfg.batch_size}{at}")
+        if self.cluster.kvstore is not None:
+            workers, batch = self.cluster.workers, tcfg.batch_size
+            log.line(f"{tcfg.kvstore}: {workers} workers; this one trains on its own {batch} "
+                     f"of each global batch of {batch * workers}, {steps * batch} of the "
+                     f"{self.data.num_train} examples each epoch")
+            if resumed:
+                log.line("resuming a distributed run restores its parameters; the optimizer's "
+                         "state (momentum) restarts: MXNet keeps it on the servers and cannot "
+                         "save it")
+
+    def report(self, result: EpochResult, progress: EpochProgress, state: RunState) -> None:
+        skipped = progress.skipped
+        self.log.line(format_epoch(result, self.config.train.epochs)
+                      + (f"  ({skipped} non-finite batches skipped)" if skipped else ""))
+        if state.early.stopped:
+            stopping = self.config.train.early_stopping
+            self.log.line(f"early stopping: validation accuracy has not risen by more than "
+                          f"{stopping.min_delta} for {stopping.patience} epochs; the best is "
+                          f"epoch {state.best_epoch}")
+
+
+class StopRequests:
+    """Asked after every step: "stop" once a signal came (kept in `signalled`), "save" every
+    `every` steps inside an epoch, else None."""
+
+    def __init__(self, stop_signal: Callable[[], int | None] | None, every: int | None,
+                 steps: int):
+        self.stop_signal, self.every, self.steps = stop_signal, every, steps
+        self.signalled: int | None = None
+
+    def __call__(self, step: int) -> str | None:
+        signum = self.stop_signal() if self.stop_signal is not None else None
+        if signum:
+            self.signalled = signum
+            return "stop"
+        return "save" if self.every and step % self.every == 0 and step % self.steps else None
+
+
+class Saver:
+    """Writes the run's checkpoints and metrics (rank 0 only) and knows the last one saved."""
+
+    def __init__(self, run_dir: Path, trainer: Trainer, run: Sidecar, writer: bool, keep: int,
+                 last: str):
+        self.run_dir, self.trainer, self.run, self.writer = run_dir, trainer, run, writer
+        self.keep, self.last = keep, last
+
+    def mid_epoch(self, state: RunState, step: int, now: EpochProgress) -> None:
+        if not self.writer:
+            return
+        sidecar = state.sidecar(self.run, step, now)
+        self.save("last", sidecar, keep_previous=True)
+        self.last = saved_at(self.run_dir / "last.params", sidecar)
+
+    def end_of_epoch(self, state: RunState, result: EpochResult, improved: bool) -> None:
+        """metrics.jsonl's line, then `epoch-NNNN` (the last `keep` are kept), `best` when
+        validation accuracy improved, and `last`, which `--resume` continues from."""
+        sidecar = state.sidecar(self.run, result.step)
+        if self.writer:
+            # Metrics first: a crash before the checkpoint leaves a line that resume drops.
+            with open(self.run_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(dataclasses.asdict(result)) + "\n")
+            if self.keep > 0:
+                self.save(f"epoch-{result.epoch:04d}", sidecar)
+                for old in sorted(self.run_dir.glob("epoch-*.params"))[:-self.keep]:
+                    for path in (old, ckpt.states_path(old), ckpt.sidecar_path(old)):
+                        path.unlink(missing_ok=True)
+            if improved:
+                self.save("best", sidecar)
+            self.save("last", sidecar, keep_previous=True)
+        self.last = saved_at(self.run_dir / "last.params", sidecar)
+
+    def save(self, name: str, sidecar: Sidecar, keep_previous: bool = False) -> None:
+        ckpt.save_checkpoint(self.run_dir / f"{name}.params", self.trainer.net,
+                             self.trainer.updater, sidecar, keep_previous)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    mx.random.seed(seed)
+
+
+def dropout_reseeder(config: Config) -> Callable[[int], None] | None:
+    """With dropout, MXNet's generator is seeded from (seed, step) before every step, so a run
+    resumed at any step draws the masks the uninterrupted run drew. MXNet cannot save the
+    generator's state, and nothing else draws from it (augmentation draws on the host)."""
+    if config.model.dropout == 0:
+        return None
+    return lambda step: mx.random.seed((config.seed * 1_000_003 + step) % 2**31)
+
+
+def parameters_digest(net: MLP) -> str:
+    """A checksum of the parameters' values: equal on every worker of a consistent run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in sorted(named_parameters(net).items()):
+        digest.update(name.encode() + param.data().asnumpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,70 @@
+"""One training step as one graph, the training set held on the devices, and the plan of an
+epoch's steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..augment import NoAugmentation
+from ..data import split_steps
+from ..model import MLP
+from ..mxnet_compat import gluon, mx
+
+
+class TrainStep(gluon.HybridBlock):
+    """One training batch as one graph: the augmentation's block gathers the batch from the
+    training set held on the device, then the MLP classifies it; the graph returns [summed
+    loss, number correct]. Loss and accuracy stay on the device; gradients flow from the loss
+    alone (argmax and == have none).
+
+    Inputs: the device's `DeviceData.inputs`, then the step's from `plan_epoch`.
+    """
+
+    def __init__(self, net: MLP, gather: gluon.HybridBlock, label_smoothing: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+        self.gather = gather
+        self.smoothing = label_smoothing
+
+    def hybrid_forward(self, F, *inputs):
+        batch, labels = self.gather(*inputs)
+        logits = self.net(batch)
+        log_p = F.log_softmax(logits, axis=1)
+        loss = -F.pick(log_p, labels, axis=1)
+        if self.smoothing:
+            # Label smoothing: the target puts 1 - e on the label and e spread over all.
+            loss = (1 - self.smoothing) * loss - self.smoothing * F.mean(log_p, axis=1)
+        correct = F.sum(F.argmax(logits, axis=1) == labels)
+        return F.concat(F.sum(loss), correct, dim=0)
+
+
+def train_step_graph(net: MLP, augmentation: NoAugmentation,
+                     label_smoothing: float = 0.0) -> TrainStep:
+    graph = TrainStep(net, augmentation.gather(), label_smoothing)
+    graph.gather.initialize(ctx=net.fc1.weight.list_ctx())  # its constants, if it has any
+    graph.hybridize(static_alloc=True, static_shape=True)
+    return graph
+
+
+@dataclass
+class DeviceData:
+    """A training set, normalised, on one device, as the augmentation holds it: what the
+    training graph gathers from."""
+
+    inputs: tuple
+
+    @classmethod
+    def on_devices(cls, normalised: np.ndarray, labels: np.ndarray,
+                   augmentation: NoAugmentation, ctxs) -> list[DeviceData]:
+        """The arrays are made once on the host, then copied to each device."""
+        host = augmentation.device_arrays(normalised, labels)
+        return [cls(tuple(mx.nd.array(a, ctx=ctx, dtype=a.dtype) for a in host)) for ctx in ctxs]
+
+
+def plan_epoch(order: np.ndarray, labels: np.ndarray, batch_size: int, ctxs,
+               augmentation: NoAugmentation, seed: int, epoch: int) -> list[list[tuple]]:
+    """Each step's own inputs to the training graph, per device, made once for the epoch."""
+    return split_steps(augmentation.step_columns(order, labels, seed, epoch), batch_size, ctxs)

@@ -1,0 +1,113 @@
+"""Augmentation: each strategy moves pixels exactly, draws from (seed, epoch), and resumes
+exactly."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mnist_gluon.augment import (
+    Shift,
+    ShiftCopies,
+    Warp,
+    copy_rows,
+    pad_images,
+    shift_draws,
+    shifted_copies,
+    uses_copies,
+)
+from mnist_gluon.cli import run, train_command
+from mnist_gluon.config import AugmentConfig, load_config
+from mnist_gluon.errors import Stopped
+from mnist_gluon.mxnet_compat import mx
+from mnist_gluon.training.run import run_training
+
+
+def test_shift_moves_each_image_by_whole_pixels_filling_with_the_background():
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((6, 784)).astype(np.float32)
+    cfg = AugmentConfig(shift=2)
+    order = np.array([4, 0, 5, 1, 3, 2])
+    rows, offsets = shift_draws(order, cfg, seed=1, epoch=3)
+    block = Shift(2)
+    block.initialize()
+    moved = block(mx.nd.array(pad_images(images, 2, -9.0)), mx.nd.array(rows, dtype="int32"),
+                  mx.nd.array(offsets, dtype="int32")).asnumpy().reshape(6, 28, 28)
+    padded = np.full((6, 32, 32), -9.0, np.float32)
+    padded[:, 2:30, 2:30] = images.reshape(6, 28, 28)
+    for i, example in enumerate(order):
+        top = rows[i, 0] - example * 32
+        np.testing.assert_array_equal(moved[i], padded[example, top : top + 28,
+                                                       offsets[i] : offsets[i] + 28])
+    assert len({(r[0] % 32, o) for r, o in zip(rows, offsets, strict=True)}) > 1
+
+
+def test_flip_mirrors_left_right_and_warp_mirrors_the_same_way():
+    images = np.random.default_rng(3).standard_normal((1, 784)).astype(np.float32)
+    flipped = images.reshape(28, 28)[:, ::-1]
+    block = Shift(0)
+    block.initialize()
+    rows = mx.nd.array(np.arange(28)[None, :], dtype="int32")
+    out = block(mx.nd.array(pad_images(images, 0, 0.0)), rows,
+                mx.nd.array([1], dtype="int32")).asnumpy().reshape(28, 28)
+    np.testing.assert_array_equal(out, flipped)
+    warped = Warp(background=0.0)(mx.nd.array(images), mx.nd.array([[0, 1, 0, 0, -1]]))
+    np.testing.assert_allclose(warped.asnumpy().reshape(28, 28), flipped, atol=1e-4)
+    draws = shift_draws(np.arange(1000), AugmentConfig(flip=True), 0, 1)[1]
+    assert 400 < (draws == 1).sum() < 600 and set(draws.tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize("cfg", [AugmentConfig(shift=2), AugmentConfig(shift=1, flip=True)])
+def test_the_fast_copies_path_moves_pixels_exactly_as_the_selector_path(cfg):
+    images = np.random.default_rng(4).standard_normal((7, 784)).astype(np.float32)
+    padded = pad_images(images, cfg.shift, -0.5)
+    rows, selectors = shift_draws(np.array([3, 1, 6, 0, 5, 2, 4]), cfg, 3, 1)
+    by_selectors = Shift(cfg.shift)
+    by_selectors.initialize()
+    expected = by_selectors(mx.nd.array(padded), mx.nd.array(rows, dtype="int32"),
+                            mx.nd.array(selectors, dtype="int32")).asnumpy()
+    got = ShiftCopies()(mx.nd.array(shifted_copies(padded, cfg)),
+                        mx.nd.array(copy_rows(rows, selectors, 7, cfg), dtype="int32"))
+    np.testing.assert_array_equal(got.asnumpy(), expected)
+    assert uses_copies(cfg) and not uses_copies(AugmentConfig(shift=4))
+
+
+def test_shift_draws_are_a_function_of_seed_and_epoch():
+    order = np.arange(100)
+    same = shift_draws(order, AugmentConfig(shift=2), 5, 2), shift_draws(
+        order, AugmentConfig(shift=2), 5, 2)
+    np.testing.assert_array_equal(same[0][1], same[1][1])
+    other = shift_draws(order, AugmentConfig(shift=2), 5, 3)
+    assert not np.array_equal(same[0][1], other[1])
+
+
+def test_warp_without_change_is_the_identity_and_a_rotation_moves_pixels():
+    images = mx.nd.array(np.random.default_rng(1).standard_normal((3, 784)).astype(np.float32))
+    warp = Warp(background=-0.4)
+    still = mx.nd.array(np.tile([0.0, 1.0, 0.0, 0.0, 1.0], (3, 1)).astype(np.float32))
+    np.testing.assert_allclose(warp(images, still).asnumpy(), images.asnumpy(), atol=1e-4)
+    turned = mx.nd.array(np.tile([math.radians(10), 1.0, 0.0, 0.0, 1.0], (3, 1)).astype(
+        np.float32))
+    assert not np.allclose(warp(images, turned).asnumpy(), images.asnumpy(), atol=1e-2)
+
+
+@pytest.mark.parametrize("shift", [2, 4], ids=["copies", "selectors"])
+def test_an_augmented_run_stopped_midway_resumes_to_identical_parameters(small_config,
+                                                                        tmp_path, shift):
+    settings = [f"data.augment.shift={shift}", "train.label_smoothing=0.1"]
+    reference = tmp_path / "reference"
+    run_training(load_config(small_config, settings), reference, quiet=True)
+    stopped = tmp_path / "stopped"
+    calls = [0]
+
+    def stop_signal():
+        calls[0] += 1
+        return 15 if calls[0] >= 37 else None
+
+    with pytest.raises(Stopped):
+        run_training(load_config(small_config, settings), stopped, quiet=True,
+                     stop_signal=stop_signal)
+    assert run(train_command, ["--resume", str(stopped), "--quiet"]) == 0
+    for name, value in mx.nd.load(str(reference / "last.params")).items():
+        np.testing.assert_array_equal(value.asnumpy(),
+                                      mx.nd.load(str(stopped / "last.params"))[name].asnumpy())

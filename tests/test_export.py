@@ -1,0 +1,91 @@
+"""mnist-export: MXNet, ONNX and INT8 exports, and what they refuse."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_gluon.cli import export_command, run
+from mnist_gluon.mxnet_compat import mx
+from support import BIN, snapshot
+
+
+def checkpoint_logits(model: Path, pixels: np.ndarray) -> np.ndarray:
+    from mnist_gluon.inference import load_classifier
+
+    classifier, _ = load_classifier(model)
+    return classifier(mx.nd.array(pixels)).asnumpy()
+
+
+def test_the_mxnet_export_loads_back_and_gives_the_checkpoints_outputs(model, test_set,
+                                                                       tmp_path):
+    out = tmp_path / "export"
+    assert run(export_command, ["--checkpoint", str(model), "--out", str(out)]) == 0
+    net = mx.gluon.SymbolBlock.imports(str(out / "mnist-mlp-symbol.json"), ["data"],
+                                       str(out / "mnist-mlp-0000.params"))
+    pixels = test_set.images[:500].reshape(500, 784).astype(np.float32)
+    np.testing.assert_allclose(net(mx.nd.array(pixels)).asnumpy(),
+                               checkpoint_logits(model, pixels), rtol=1e-6, atol=1e-6)
+    described = json.loads((out / "model.json").read_text())
+    assert described["input"]["shape"] == [None, 784] and described["input"]["range"] == [0, 255]
+    assert described["classes"] == [str(i) for i in range(10)]
+    assert set(described["files"]) == {"mnist-mlp-symbol.json", "mnist-mlp-0000.params"}
+
+
+def test_the_onnx_export_agrees_with_the_checkpoint_on_the_whole_test_set(model, test_set,
+                                                                          tmp_path):
+    import onnx
+    import onnxruntime
+
+    out = tmp_path / "onnx"
+    assert run(export_command, ["--checkpoint", str(model), "--format", "onnx",
+                                "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["mnist-mlp.onnx", "model.json"]
+    graph = onnx.load(str(out / "mnist-mlp.onnx")).graph
+    assert [i.name for i in graph.input] == ["data"]  # weights are initializers, not inputs
+    pixels = test_set.images.reshape(-1, 784).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(out / "mnist-mlp.onnx"))
+    logits = session.run(None, {"data": pixels})[0]
+    expected = checkpoint_logits(model, pixels)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    assert np.mean(logits.argmax(axis=1) == expected.argmax(axis=1)) >= 0.999
+
+
+def test_int8_export_reports_its_accuracy_and_loads_back(model, mnist_dir, test_set, tmp_path):
+    out = tmp_path / "int8"
+    exported = subprocess.run(
+        [str(BIN / "mnist-export"), "--checkpoint", str(model), "--out",
+         str(out), "--quantize", "int8", "--data-root", str(mnist_dir)],
+        capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0
+    assert "int8 on 10000 test images: accuracy 0." in exported.stdout
+    assert exported.stderr == ""  # neither MKLDNN's log line nor MXNet's dtype warning
+    figures = json.loads((out / "model.json").read_text())["int8"]
+    assert figures["int8_accuracy"] >= figures["float32_accuracy"] - 0.01
+    net = mx.gluon.SymbolBlock.imports(str(out / "mnist-mlp-int8-symbol.json"), ["data"],
+                                       str(out / "mnist-mlp-int8-0000.params"))
+    logits = net(mx.nd.array(test_set.images.reshape(-1, 784).astype(np.float32))).asnumpy()
+    assert np.mean(logits.argmax(axis=1) == test_set.labels) == pytest.approx(
+        figures["int8_accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "onnx", "--quantize", "int8"], "use it with --format mxnet"),
+    (["--format", "tflite"], "Invalid value for '--format'"),
+])
+def test_bad_export_requests_are_one_line_exit_2(model, tmp_path, capsys, args, message):
+    code = run(export_command, ["--checkpoint", str(model), "--out", str(tmp_path / "x"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_an_existing_export_is_not_overwritten_without_force(model, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert run(export_command, ["--checkpoint", str(model), "--out", str(out)]) == 0
+    before = snapshot(out)
+    assert run(export_command, ["--checkpoint", str(model), "--out", str(out)]) == 2
+    assert "already holds an export" in capsys.readouterr().err
+    assert snapshot(out) == before
+    assert run(export_command, ["--checkpoint", str(model), "--out", str(out), "--force"]) == 0

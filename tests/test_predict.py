@@ -1,0 +1,91 @@
+"""mnist-predict: images of any kind, .npy and IDX files, folders, bad files."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mnist_gluon.cli import predict_command, run
+from support import as_drawn, write_idx
+
+
+def predictions(capsys, *args) -> tuple[int, list[dict], str]:
+    code = run(predict_command, [*map(str, args), "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def write_array(path: Path, array: np.ndarray) -> Path:
+    np.save(path, array)
+    return path
+
+
+def test_drawn_colour_and_inverted_images_of_any_size_get_the_digits_own_label(
+        model, test_set, tmp_path, capsys):
+    picked = range(12)
+    code, raw, _ = predictions(capsys, "--checkpoint", model, *[
+        write_array(tmp_path / f"raw{i}.npy", test_set.images[i]) for i in picked])
+    assert code == 0
+    for i in picked:
+        Image.fromarray(as_drawn(test_set.images[i])).save(tmp_path / f"drawn{i:02d}.png")
+        Image.fromarray(as_drawn(test_set.images[i])).save(tmp_path / f"drawn{i:02d}.jpg",
+                                                           quality=90)
+    code, drawn, _ = predictions(capsys, "--checkpoint", model, "--top-k", "2",
+                                 *sorted(tmp_path.glob("drawn*")))
+    assert code == 0 and len(drawn) == 24
+    by_file = {Path(d["path"]).name: d for d in drawn}
+    agree = [by_file[f"drawn{i:02d}.{ext}"]["label"] == raw[i]["label"]
+             for i in picked for ext in ("png", "jpg")]
+    assert sum(agree) >= 22, drawn  # the preprocessing gives back MNIST's form
+    assert sum(r["label"] == test_set.labels[i] for i, r in zip(picked, raw, strict=True)) >= 11
+    first = drawn[0]
+    assert set(first) == {"path", "label", "top_k"} and len(first["top_k"]) == 2
+    assert first["top_k"][0]["label"] == first["label"]
+    assert first["top_k"][0]["probability"] >= first["top_k"][1]["probability"]
+
+
+def test_a_28x28_grey_png_white_on_black_is_taken_as_it_is(model, test_set, tmp_path, capsys):
+    Image.fromarray(test_set.images[0]).save(tmp_path / "seven.png")
+    code, out, _ = predictions(capsys, "--checkpoint", model, tmp_path / "seven.png")
+    assert code == 0 and out[0]["label"] == 7
+
+
+def test_npy_stacks_and_idx_files_give_one_prediction_per_image(model, test_set, tmp_path,
+                                                                 capsys):
+    np.save(tmp_path / "floats.npy", test_set.images[:5].reshape(5, 784) / 255.0)
+    write_idx(tmp_path / "five-idx3-ubyte", test_set.images[:5])
+    code, out, _ = predictions(capsys, "--checkpoint", model, tmp_path / "floats.npy",
+                               tmp_path / "five-idx3-ubyte")
+    assert code == 0
+    assert [(Path(o["path"]).name, o["index"]) for o in out] == (
+        [("floats.npy", i) for i in range(5)] + [("five-idx3-ubyte", i) for i in range(5)])
+    assert [o["label"] for o in out[:5]] == [o["label"] for o in out[5:]]
+    assert [o["label"] for o in out[:5]] == test_set.labels[:5].tolist()
+
+
+def test_a_folder_is_every_file_in_it_and_bad_files_are_reported_not_fatal(model, test_set,
+                                                                           tmp_path, capsys):
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    Image.fromarray(as_drawn(test_set.images[1])).save(folder / "a.png")
+    (folder / "b.png").write_bytes(b"not an image at all")
+    np.save(folder / "c.npy", np.zeros((3, 5)))
+    Image.fromarray(as_drawn(test_set.images[2])).save(folder / "d.jpg")
+    code, out, err = predictions(capsys, "--checkpoint", model, folder)
+    assert code == 1
+    assert [Path(o["path"]).name for o in out] == ["a.png", "d.jpg"]
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err
+    assert "b.png is not a PNG, JPEG or BMP image" in lines[0]
+    assert "c.npy holds an array of shape (3, 5)" in lines[1]
+
+
+def test_plain_output_is_one_line_per_image(model, test_set, tmp_path, capsys):
+    np.save(tmp_path / "two.npy", test_set.images[:2])
+    assert run(predict_command, ["--checkpoint", str(model), str(tmp_path / "two.npy")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    ranked = r"\(7 [01]\.\d{3}  \d [01]\.\d{3}  \d [01]\.\d{3}\)"
+    assert len(lines) == 2
+    assert re.fullmatch(re.escape(f"{tmp_path / 'two.npy'}[0]: 7  ") + ranked, lines[0])
