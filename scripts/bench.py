@@ -368,7 +368,7 @@ def print_table(figures: dict) -> None:
         ratio = row.get("ratio_vs_pytorch")
         span = row.get("ratio_vs_pytorch_range")
         print(f"{key[6:]:>6} {row['ours_samples_per_s']:>15,.0f} "
-              f"{torch_rate if torch_rate is None else format(torch_rate, ',.0f'):>16} "
+              f"{'-' if torch_rate is None else format(torch_rate, ',.0f'):>16} "
               f"{'-' if ratio is None else format(ratio, '.2f'):>6} "
               f"{'-' if span is None else f'{span[0]:.2f}-{span[1]:.2f}':>11} "
               f"{row['flop_bound_fraction']:>14.1%} {row['measured_bound_fraction']:>11.1%} "
