@@ -56,6 +56,7 @@ def test_two_workers_train_their_own_shares_and_match_one_process(small_config, 
     digests = re.findall(r"\[rank (\d)/2\] parameters sha256 (\w+)", out)
     assert sorted(rank for rank, _ in digests) == ["0", "1"]
     assert digests[0][1] == digests[1][1]  # both workers end with the same parameters
+    assert len(list((tmp_path / "dist").glob("events.out.tfevents.*"))) == 1  # rank 0's only
     for rank in ("0", "1"):
         assert (f"[rank {rank}/2] dist_sync: 2 workers; this one trains on its own 25 of each "
                 "global batch of 50, 1250 of the 2500 examples each epoch") in out

@@ -358,6 +358,8 @@ def is_run_file(path: Path) -> bool:
     """Files that mnist-train writes into a run folder (and --force replaces)."""
     if path.name in ("config.yaml", "metrics.jsonl", "curves.png"):
         return True
+    if path.name.startswith("events.out.tfevents."):  # TensorBoard's
+        return True
     checkpoint_name = path.stem in ("last", "best", PREVIOUS) or path.stem.startswith("epoch-")
     return checkpoint_name and path.suffix in (".params", ".states", ".json")
 

@@ -94,6 +94,13 @@ class CheckpointConfig:
 
 
 @dataclass
+class TrackConfig:
+    tensorboard: bool = True  # event files in the run folder (needs the track extra)
+    every_steps: int = 50  # the training loss and accuracy every N steps
+    histograms: bool = True  # the weights' histograms every epoch
+
+
+@dataclass
 class Config:
     seed: int = 42
     device: str = "auto"
@@ -101,6 +108,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
 
 def bundled_configs() -> list[str]:
@@ -312,6 +320,8 @@ def validate(config: Config) -> None:
         require(config.checkpoint.every_steps >= 1, "checkpoint.every_steps",
                 config.checkpoint.every_steps, "null or 1 or more")
     require(config.checkpoint.keep >= 0, "checkpoint.keep", config.checkpoint.keep, "0 or more")
+    require(config.track.every_steps >= 1, "track.every_steps", config.track.every_steps,
+            "1 or more")
     if config.data.mirrors is not None:
         for mirror in config.data.mirrors:
             require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors",

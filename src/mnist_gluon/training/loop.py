@@ -55,14 +55,16 @@ def train_epoch(graph: TrainStep, updater, data: list[DeviceData], steps: list,
                 batch_size: int, lr_at: Callable, progress: EpochProgress, first_step: int, *,
                 skip_nonfinite: bool = False, reseed: Callable[[int], None] | None = None,
                 control: StepControl | None = None,
-                on_progress: Callable | None = None) -> tuple[EpochProgress, bool]:
+                on_progress: Callable[[EpochProgress], None] | None = None,
+                report_every: int = PROGRESS_EVERY) -> tuple[EpochProgress, bool]:
     """Train on the epoch's `steps` (from `plan_epoch`) from `progress.steps_done` on;
     returns (progress, whether `control` stopped the epoch early).
 
     `data` holds the training set once per device. A non-finite loss raises Diverged one
     step later, before anything more is saved. (A non-finite gradient shows as a non-finite
     loss at the next step.) With `skip_nonfinite` the host instead waits for each step's loss
-    and skips the update of a batch whose loss is not finite.
+    and skips the update of a batch whose loss is not finite. `on_progress` is given the
+    epoch's progress every `report_every` steps (each call waits for the device).
     """
     sums = DeviceSums([part.inputs[0].context for part in data], progress)
     skipped, started = progress.skipped, time.perf_counter()
@@ -92,16 +94,10 @@ def train_epoch(graph: TrainStep, updater, data: list[DeviceData], steps: list,
             control.save(now := current(done))
             if action == "stop":
                 return now, True
-        if on_progress is not None and done % PROGRESS_EVERY == 0:
-            report(on_progress, current(done), batch_size)
+        if on_progress is not None and done % report_every == 0:
+            on_progress(current(done))
     sums.check(step)
     return current(len(steps)), False
-
-
-def report(on_progress: Callable, now: EpochProgress, batch_size: int) -> None:
-    seen = max((now.steps_done - now.skipped) * batch_size, 1)
-    loss, correct = now.totals
-    on_progress(now.steps_done, loss / seen, correct / seen)
 
 
 def check_finite(device_sums, step: int) -> None:

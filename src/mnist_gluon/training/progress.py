@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ..checkpoint import EpochResult
+from ..checkpoint import EpochProgress, EpochResult
 
 
 class Log:
@@ -33,11 +33,13 @@ class Log:
         started = time.perf_counter()
         done = [0]
 
-        def on_progress(steps_done: int, loss: float, accuracy: float) -> None:
-            self.bar.update(steps_done - done[0])
-            done[0] = steps_done
-            rate = steps_done * batch_size / (time.perf_counter() - started)
-            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.4f}",
+        def on_progress(now: EpochProgress) -> None:
+            self.bar.update(now.steps_done - done[0])
+            done[0] = now.steps_done
+            seen = max((now.steps_done - now.skipped) * batch_size, 1)
+            loss, correct = now.totals
+            rate = now.steps_done * batch_size / (time.perf_counter() - started)
+            self.bar.set_postfix(loss=f"{loss / seen:.4f}", acc=f"{correct / seen:.4f}",
                                  samples_s=f"{rate:,.0f}")
 
         return on_progress

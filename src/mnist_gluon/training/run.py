@@ -23,15 +23,18 @@ from ..distributed.cluster import Cluster, join_cluster
 from ..distributed.updater import DistUpdater
 from ..errors import ConfigError, Diverged, Stopped
 from ..files import atomic_write_text
+from ..inference import predict_logits
+from ..metrics import confusion_matrix
 from ..model import MLP, Architecture, build_model, named_parameters, set_parameters
 from ..mxnet_compat import mx
 from ..optim import Updater, learning_rate
 from .data import TrainingData, prepare_data, validation_scores
-from .loop import StepControl, train_epoch
+from .loop import PROGRESS_EVERY, StepControl, train_epoch
 from .progress import Log, format_epoch
 from .resume import history_until, read_resumable, saved_at
 from .state import RunState
 from .step import TrainStep, plan_epoch, train_step_graph
+from .tracking import NoTracking, TensorBoard, open_tracking
 
 
 @dataclass
@@ -55,14 +58,19 @@ def run_training(config: Config, run_dir: Path, *, resume: bool = False, force: 
     """
     run, state = set_up(config, run_dir, resume, force, quiet)
     stops = StopRequests(stop_signal, config.checkpoint.every_steps, run.steps)
-    for epoch in range(state.next_epoch, config.train.epochs + 1):
-        if state.early.stopped:
-            break
-        progress = run.train(epoch, state, stops)
-        result = run.result(epoch, progress)
-        improved = state.finish_epoch(result, config.train.early_stopping, config.train.epochs)
-        run.saver.end_of_epoch(state, result, improved)
-        run.report(result, progress, state)
+    try:
+        for epoch in range(state.next_epoch, config.train.epochs + 1):
+            if state.early.stopped:
+                break
+            progress = run.train(epoch, state, stops)
+            result = run.result(epoch, progress)
+            improved = state.finish_epoch(result, config.train.early_stopping,
+                                          config.train.epochs)
+            run.saver.end_of_epoch(state, result, improved)
+            run.report(result, progress, state)
+        run.finish_tracking(state)
+    finally:
+        run.tracker.close()
     if run.cluster.kvstore is not None:
         run.log.line(f"parameters sha256 {parameters_digest(run.trainer.net)}")
     return TrainSummary(run_dir, state.history, state.best_epoch, state.best_val_accuracy,
@@ -104,9 +112,13 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool,
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
     saver = Saver(run_dir, trainer, run_sidecar(config, trainer.architecture, data),
                   cluster.writer, config.checkpoint.keep, last)
+    tracker, note = open_tracking(config, run_dir, cluster.writer,
+                                  resumed.sidecar.step if resumed else None)
     run = Run(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
-              Log(quiet, cluster.prefix))
+              Log(quiet, cluster.prefix), tracker)
     run.announce(resumed, state)
+    if note is not None:
+        run.log.line(note)
     return run, state
 
 
@@ -161,6 +173,7 @@ class Run:
     steps: int  # per epoch
     saver: Saver
     log: Log
+    tracker: NoTracking
 
     def lr_at(self, step: int) -> float:
         return learning_rate(step, self.steps, self.config.train)
@@ -176,13 +189,23 @@ class Run:
                           self.data.augmentation, config.seed, epoch)
         control = StepControl(stops, lambda now: self.saver.mid_epoch(
             state, first_step + now.steps_done, now))
-        on_progress = self.log.start_epoch(epoch, tcfg.epochs, self.steps, tcfg.batch_size)
+        start = state.start_epoch(epoch)
+        self.tracker.start_epoch(start, first_step, tcfg.batch_size)
+        bar = self.log.start_epoch(epoch, tcfg.epochs, self.steps, tcfg.batch_size)
+        tracking = isinstance(self.tracker, TensorBoard)
+
+        def on_progress(now: EpochProgress) -> None:
+            if bar is not None:
+                bar(now)
+            self.tracker.running(now)
+
         try:
             progress, stopped = train_epoch(
                 self.trainer.graph, self.trainer.updater, self.data.train, plan,
-                tcfg.batch_size, self.lr_at, state.start_epoch(epoch), first_step,
+                tcfg.batch_size, self.lr_at, start, first_step,
                 skip_nonfinite=tcfg.skip_nonfinite, reseed=dropout_reseeder(config),
-                control=control, on_progress=on_progress)
+                control=control, on_progress=on_progress if bar or tracking else None,
+                report_every=config.track.every_steps if tracking else PROGRESS_EVERY)
         except Diverged as error:
             raise Diverged(f"{error} (epoch {epoch}); the last good checkpoint is "
                            f"{self.saver.last}; lower train.lr, set train.clip_gradient, or "
@@ -232,7 +255,23 @@ class Run:
                          "state (momentum) restarts: MXNet keeps it on the servers and cannot "
                          "save it")
 
+    def finish_tracking(self, state: RunState) -> None:
+        """The validation confusion matrix of the best checkpoint, and the run's settings
+        against its best validation accuracy."""
+        best = self.run_dir / "best.params"
+        if not isinstance(self.tracker, TensorBoard) or not best.exists():
+            return
+        confusion = None
+        if self.data.val_images is not None:
+            net = ckpt.load_network(ckpt.read_checkpoint(best), self.ctxs[0])
+            predicted = predict_logits(net, self.data.val_images).argmax(axis=1)
+            confusion = confusion_matrix(self.data.val_labels, predicted,
+                                         self.config.model.classes)
+        self.tracker.finish(self.config, state.best_val_accuracy,
+                            state.history[-1].step if state.history else 0, confusion)
+
     def report(self, result: EpochResult, progress: EpochProgress, state: RunState) -> None:
+        self.tracker.end_epoch(result, self.trainer.net)
         skipped = progress.skipped
         self.log.line(format_epoch(result, self.config.train.epochs)
                       + (f"  ({skipped} non-finite batches skipped)" if skipped else ""))

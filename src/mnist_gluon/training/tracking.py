@@ -1,0 +1,136 @@
+"""TensorBoard event files in the run folder, so `tensorboard --logdir runs` shows every run:
+the loss and accuracy every few steps, each epoch's figures and weight histograms, and at the
+end the validation confusion matrix and the config against the best validation accuracy.
+
+Written by rank 0 only, with the `track` extra (tensorboardX). A resumed run appends to the
+same folder; what the stopped run logged after its checkpoint is purged, so no step shows
+twice."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import EpochProgress, EpochResult
+from ..config import Config, config_to_dict
+from ..model import MLP, named_parameters
+
+INSTALL = "pip install 'mnist-gluon[track]'"
+
+
+class NoTracking:
+    """What a run does without TensorBoard logs: nothing."""
+
+    def start_epoch(self, progress: EpochProgress, first_step: int, batch_size: int) -> None:
+        pass
+
+    def running(self, now: EpochProgress) -> None:
+        pass
+
+    def end_epoch(self, result: EpochResult, net: MLP) -> None:
+        pass
+
+    def finish(self, config: Config, best_val_accuracy: float | None, step: int,
+               confusion: np.ndarray | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_tracking(config: Config, run_dir: Path, writer: bool,
+                  resumed_step: int | None) -> tuple[NoTracking, str | None]:
+    """The run's tracker, and a note for the log when it cannot track as configured."""
+    if not config.track.tensorboard or not writer:
+        return NoTracking(), None
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        return NoTracking(), f"no TensorBoard logs: they need tensorboardX: {INSTALL}"
+    return TensorBoard(config, run_dir, resumed_step), None
+
+
+class TensorBoard(NoTracking):
+    def __init__(self, config: Config, run_dir: Path, resumed_step: int | None):
+        from tensorboardX import SummaryWriter
+
+        # Resumed at step S: events of steps after S, from before the stop, are discarded.
+        purge = resumed_step + 1 if resumed_step is not None else None
+        # The file is named after the second it was opened in: a resume within the same
+        # second would replace the stopped run's file without a suffix of its own.
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge, flush_secs=10,
+                                    filename_suffix=f".{os.getpid()}.{secrets.token_hex(4)}")
+        self.histograms = config.track.histograms
+        self.first_step, self.batch_size, self.last = 0, 1, (0, 0, 0.0, 0.0)
+
+    def start_epoch(self, progress: EpochProgress, first_step: int, batch_size: int) -> None:
+        self.first_step, self.batch_size = first_step, batch_size
+        self.last = (progress.steps_done, progress.skipped, *progress.totals)
+
+    def running(self, now: EpochProgress) -> None:
+        """The mean loss and accuracy of the steps since the last call."""
+        done, skipped, loss, correct = self.last
+        seen = ((now.steps_done - done) - (now.skipped - skipped)) * self.batch_size
+        now_loss, now_correct = now.totals
+        self.last = (now.steps_done, now.skipped, now_loss, now_correct)
+        if seen > 0:
+            step = self.first_step + now.steps_done
+            self.writer.add_scalar("step/train_loss", (now_loss - loss) / seen, step)
+            self.writer.add_scalar("step/train_accuracy", (now_correct - correct) / seen, step)
+
+    def end_epoch(self, result: EpochResult, net: MLP) -> None:
+        figures = {"train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
+                   "val_loss": result.val_loss, "val_accuracy": result.val_accuracy,
+                   "lr": result.lr, "samples_per_second": result.samples_per_second}
+        for name, value in figures.items():
+            if value is not None:
+                self.writer.add_scalar(f"epoch/{name}", value, result.step)
+        if self.histograms:
+            for name, param in named_parameters(net).items():
+                self.writer.add_histogram(f"weights/{name}", param.data().asnumpy(),
+                                          result.step)
+
+    def finish(self, config: Config, best_val_accuracy: float | None, step: int,
+               confusion: np.ndarray | None) -> None:
+        from tensorboardX.summary import hparams
+
+        if confusion is not None:
+            self.writer.add_image("validation/confusion_matrix", confusion_image(confusion),
+                                  step, dataformats="HWC")
+        if best_val_accuracy is not None:
+            metric = "hparam/best_val_accuracy"
+            for summary in hparams(flat_settings(config), {metric: best_val_accuracy}):
+                self.writer.file_writer.add_summary(summary)
+            self.writer.add_scalar(metric, best_val_accuracy, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def flat_settings(config: Config) -> dict[str, bool | int | float | str]:
+    """The config as TensorBoard's hparams take it: dotted keys, scalar values."""
+    flat: dict[str, bool | int | float | str] = {}
+
+    def walk(prefix: str, node) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            else:
+                flat[f"{prefix}{key}"] = (value if isinstance(value, (bool, int, float, str))
+                                          else str(value))
+
+    walk("", config_to_dict(config))
+    return flat
+
+
+def confusion_image(confusion: np.ndarray, cell: int = 16) -> np.ndarray:
+    """The confusion matrix as an RGB picture, row-normalised: white for none of a class's
+    examples, dark blue for all of them; true classes down, predictions across."""
+    totals = confusion.sum(axis=1, keepdims=True)
+    share = confusion / np.maximum(totals, 1)
+    colour = np.stack([1 - share, 1 - 0.7 * share, 1 - 0.3 * share], axis=-1)
+    image = np.kron(colour, np.ones((cell, cell, 1)))
+    return (255 * image).astype(np.uint8)
