@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -95,3 +100,36 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/"
 
 
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server of the session's own, on a Unix socket in a fresh folder:
+    yields the URL of an empty database. Debian's postgresql package provides it."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        pytest.fail("the sweep tests need PostgreSQL: apt-get install -y postgresql",
+                    pytrace=False)
+    bindir = bins[-1].parent
+    folder = Path(tempfile.mkdtemp(prefix="mnist-gluon-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(folder, "postgres", "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def pg(tool: str, *args: str) -> None:
+        subprocess.run([*as_owner, str(bindir / tool), *args], check=True,
+                       capture_output=True, timeout=120)
+
+    pg("initdb", "-D", str(folder / "data"), "--auth=trust", "-U", "postgres", "--no-sync")
+    pg("pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "server.log"), "-w", "-o",
+       f"-k {folder} -p {port} -c listen_addresses='' -c fsync=off", "start")
+    try:
+        pg("createdb", "-h", str(folder), "-p", str(port), "-U", "postgres", "sweeps")
+        yield f"postgresql://postgres@/sweeps?host={folder}&port={port}"
+    finally:
+        pg("pg_ctl", "-D", str(folder / "data"), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,64 +1,147 @@
-"""mnist-sweep: every trial a run folder, chosen on validation, continued when run again."""
+"""mnist-sweep on Optuna: every trial a run folder, chosen on validation, continued when run
+again, shared by processes through one study, pruned from inside the runs."""
 
 import json
+import signal
 import subprocess
+import time
 
+import numpy as np
+import optuna
 import pytest
 import yaml
 
+from mnist_gluon.checkpoint import read_checkpoint
 from mnist_gluon.cli import run, sweep_command
 from mnist_gluon.config import load_config
-from mnist_gluon.errors import Stopped
 from mnist_gluon.training.run import run_training
 from support import BIN, snapshot
 
 
-def sweep(tmp_path, small_config, *extra) -> list[str]:
-    return ["--config", str(small_config), "--out", str(tmp_path / "sweep"),
+def sweep(tmp_path, small_config, *extra, out="sweep") -> list[str]:
+    return ["--config", str(small_config), "--out", str(tmp_path / out),
             "--grid", "train.lr=0.0003,0.003", "--set", "train.epochs=1", *extra]
 
 
-def test_a_sweep_runs_every_trial_and_picks_the_best_on_validation(small_config, tmp_path,
-                                                                    capsys):
+def mnist_sweep(*args) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "mnist-sweep"), *map(str, args)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_a_grid_sweep_runs_every_point_and_picks_the_best_on_validation(small_config,
+                                                                       tmp_path, capsys):
     assert run(sweep_command, sweep(tmp_path, small_config, "--jobs", "2")) == 0
     out = tmp_path / "sweep"
     rows = json.loads((out / "results.json").read_text())
     assert [r["trial"] for r in rows] == ["trial-000", "trial-001"]
-    assert [r["train.lr"] for r in rows] == [0.0003, 0.003]
+    assert sorted(r["train.lr"] for r in rows) == [0.0003, 0.003]
+    assert all(r["state"] == "complete" and r["epochs_run"] == 1 for r in rows)
     best = max(rows, key=lambda r: r["best_val_accuracy"])
     for row in rows:
-        meta = json.loads((out / row["trial"] / "best.json").read_text())
-        assert row["best_val_accuracy"] == meta["best_val_accuracy"]
+        sidecar = read_checkpoint(out / row["trial"] / "best.params").sidecar
+        assert row["best_val_accuracy"] == sidecar.best_val_accuracy
+        assert sidecar.config.train.lr == row["train.lr"]
     assert yaml.safe_load((out / "best.yaml").read_text())["train"]["lr"] == best["train.lr"]
     assert (out / "results.csv").read_text().splitlines()[0] == (
-        "trial,train.lr,best_val_accuracy,best_epoch,epochs_run,finished")
+        "trial,train.lr,best_val_accuracy,best_epoch,epochs_run,finished,state")
     assert f"# best: {best['trial']}" in capsys.readouterr().out
+    assert (out / "study.db").exists()  # SQLite, in the sweep folder, unless --storage
 
 
-def test_a_sweep_run_again_skips_finished_trials_and_resumes_interrupted_ones(small_config,
-                                                                           tmp_path, capsys):
+def test_a_sweep_run_again_skips_finished_trials(small_config, tmp_path, capsys):
     assert run(sweep_command, sweep(tmp_path, small_config)) == 0
-    out = tmp_path / "sweep"
-    first = snapshot(out / "trial-000")
-    # trial-001 as a Ctrl-C would leave it: stopped inside its epoch, checkpointed.
-    for path in (out / "trial-001").iterdir():
-        path.unlink()
-    (out / "trial-001").rmdir()
-    with pytest.raises(Stopped):
-        run_training(load_config(small_config, ["train.epochs=1", "train.lr=0.003"]),
-                     out / "trial-001", quiet=True, stop_signal=iter([None] * 20 + [2]).__next__)
+    first = snapshot(tmp_path / "sweep", exclude={"study.db"})
     capsys.readouterr()
     assert run(sweep_command, sweep(tmp_path, small_config)) == 0
     err = capsys.readouterr().err
-    assert "trial-000: finished earlier, skipped" in err and "trial-001: started" in err
-    assert "resuming at epoch 1, step 22 of 50" in (out / "trial-001.log").read_text()
-    assert snapshot(out / "trial-000") == first
+    assert "trial-000: complete earlier, skipped" in err and "started" not in err
+    after = snapshot(tmp_path / "sweep", exclude={"study.db"})
+    assert {k: v for k, v in after.items() if "trial-" in k} == {
+        k: v for k, v in first.items() if "trial-" in k}
+
+
+def test_a_killed_sweep_resumes_its_trial_from_the_checkpoint(small_config, tmp_path):
+    """SIGKILL to the sweep: its trial is told (SIGTERM) and checkpoints; the same command
+    run again resumes that trial, which ends where an uninterrupted run ends."""
+    args = ["--config", small_config, "--out", tmp_path / "sweep", "--grid", "train.lr=0.003",
+            "--set", "train.epochs=3", "--set", "checkpoint.every_steps=5"]
+    first = mnist_sweep(*args)
+    log = tmp_path / "sweep" / "trial-000.log"
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "sweep" / "trial-000" / "last.json").exists():
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    while "stopped by SIGTERM" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    again = mnist_sweep(*args)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert "trial-000: resumed  train.lr=0.003" in err
+    assert "resuming at epoch" in log.read_text()
+    rows = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    assert [(r["trial"], r["state"], r["epochs_run"]) for r in rows] == [
+        ("trial-000", "complete", 3)]
+    reference = tmp_path / "reference"
+    run_training(load_config(small_config, ["train.lr=0.003", "train.epochs=3"]), reference,
+                 quiet=True)
+    resumed = read_checkpoint(tmp_path / "sweep" / "trial-000" / "last.params").arrays
+    for name, array in read_checkpoint(reference / "last.params").arrays.items():
+        np.testing.assert_array_equal(resumed[name], array, err_msg=name)
+
+
+def test_the_pruner_stops_poor_trials_early_from_inside_their_runs(small_config, tmp_path):
+    out = tmp_path / "sweep"
+    assert run(sweep_command, [
+        "--config", str(small_config), "--out", str(out), "--range",
+        "train.lr=0.00001:0.01:log", "--sampler", "random", "--pruner", "median",
+        "--trials", "5", "--set", "train.epochs=3"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    assert pruned and all(r["epochs_run"] < 3 for r in pruned)
+    for row in pruned:
+        sidecar = read_checkpoint(out / row["trial"] / "last.params").sidecar
+        assert sidecar.early_stopping.stopped and sidecar.epoch == row["epochs_run"]
+        assert "pruned: the sweep's median pruner stopped the run after epoch" in (
+            out / f"{row['trial']}.log").read_text()
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    complete = max((r for r in rows if r["state"] == "complete"),
+                   key=lambda r: r["best_val_accuracy"])
+    assert best["train"]["lr"] == pytest.approx(complete["train.lr"])
+
+
+def test_two_sweeps_share_one_study_in_postgresql(small_config, tmp_path, postgres):
+    """Two processes, each in its own folder as on two machines, run 4 trials each of one
+    study; none runs a trial another ran, and best.yaml trains to what the study says."""
+    common = ["--config", small_config, "--range", "train.lr=0.0001:0.01:log", "--sampler",
+              "tpe", "--trials", "4", "--set", "train.epochs=1", "--storage", postgres,
+              "--study", "shared"]
+    sweeps = [mnist_sweep(*common, "--out", tmp_path / name) for name in ("a", "b")]
+    for process in sweeps:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    study = optuna.load_study(study_name="shared", storage=postgres)
+    assert len(study.trials) == 8
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    ran = {name: sorted(p.name for p in (tmp_path / name).glob("trial-*") if p.is_dir())
+           for name in ("a", "b")}
+    assert len(ran["a"]) == len(ran["b"]) == 4 and not set(ran["a"]) & set(ran["b"])
+    assert sorted(ran["a"] + ran["b"]) == [f"trial-{n:03d}" for n in range(8)]
+    best = tmp_path / "best"
+    run_training(load_config(tmp_path / "a" / "best.yaml"), best, quiet=True)
+    assert read_checkpoint(best / "best.params").sidecar.best_val_accuracy == study.best_value
 
 
 @pytest.mark.parametrize("args, message", [
     (["--grid", "train.lr"], "is not KEY=V1,V2"),
     (["--grid", "train.lr=-1,0.1"], r"train.lr is -1"),
     (["--grid", "train.lrate=0.1"], "did you mean train.lr"),
+    (["--range", "train.lr=0.5:0.1"], "LOW must be below HIGH"),
+    (["--range", "train.lr=a:b"], "LOW and HIGH must be numbers"),
+    (["--range", "train.lr=0.01:0.1", "--sampler", "grid"], "--sampler grid takes --grid"),
+    (["--set", "train.epochs=2"], "give at least one --grid or --range"),
 ])
 def test_bad_sweeps_are_one_line_exit_2_before_any_trial_runs(small_config, tmp_path, capsys,
                                                               args, message):
@@ -81,4 +164,4 @@ def test_a_folder_holding_another_sweep_is_refused(small_config, tmp_path, capsy
 
 def test_mnist_sweep_is_installed():
     result = subprocess.run([str(BIN / "mnist-sweep"), "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "--grid" in result.stdout
+    assert result.returncode == 0 and "--range" in result.stdout and "--storage" in result.stdout

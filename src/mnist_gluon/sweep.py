@@ -1,73 +1,144 @@
-"""Hyperparameter sweeps: every trial a normal `mnist-train` run folder, chosen on validation.
+"""Hyperparameter searches on Optuna: every trial a normal `mnist-train` run folder, chosen on
+validation accuracy only (the test set is never looked at).
 
-A sweep folder holds `sweep.json` (the plan), one `trial-NNN/` run folder and `trial-NNN.log`
-per trial, and the results as `results.csv` and `results.json`, with the best trial's config
-as `best.yaml`. Running the same command again skips finished trials and resumes interrupted
-ones. Trials are chosen on validation accuracy: the test set is never looked at.
+A sweep folder holds `sweep.json` (the search space and settings), `study.db` (the Optuna
+study, unless `--storage` names another database), a `trial-NNN/` run folder and
+`trial-NNN.log` for each trial this folder ran, and the results: `results.csv`,
+`results.json` and `best.yaml`, the config of the best finished trial.
+
+Several sweep processes, on one machine or several, that name the same storage and study
+share one search: each asks the study for its own trials, so none runs a trial twice. Each
+run reports its validation accuracy every epoch from inside `mnist-train` (`TrialJudge`), and
+the study's pruner may stop it there. A trial whose run fails is marked failed and the search
+goes on. A trial whose sweep was stopped or killed stays running in the study; the same sweep
+command run again in the same folder resumes it from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
 import itertools
 import json
-import random
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .checkpoint import Sidecar, read_sidecar, sidecar_path
 from .config import load_config, parse_override
-from .errors import CheckpointError, ConfigError, OutputError
+from .errors import ConfigError, OutputError
 from .files import atomic_write_text
-from .training.state import finished as run_finished
 
 PLAN = "sweep.json"
+SAMPLERS = ("grid", "random", "tpe")
+PRUNERS = ("none", "median", "hyperband")
+INSTALL = "pip install 'mnist-gluon[sweep]'"
+# How a trial's run finds its trial: set by the sweep for the mnist-train it starts.
+ENV_STORAGE, ENV_STUDY = "MNIST_GLUON_SWEEP_STORAGE", "MNIST_GLUON_SWEEP_STUDY"
+ENV_TRIAL, ENV_PRUNER = "MNIST_GLUON_SWEEP_TRIAL", "MNIST_GLUON_SWEEP_PRUNER"
+INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)  # a trial stopped with a checkpoint
 
 
-@dataclass
-class Trial:
-    name: str
-    overrides: list[str]  # KEY=VALUE, as --set takes them
+@dataclass(frozen=True)
+class Axis:
+    """One searched key: the values of a grid, or a range (low, high; log-scaled or not)."""
 
-    def settings(self) -> dict[str, str]:
-        return dict(o.split("=", 1) for o in self.overrides)
+    key: str
+    values: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+    def distribution(self):
+        import optuna.distributions as d
+
+        if self.values is not None:
+            return d.CategoricalDistribution(self.values)
+        if isinstance(self.low, int) and isinstance(self.high, int):
+            return d.IntDistribution(self.low, self.high, log=self.log)
+        return d.FloatDistribution(float(self.low), float(self.high), log=self.log)
 
 
-def parse_grid(grid: list[str]) -> list[tuple[str, list[str]]]:
-    """`train.lr=0.001,0.002` -> ("train.lr", ["0.001", "0.002"])."""
+def parse_grid(items: list[str]) -> list[Axis]:
+    """`train.lr=0.001,0.002` -> the axis train.lr with those two values, read as YAML."""
     axes = []
-    for item in grid:
+    for item in items:
         key, sep, values = item.partition("=")
         if not sep or not key.strip() or not values.strip():
             raise ConfigError(f"--grid {item!r} is not KEY=V1,V2,...; write e.g. "
                               "--grid train.lr=0.001,0.002")
-        axes.append((key.strip(), [v.strip() for v in values.split(",")]))
-    keys = [key for key, _ in axes]
-    if len(set(keys)) != len(keys):
-        raise ConfigError("--grid names a key twice; give all its values in one --grid")
+        parsed = tuple(parse_override(f"x={v.strip()}")[1] for v in values.split(","))
+        axes.append(Axis(key.strip(), values=parsed))
     return axes
 
 
-def plan_trials(axes: list[tuple[str, list[str]]], random_count: int | None,
-                seed: int) -> list[Trial]:
-    combos = list(itertools.product(*[[f"{key}={v}" for v in values] for key, values in axes]))
-    if random_count is not None:
-        if random_count < 1:
-            raise ConfigError(f"--random {random_count}: ask for 1 trial or more")
-        combos = random.Random(seed).sample(combos, min(random_count, len(combos)))
-    return [Trial(f"trial-{i:03d}", list(combo)) for i, combo in enumerate(combos)]
+def parse_ranges(items: list[str]) -> list[Axis]:
+    """`train.lr=0.01:0.5:log` -> a log-scaled range; integers at both ends give integers."""
+    axes = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        parts = text.split(":")
+        how = "write e.g. --range train.lr=0.01:0.5:log or --range model.hidden=64:256"
+        if not sep or not key.strip() or len(parts) not in (2, 3) or (
+                len(parts) == 3 and parts[2] != "log"):
+            raise ConfigError(f"--range {item!r} is not KEY=LOW:HIGH[:log]; {how}")
+        low, high = (parse_override(f"x={p}")[1] for p in parts[:2])
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            raise ConfigError(f"--range {item!r}: LOW and HIGH must be numbers; {how}")
+        if not low < high or (len(parts) == 3 and low <= 0):
+            raise ConfigError(f"--range {item!r}: LOW must be below HIGH (and above 0 for log)")
+        axes.append(Axis(key.strip(), low=low, high=high, log=len(parts) == 3))
+    return axes
 
 
-def prepare(out: Path, config_path: Path, base: list[str], trials: list[Trial]) -> None:
-    """Check every trial's config, and that `out` holds this sweep or nothing."""
-    for trial in trials:
-        load_config(config_path, [*base, *trial.overrides])
-    plan = {"config": str(config_path), "set": base,
-            "trials": [{"name": t.name, "overrides": t.overrides} for t in trials]}
+@dataclass(frozen=True)
+class Search:
+    """What a sweep searches: the config every trial starts from, the overrides every trial
+    takes, the axes, and how the study samples and prunes."""
+
+    config: Path
+    base: tuple[str, ...]
+    axes: tuple[Axis, ...]
+    sampler: str
+    pruner: str
+    seed: int
+
+    def corners(self) -> list[list[str]]:
+        """Overrides that reach every value of every grid and both ends of every range."""
+        ends = [[f"{a.key}={v}" for v in (a.values if a.values is not None
+                                          else (a.low, a.high))] for a in self.axes]
+        return [list(combo) for combo in itertools.product(*ends)]
+
+    def plan(self) -> dict:
+        return {"config": str(self.config), "set": list(self.base),
+                "axes": [asdict(a) | {"values": list(a.values) if a.values else None}
+                         for a in self.axes],
+                "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed}
+
+
+def check_search(search: Search) -> None:
+    keys = [a.key for a in search.axes]
+    if not keys:
+        raise ConfigError("give at least one --grid or --range to search")
+    if len(set(keys)) != len(keys):
+        raise ConfigError("a key is searched twice; give all its values in one --grid or "
+                          "--range")
+    if search.sampler == "grid" and any(a.values is None for a in search.axes):
+        raise ConfigError("--sampler grid takes --grid values only; use --sampler tpe or "
+                          "random with --range")
+    for overrides in search.corners():  # every value a trial may get must make a config
+        load_config(search.config, [*search.base, *overrides])
+
+
+def prepare(out: Path, search: Search) -> None:
+    """Check the search, and that `out` holds this sweep or nothing."""
+    check_search(search)
+    plan = search.plan()
     existing = out / PLAN
     if existing.exists():
         if json.loads(existing.read_text()) != plan:
@@ -83,80 +154,206 @@ def prepare(out: Path, config_path: Path, base: list[str], trials: list[Trial]) 
     atomic_write_text(existing, json.dumps(plan, indent=2) + "\n")
 
 
-def trial_sidecar(run_dir: Path, name: str) -> Sidecar | None:
-    """The sidecar of a trial's `name` checkpoint; None while there is none (or a damaged
-    one, which the trial's own resume then reports)."""
-    params = run_dir / f"{name}.params"
-    if not sidecar_path(params).exists():
-        return None
-    try:
-        return read_sidecar(params)
-    except CheckpointError:
-        return None
+def make_pruner(kind: str, epochs: int):
+    import optuna
+
+    if kind == "median":  # from the third trial on, below the median at the same epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.NopPruner()
 
 
-def finished(run_dir: Path) -> bool:
-    last = trial_sidecar(run_dir, "last")
-    return last is not None and run_finished(last)
+def open_study(search: Search, storage: str, name: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    grid = {a.key: list(a.values) for a in search.axes if a.values is not None}
+    sampler = {"grid": lambda: grid_sampler(grid, search.seed),
+               "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
+               "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed)}[search.sampler]()
+    from sqlalchemy.exc import SQLAlchemyError
+
+    epochs = load_config(search.config, list(search.base)).train.epochs
+    for attempt in range(4):
+        try:
+            return optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                       sampler=sampler,
+                                       pruner=make_pruner(search.pruner, epochs),
+                                       load_if_exists=True)
+        except SQLAlchemyError as error:
+            # Sweeps started together on a new database race to create Optuna's tables:
+            # the loser finds them made a moment later.
+            failure = error
+            time.sleep(0.5 * (attempt + 1))
+        except (ImportError, ValueError, optuna.exceptions.OptunaError) as error:
+            failure = error
+            break
+    raise ConfigError(f"the study {name!r} cannot be opened in {redacted(storage)} "
+                      f"({str(failure).splitlines()[0]})")
 
 
-def command(trial: Trial, out: Path, config_path: Path, base: list[str]) -> list[str]:
-    run_dir = out / trial.name
-    train = [str(Path(sys.executable).parent / "mnist-train"), "--quiet"]
-    if (run_dir / "last.params").exists():
-        return [*train, "--resume", str(run_dir)]
-    sets = [arg for o in [*base, *trial.overrides] for arg in ("--set", o)]
-    return [*train, "--config", str(config_path), "--out", str(run_dir), *sets]
+def grid_sampler(grid: dict, seed: int):
+    """Optuna's grid sampler: trial N of the study gets grid point N (in an order shuffled by
+    `seed`), whichever process asks. The sweep itself stops asking when the grid is given out:
+    the stock sampler calls `study.stop()`, which works only inside `study.optimize`."""
+    import optuna
+
+    class Grid(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return Grid(grid, seed=seed)
 
 
-def run_trials(trials: list[Trial], out: Path, config_path: Path, base: list[str], jobs: int,
-               say) -> dict[str, int]:
-    """Run the unfinished trials, `jobs` at a time; their exit statuses by name."""
-    pending = [t for t in trials if not finished(out / t.name)]
-    for t in trials:
-        if t not in pending:
-            say(f"{t.name}: finished earlier, skipped")
-    running: dict[str, tuple[subprocess.Popen, object]] = {}
-    statuses: dict[str, int] = {}
-    try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                trial = pending.pop(0)
-                log = open(out / f"{trial.name}.log", "a")  # noqa: SIM115 - closed below
-                process = subprocess.Popen(command(trial, out, config_path, base), stdout=log,
-                                           stderr=subprocess.STDOUT)
-                running[trial.name] = (process, log)
-                say(f"{trial.name}: started  {' '.join(trial.overrides)}")
-            time.sleep(0.2)
-            for name, (process, log) in list(running.items()):
-                if process.poll() is not None:
-                    log.close()
-                    statuses[name] = process.returncode
-                    del running[name]
-                    ended = "done" if process.returncode == 0 else (
-                        f"failed, exit {process.returncode}; see {out / name}.log")
-                    say(f"{name}: {ended}")
-    except KeyboardInterrupt:
-        # The trials got the same Ctrl-C: each saves a checkpoint; wait for them to.
-        for process, log in running.values():
-            process.wait()
+def redacted(storage: str) -> str:
+    """A storage URL without its password, for messages."""
+    scheme, sep, rest = storage.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return storage
+    return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}"
+
+
+def trial_name(number: int) -> str:
+    return f"trial-{number:03d}"
+
+
+class Sweep:
+    """Runs trials of `study` as mnist-train processes in `out`, `jobs` at a time."""
+
+    def __init__(self, study, search: Search, out: Path, storage: str, say):
+        self.study, self.search, self.out, self.storage, self.say = (
+            study, search, out.resolve(), storage, say)
+        self.distributions = {a.key: a.distribution() for a in search.axes}
+        self.running: dict[int, tuple[subprocess.Popen, object]] = {}
+        self.statuses: dict[str, int] = {}
+
+    def mine(self, states=None) -> list:
+        """The study's trials whose run folder is in this sweep folder."""
+        return [t for t in self.study.get_trials(deepcopy=False, states=states)
+                if Path(t.user_attrs.get("run_dir", "/")).parent == self.out]
+
+    def run(self, trials: int | None, jobs: int) -> dict[str, int]:
+        """Resume this folder's interrupted trials, then run new ones until this folder holds
+        `trials` of them (or the grid is exhausted)."""
+        from optuna.trial import TrialState
+
+        pending = sorted(self.mine((TrialState.RUNNING,)), key=lambda t: t.number)
+        for frozen in self.mine((TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+            self.say(f"{trial_name(frozen.number)}: {frozen.state.name.lower()} earlier, "
+                     "skipped")
+        try:
+            while pending or self.running or self.wants_more(trials):
+                while len(self.running) < jobs and (pending or self.wants_more(trials)):
+                    self.start(pending.pop(0) if pending else None)
+                time.sleep(0.2)
+                self.reap()
+        except KeyboardInterrupt:
+            # The trials got the same Ctrl-C: each saves a checkpoint; wait for them to.
+            for process, log in self.running.values():
+                process.wait()
+                log.close()
+            raise
+        return self.statuses
+
+    def wants_more(self, trials: int | None) -> bool:
+        if self.search.sampler == "grid" and len(self.study.get_trials(deepcopy=False)) >= len(
+                self.search.corners()):
+            return False  # every grid point has been given to a trial, here or elsewhere
+        return trials is None or len(self.mine()) < trials
+
+    def start(self, resumed) -> None:
+        number, trial_id, params = ((resumed.number, resumed._trial_id, resumed.params)
+                                    if resumed is not None else self.ask())
+        run_dir = self.out / trial_name(number)
+        overrides = [*self.search.base, *(f"{k}={v}" for k, v in params.items())]
+        train = [str(Path(sys.executable).parent / "mnist-train"), "--quiet"]
+        if (run_dir / "last.params").exists():
+            command = [*train, "--resume", str(run_dir)]
+        else:  # --force: a run killed before its first checkpoint left only its config
+            command = [*train, "--config", str(self.search.config), "--out", str(run_dir),
+                       "--force", *(arg for o in overrides for arg in ("--set", o))]
+        env = {**os.environ, ENV_STORAGE: self.storage, ENV_STUDY: self.study.study_name,
+               ENV_TRIAL: str(trial_id),
+               ENV_PRUNER: self.search.pruner}
+        log = open(self.out / f"{trial_name(number)}.log", "a")  # noqa: SIM115 - closed in reap
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   preexec_fn=stopped_with_parent)
+        self.running[number] = (process, log)
+        settings = " ".join(f"{k}={v}" for k, v in params.items())
+        self.say(f"{trial_name(number)}: {'resumed' if resumed else 'started'}  {settings}")
+
+    def ask(self) -> tuple[int, int, dict]:
+        trial = self.study.ask(self.distributions)
+        trial.set_user_attr("run_dir", str(self.out / trial_name(trial.number)))
+        trial.set_user_attr("host", socket.gethostname())
+        return trial.number, trial._trial_id, trial.params
+
+    def reap(self) -> None:
+        for number, (process, log) in list(self.running.items()):
+            code = process.poll()
+            if code is None:
+                continue
             log.close()
-        raise
-    return statuses
+            del self.running[number]
+            self.statuses[trial_name(number)] = code
+            self.say(f"{trial_name(number)}: {self.tell(number, code)}")
+
+    def tell(self, number: int, code: int) -> str:
+        """Record the ended run in the study; what became of it, in words."""
+        from optuna.trial import TrialState
+
+        run_dir = self.out / trial_name(number)
+        if code in INTERRUPTED:
+            return "stopped; run the same command again to resume it"
+        if code != 0:
+            self.study.tell(number, state=TrialState.FAIL)
+            return f"failed, exit {code}; see {run_dir}.log"
+        import optuna
+
+        record = run_record(run_dir)
+        frozen = self.study.trials[number]
+        trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        for key, value in record.items():
+            trial.set_user_attr(key, value)
+        if "pruned_at_epoch" in frozen.user_attrs:
+            self.study.tell(number, state=TrialState.PRUNED)
+            return f"pruned at epoch {frozen.user_attrs['pruned_at_epoch']}"
+        self.study.tell(number, record["best_val_accuracy"])
+        return f"done, best validation accuracy {record['best_val_accuracy']:.4f}"
 
 
-def results(trials: list[Trial], out: Path) -> list[dict]:
+def stopped_with_parent() -> None:
+    """In a trial's process: get SIGTERM (checkpoint, then exit) if the sweep dies, even by
+    SIGKILL, so no trial trains on unwatched. Linux only; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run_record(run_dir: Path) -> dict:
+    """What the study keeps of a finished run: its best validation accuracy and epoch, how
+    many epochs it trained, and its resolved config (for best.yaml)."""
+    from .checkpoint import read_sidecar
+
+    best, last = read_sidecar(run_dir / "best.params"), read_sidecar(run_dir / "last.params")
+    return {"best_val_accuracy": best.best_val_accuracy, "best_epoch": best.best_epoch,
+            "epochs_run": last.epoch, "config": (run_dir / "config.yaml").read_text()}
+
+
+def results(study, search: Search) -> list[dict]:
+    """A row per trial of the study, wherever it ran, in trial order."""
     rows = []
-    for trial in trials:
-        best = trial_sidecar(out / trial.name, "best")
-        last = trial_sidecar(out / trial.name, "last")
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        attrs = trial.user_attrs
         rows.append({
-            "trial": trial.name,
-            **{k: parse_override(f"{k}={v}")[1] for k, v in trial.settings().items()},
-            "best_val_accuracy": best.best_val_accuracy if best else None,
-            "best_epoch": best.best_epoch if best else None,
-            "epochs_run": last.epoch if last else None,
-            "finished": last is not None and run_finished(last),
+            "trial": trial_name(trial.number),
+            **{a.key: trial.params.get(a.key) for a in search.axes},
+            "best_val_accuracy": attrs.get("best_val_accuracy"),
+            "best_epoch": attrs.get("best_epoch"),
+            "epochs_run": attrs.get("epochs_run"),
+            "finished": trial.state.name in ("COMPLETE", "PRUNED"),
+            "state": trial.state.name.lower(),
         })
     return rows
 
@@ -170,6 +367,46 @@ def write_results(rows: list[dict], out: Path) -> None:
     atomic_write_text(out / "results.csv", buffer.getvalue())
 
 
-def best_trial(rows: list[dict]) -> dict | None:
-    scored = [r for r in rows if r["best_val_accuracy"] is not None and r["finished"]]
-    return max(scored, key=lambda r: r["best_val_accuracy"]) if scored else None
+def best_trial(study) -> tuple[str, float, str] | None:
+    """(name, validation accuracy, resolved config) of the best trial that ran to its end;
+    pruned trials stopped early and are not chosen."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "config" in t.user_attrs]
+    if not done:
+        return None
+    best = max(done, key=lambda t: t.value)
+    return trial_name(best.number), best.value, best.user_attrs["config"]
+
+
+class TrialJudge:
+    """Inside a trial's mnist-train: reports each epoch's validation accuracy to the study,
+    and stops the run when the study's pruner says so."""
+
+    def __init__(self, trial, pruner: str):
+        self.trial, self.pruner = trial, pruner
+
+    @classmethod
+    def from_environment(cls, epochs: int) -> TrialJudge | None:
+        """The judge of the trial the sweep started this run for; None outside a sweep."""
+        if ENV_TRIAL not in os.environ:
+            return None
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        pruner = os.environ[ENV_PRUNER]
+        study = optuna.load_study(study_name=os.environ[ENV_STUDY],
+                                  storage=os.environ[ENV_STORAGE],
+                                  pruner=make_pruner(pruner, epochs))
+        return cls(optuna.trial.Trial(study, int(os.environ[ENV_TRIAL])), pruner)
+
+    def __call__(self, epoch: int, val_accuracy: float | None) -> str | None:
+        if val_accuracy is None:
+            return None
+        self.trial.report(val_accuracy, epoch)
+        if not self.trial.should_prune():
+            return None
+        self.trial.set_user_attr("pruned_at_epoch", epoch)
+        return (f"pruned: the sweep's {self.pruner} pruner stopped the run after epoch "
+                f"{epoch} (validation accuracy {val_accuracy:.4f})")

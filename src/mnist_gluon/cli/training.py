@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import Interrupted
+from ..sweep import INSTALL, PRUNERS, SAMPLERS
 from .options import CONTEXT, config_help, data_root_option, debug_option, version
 
 
@@ -56,12 +57,14 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
         return
 
     from ..signals import StopSignals
+    from ..sweep import TrialJudge
     from ..training.run import run_training
 
+    judge = TrialJudge.from_environment(config.train.epochs)  # None outside mnist-sweep
     try:
         with StopSignals("mnist-train") as signals:
             summary = run_training(config, run_dir, resume=resume_dir is not None, force=force,
-                                   quiet=quiet, stop_signal=signals.received)
+                                   quiet=quiet, stop_signal=signals.received, judge=judge)
     except KeyboardInterrupt:
         kept = (f"the last checkpoint is intact; continue with: mnist-train --resume {run_dir}"
                 if (run_dir / "last.params").exists() else "no checkpoint had been written")
@@ -83,58 +86,87 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
 @click.command("mnist-sweep", context_settings=CONTEXT)
 @click.option("--config", "config_path", required=True, metavar="FILE|NAME",
               help=config_help("The config every trial starts from"))
-@click.option("--grid", multiple=True, required=True, metavar="KEY=V1,V2,...",
-              help="Values to try for one key; repeat for more keys (their product is run).")
+@click.option("--grid", multiple=True, metavar="KEY=V1,V2,...",
+              help="Values to try for one key; repeat for more keys (their product is the "
+                   "grid).")
+@click.option("--range", "ranges", multiple=True, metavar="KEY=LOW:HIGH[:log]",
+              help="A range to search for one key, log-scaled with :log; integers at both ends "
+                   "give integers. Repeatable.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key in every trial; repeatable.")
-@click.option("--random", "random_count", type=int, default=None,
-              help="Run this many trials drawn from the grid instead of all of it.")
-@click.option("--seed", type=int, default=0, show_default=True, help="For --random.")
+@click.option("--trials", type=click.IntRange(1, None), default=None,
+              help="Trials this folder runs in all.  [default: the whole grid]")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=None,
+              help="How trials are drawn: every grid point, at random, or by Optuna's TPE.  "
+                   "[default: grid, or tpe with --range]")
+@click.option("--pruner", type=click.Choice(PRUNERS), default="none", show_default=True,
+              help="Stop trials early on the validation accuracy they report each epoch.")
+@click.option("--random", "random_count", type=click.IntRange(1, None), default=None,
+              help="Short for --sampler random --trials N.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The sampler's seed.")
 @click.option("--jobs", type=click.IntRange(1, None), default=1, show_default=True,
               help="Trials run at once, each in its own process.")
 @click.option("--out", type=click.Path(), required=True, help="The sweep's folder.")
+@click.option("--storage", default=None, metavar="URL",
+              help="The Optuna study's database, e.g. postgresql://user@host/db; sweeps on "
+                   "other machines that name it share the search.  [default: sqlite in --out]")
+@click.option("--study", "study_name", default=None,
+              help="The study's name in the storage.  [default: the --out folder's name]")
 @data_root_option("Folder with the dataset's IDX files (sets data.root in every trial).")
 @debug_option
 @version
-def sweep_command(config_path, grid, overrides, random_count, seed, jobs, out, data_root):
-    """Run a grid (or a random part of it) of mnist-train trials, each a normal run folder,
-    and pick the best on validation accuracy, never on the test set. Writes results.csv,
-    results.json and best.yaml; the same command again skips finished trials and resumes
-    interrupted ones."""
+def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner, random_count,
+                  seed, jobs, out, storage, study_name, data_root):
+    """Search hyperparameters with Optuna: every trial a normal mnist-train run folder, chosen
+    on validation accuracy, never on the test set. Writes results.csv, results.json and
+    best.yaml; the same command again continues the search and resumes interrupted trials."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise click.UsageError(f"mnist-sweep needs optuna: {INSTALL}") from None
     from ..config import config_file
     from ..files import atomic_write_text
     from ..sweep import (
+        Search,
+        Sweep,
         best_trial,
+        open_study,
         parse_grid,
-        plan_trials,
+        parse_ranges,
         prepare,
         results,
-        run_trials,
         write_results,
     )
 
-    out_dir, base_config = Path(out), config_file(config_path).resolve()
+    out_dir = Path(out)
     base = list(overrides) + ([f"data.root={Path(data_root).resolve()}"] if data_root else [])
-    trials = plan_trials(parse_grid(list(grid)), random_count, seed)
-    prepare(out_dir, base_config, base, trials)
+    axes = parse_grid(list(grid)) + parse_ranges(list(ranges))
+    sampler = sampler or ("random" if random_count else "tpe" if ranges else "grid")
+    search = Search(config_file(config_path).resolve(), tuple(base), tuple(axes), sampler,
+                    pruner, seed)
+    prepare(out_dir, search)
+    storage = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    study = open_study(search, storage, study_name or out_dir.resolve().name)
     say = lambda text: click.echo(f"mnist-sweep: {text}", err=True)  # noqa: E731
     try:
-        statuses = run_trials(trials, out_dir, base_config, base, jobs, say)
+        statuses = Sweep(study, search, out_dir, storage, say).run(random_count or trials,
+                                                                   jobs)
     except KeyboardInterrupt:
         raise Interrupted("interrupted; the trials saved checkpoints: run the same command "
                           "again to continue") from None
-    rows = results(trials, out_dir)
-    write_results(rows, out_dir)
-    keys = [k for k in rows[0] if k not in ("trial", "finished")]
-    click.echo("  ".join(["trial", *keys]))
-    for row in sorted(rows, key=lambda r: -(r["best_val_accuracy"] or 0)):
-        click.echo("  ".join([row["trial"], *(str(row[k]) for k in keys)]))
-    best = best_trial(rows)
+    rows = results(study, search)
+    if rows:
+        write_results(rows, out_dir)
+        keys = [k for k in rows[0] if k not in ("trial", "finished")]
+        click.echo("  ".join(["trial", *keys]))
+        for row in sorted(rows, key=lambda r: -(r["best_val_accuracy"] or 0)):
+            click.echo("  ".join([row["trial"], *(str(row[k]) for k in keys)]))
+    best = best_trial(study)
     if best is not None:
-        text = (out_dir / best["trial"] / "config.yaml").read_text()  # the resolved config
+        name, accuracy, text = best
         atomic_write_text(out_dir / "best.yaml", text)
-        click.echo(f"\n# best: {best['trial']}, validation accuracy "
-                   f"{best['best_val_accuracy']:.4f} (written to {out_dir / 'best.yaml'})")
+        click.echo(f"\n# best: {name}, validation accuracy {accuracy:.4f} (written to "
+                   f"{out_dir / 'best.yaml'})")
         click.echo(text, nl=False)
     return 1 if any(code != 0 for code in statuses.values()) else 0
 

@@ -50,14 +50,19 @@ class TrainSummary:
 
 def run_training(config: Config, run_dir: Path, *, resume: bool = False, force: bool = False,
                  quiet: bool = False,
-                 stop_signal: Callable[[], int | None] | None = None) -> TrainSummary:
+                 stop_signal: Callable[[], int | None] | None = None,
+                 judge: Callable[[int, float | None], str | None] | None = None
+                 ) -> TrainSummary:
     """Train `config` into `run_dir`, from scratch or continuing the run saved there.
 
     `stop_signal` is asked after every step; a signal number from it ends the run after a
-    checkpoint (Stopped). A non-finite loss or gradient raises Diverged.
+    checkpoint (Stopped). A non-finite loss or gradient raises Diverged. `judge` (a sweep's
+    pruner) is given each epoch's validation accuracy; a reason from it ends the run there,
+    as early stopping does.
     """
     run, state = set_up(config, run_dir, resume, force, quiet)
     stops = StopRequests(stop_signal, config.checkpoint.every_steps, run.steps)
+    trained = False
     try:
         for epoch in range(state.next_epoch, config.train.epochs + 1):
             if state.early.stopped:
@@ -66,9 +71,13 @@ def run_training(config: Config, run_dir: Path, *, resume: bool = False, force: 
             result = run.result(epoch, progress)
             improved = state.finish_epoch(result, config.train.early_stopping,
                                           config.train.epochs)
+            verdict = judge(epoch, result.val_accuracy) if judge is not None else None
+            state.early.stopped |= verdict is not None and epoch < config.train.epochs
             run.saver.end_of_epoch(state, result, improved)
-            run.report(result, progress, state)
-        run.finish_tracking(state)
+            run.report(result, progress, state, verdict)
+            trained = True
+        if trained:
+            run.finish_tracking(state)
     finally:
         run.tracker.close()
     if run.cluster.kvstore is not None:
@@ -270,12 +279,15 @@ class Run:
         self.tracker.finish(self.config, state.best_val_accuracy,
                             state.history[-1].step if state.history else 0, confusion)
 
-    def report(self, result: EpochResult, progress: EpochProgress, state: RunState) -> None:
+    def report(self, result: EpochResult, progress: EpochProgress, state: RunState,
+               verdict: str | None = None) -> None:
         self.tracker.end_epoch(result, self.trainer.net)
         skipped = progress.skipped
         self.log.line(format_epoch(result, self.config.train.epochs)
                       + (f"  ({skipped} non-finite batches skipped)" if skipped else ""))
-        if state.early.stopped:
+        if verdict is not None:
+            self.log.line(verdict)
+        elif state.early.stopped:
             stopping = self.config.train.early_stopping
             self.log.line(f"early stopping: validation accuracy has not risen by more than "
                           f"{stopping.min_delta} for {stopping.patience} epochs; the best is "

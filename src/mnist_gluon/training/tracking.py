@@ -9,7 +9,6 @@ twice."""
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
@@ -55,16 +54,27 @@ def open_tracking(config: Config, run_dir: Path, writer: bool,
 
 class TensorBoard(NoTracking):
     def __init__(self, config: Config, run_dir: Path, resumed_step: int | None):
-        from tensorboardX import SummaryWriter
-
-        # Resumed at step S: events of steps after S, from before the stop, are discarded.
-        purge = resumed_step + 1 if resumed_step is not None else None
-        # The file is named after the second it was opened in: a resume within the same
-        # second would replace the stopped run's file without a suffix of its own.
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge, flush_secs=10,
-                                    filename_suffix=f".{os.getpid()}.{secrets.token_hex(4)}")
+        self.run_dir, self.resumed_step = run_dir, resumed_step
         self.histograms = config.track.histograms
         self.first_step, self.batch_size, self.last = 0, 1, (0, 0, 0.0, 0.0)
+        self._writer = None
+
+    @property
+    def writer(self):
+        """Opened at the first value, so a run that logs nothing (it diverged at once, or it
+        had already ended) leaves no file."""
+        if self._writer is None:
+            from tensorboardX import SummaryWriter
+
+            # Resumed at step S: what the stopped run logged after S is discarded.
+            purge = self.resumed_step + 1 if self.resumed_step is not None else None
+            # Files are read in name order, and the name starts with the second the file was
+            # opened in: the purge step in the suffix puts a resumed run's file after the one
+            # it continues, even within the same second.
+            self._writer = SummaryWriter(
+                str(self.run_dir), purge_step=purge, flush_secs=10,
+                filename_suffix=f".{purge or 0:012d}.{os.getpid()}")
+        return self._writer
 
     def start_epoch(self, progress: EpochProgress, first_step: int, batch_size: int) -> None:
         self.first_step, self.batch_size = first_step, batch_size
@@ -76,7 +86,7 @@ class TensorBoard(NoTracking):
         seen = ((now.steps_done - done) - (now.skipped - skipped)) * self.batch_size
         now_loss, now_correct = now.totals
         self.last = (now.steps_done, now.skipped, now_loss, now_correct)
-        if seen > 0:
+        if seen > 0 and np.isfinite(now_loss):
             step = self.first_step + now.steps_done
             self.writer.add_scalar("step/train_loss", (now_loss - loss) / seen, step)
             self.writer.add_scalar("step/train_accuracy", (now_correct - correct) / seen, step)
@@ -86,12 +96,14 @@ class TensorBoard(NoTracking):
                    "val_loss": result.val_loss, "val_accuracy": result.val_accuracy,
                    "lr": result.lr, "samples_per_second": result.samples_per_second}
         for name, value in figures.items():
-            if value is not None:
+            if value is not None and np.isfinite(value):
                 self.writer.add_scalar(f"epoch/{name}", value, result.step)
         if self.histograms:
             for name, param in named_parameters(net).items():
-                self.writer.add_histogram(f"weights/{name}", param.data().asnumpy(),
-                                          result.step)
+                values = param.data().asnumpy()
+                # Weights a diverging run blew up (skip_nonfinite) have no histogram.
+                if np.isfinite(values).all() and np.abs(values).max() < 1e18:
+                    self.writer.add_histogram(f"weights/{name}", values, result.step)
 
     def finish(self, config: Config, best_val_accuracy: float | None, step: int,
                confusion: np.ndarray | None) -> None:
@@ -107,7 +119,8 @@ class TensorBoard(NoTracking):
             self.writer.add_scalar(metric, best_val_accuracy, step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def flat_settings(config: Config) -> dict[str, bool | int | float | str]:
