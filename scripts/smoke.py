@@ -1,6 +1,7 @@
 """Real commands end to end with an installed mnist-gluon, from an empty folder outside the
-checkout: train base.yaml (the bundled one) for one epoch, evaluate it, predict a PNG and a
-.npy, export to ONNX and run it in onnxruntime, and serve it for two requests.
+checkout: train base.yaml (the bundled one) for one epoch with TensorBoard logs, evaluate it,
+predict a PNG and a .npy, export to ONNX and run it in onnxruntime, serve it for two requests,
+and run a one-trial sweep.
 
     python scripts/smoke.py --data-root DIR   # with the python of the venv to check
 
@@ -47,6 +48,8 @@ def main() -> None:
         run("mnist-train", "--config", "base", "--set", "train.epochs=1", "--data-root",
             data_root, "--quiet", cwd=work)
         best = work / "runs/base/best.params"
+        check(any((work / "runs/base").glob("events.out.tfevents.*")),
+              "mnist-train writes TensorBoard event files")
         report = json.loads(run("mnist-eval", "--checkpoint", str(best), "--json", cwd=work))
         check(report["examples"] == 10000 and report["accuracy"] > 0.95,
               f"one epoch of base.yaml: test accuracy {report['accuracy']:.4f}")
@@ -75,6 +78,12 @@ def main() -> None:
         check(np.array_equal(logits.argmax(1), labels[:100]), "the ONNX export agrees")
 
         serve(best, work)
+
+        run("mnist-sweep", "--config", "base", "--grid", "train.lr=0.1", "--set",
+            "train.epochs=1", "--data-root", data_root, "--out", "sweep", cwd=work)
+        rows = json.loads((work / "sweep/results.json").read_text())
+        check([r["state"] for r in rows] == ["complete"] and (work / "sweep/best.yaml").exists(),
+              "mnist-sweep runs a trial in an Optuna study")
 
 
 def serve(checkpoint: Path, work: Path) -> None:
