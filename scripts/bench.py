@@ -80,13 +80,15 @@ class Ours:
     def epoch(self, order: np.ndarray) -> float:
         from mnist_gluon.checkpoint import EpochProgress
         from mnist_gluon.training.loop import train_epoch
+        from mnist_gluon.training.run import dropout_reseeder
         from mnist_gluon.training.step import plan_epoch
 
         started = time.perf_counter()
         steps = plan_epoch(order, self.prepared.train_labels, self.batch_size, self.ctxs,
                            self.prepared.augmentation, self.config.seed, 1)
         train_epoch(self.model.graph, self.model.updater, self.prepared.train, steps,
-                    self.batch_size, self.lr_at, EpochProgress(epoch=1), first_step=0)
+                    self.batch_size, self.lr_at, EpochProgress(epoch=1), first_step=0,
+                    reseed=dropout_reseeder(self.config))
         return time.perf_counter() - started
 
     def core(self, steps: int) -> float:
@@ -214,26 +216,28 @@ def evaluation(model, prepared, data_root: str, repeats: int) -> dict:
 
 def augmentation(config, data_root: str, repeats: int, batch_size: int = 128,
                  shift: int | None = None) -> dict:
-    """Epoch time with random shifts (configs/best.yaml's, unless `shift` is given) against
-    none, in alternation."""
+    """Epoch time with random shifts (configs/best.yaml's, unless `shift` is given) and with
+    elastic distortion (Simard et al.'s alpha 34, sigma 4) against none, in alternation."""
     import dataclasses
 
-    from mnist_gluon.config import AugmentConfig, load_config
+    from mnist_gluon.config import AugmentConfig, ElasticConfig, load_config
     from mnist_gluon.data import epoch_order
     from mnist_gluon.mxnet_compat import mx
     from mnist_gluon.training.data import prepare_data
 
     if shift is None:
         shift = load_config(REPO / "configs/best.yaml").data.augment.shift
-    times: dict[str, list[float]] = {"none": [], "shift": []}
+    kinds = {"none": AugmentConfig(), "shift": AugmentConfig(shift=shift),
+             "elastic": AugmentConfig(elastic=ElasticConfig(alpha=34, sigma=4))}
+    times: dict[str, list[float]] = {name: [] for name in kinds}
     runners = {}
-    for name, augment in (("none", AugmentConfig()), ("shift", AugmentConfig(shift=shift))):
-        shifted = dataclasses.replace(config, data=dataclasses.replace(config.data,
+    for name, augment in kinds.items():
+        changed = dataclasses.replace(config, data=dataclasses.replace(config.data,
                                                                        augment=augment))
-        runners[name] = Ours(shifted, prepare_data(shifted, [mx.cpu()]), batch_size)
+        runners[name] = Ours(changed, prepare_data(changed, [mx.cpu()]), batch_size)
     for rep in range(repeats + 1):
         order = epoch_order(runners["none"].prepared.num_train, config.seed, rep + 1)
-        names = ["none", "shift"] if rep % 2 else ["shift", "none"]
+        names = list(kinds) if rep % 2 else list(reversed(kinds))
         for name in names:
             seconds = runners[name].epoch(order)
             if rep:
@@ -242,7 +246,9 @@ def augmentation(config, data_root: str, repeats: int, batch_size: int = 128,
     return {"augment_batch_size": batch_size, "augment_shift": shift,
             "epoch_s_without_augmentation": summary(times["none"]),
             "epoch_s_with_shift": summary(times["shift"]),
-            "augmentation_overhead": statistics.median(times["shift"]) / none - 1}
+            "epoch_s_with_elastic": summary(times["elastic"]),
+            "augmentation_overhead": statistics.median(times["shift"]) / none - 1,
+            "elastic_overhead": statistics.median(times["elastic"]) / none - 1}
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -377,6 +383,8 @@ def print_table(figures: dict) -> None:
           f"{figures['augment_batch_size']}: {figures['augmentation_overhead']:+.1%} epoch time "
           f"({figures['epoch_s_with_shift']['median']:.3f} s against "
           f"{figures['epoch_s_without_augmentation']['median']:.3f} s)")
+    print(f"elastic distortion (alpha 34, sigma 4): {figures['elastic_overhead']:+.1%} epoch "
+          f"time ({figures['epoch_s_with_elastic']['median']:.3f} s)")
     ms = figures["eval_10k_ms"]
     print(f"evaluation of 10,000 test images: {ms['median']:.1f} ms "
           f"(min {ms['min']:.1f}, max {ms['max']:.1f}); "

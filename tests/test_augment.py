@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from mnist_gluon.augment import (
+    NoAugmentation,
     Shift,
     ShiftCopies,
     Warp,
+    augmentation,
     copy_rows,
     pad_images,
     shift_draws,
@@ -17,7 +19,8 @@ from mnist_gluon.augment import (
     uses_copies,
 )
 from mnist_gluon.cli import run, train_command
-from mnist_gluon.config import AugmentConfig, load_config
+from mnist_gluon.config import AugmentConfig, ElasticConfig, load_config
+from mnist_gluon.data import Normalization
 from mnist_gluon.errors import Stopped
 from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.training.run import run_training
@@ -91,10 +94,13 @@ def test_warp_without_change_is_the_identity_and_a_rotation_moves_pixels():
     assert not np.allclose(warp(images, turned).asnumpy(), images.asnumpy(), atol=1e-2)
 
 
-@pytest.mark.parametrize("shift", [2, 4], ids=["copies", "selectors"])
+@pytest.mark.parametrize("augment", [
+    ["data.augment.shift=2"], ["data.augment.shift=4"],
+    ["data.augment.elastic.alpha=20", "data.augment.rotate=5"]],
+    ids=["copies", "selectors", "elastic"])
 def test_an_augmented_run_stopped_midway_resumes_to_identical_parameters(small_config,
-                                                                        tmp_path, shift):
-    settings = [f"data.augment.shift={shift}", "train.label_smoothing=0.1"]
+                                                                        tmp_path, augment):
+    settings = [*augment, "train.label_smoothing=0.1"]
     reference = tmp_path / "reference"
     run_training(load_config(small_config, settings), reference, quiet=True)
     stopped = tmp_path / "stopped"
@@ -111,3 +117,33 @@ def test_an_augmented_run_stopped_midway_resumes_to_identical_parameters(small_c
     for name, value in mx.nd.load(str(reference / "last.params")).items():
         np.testing.assert_array_equal(value.asnumpy(),
                                       mx.nd.load(str(stopped / "last.params"))[name].asnumpy())
+
+
+def elastic_batch(cfg: AugmentConfig, seed: int) -> np.ndarray:
+    """Eight real-looking images through the elastic gather block, after seeding MXNet's
+    generator as the training loop does before a step."""
+    images = mx.nd.array(np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32))
+    block = augmentation(cfg, Normalization(0.1307, 0.3081)).gather()
+    block.initialize()
+    mx.random.seed(seed)
+    batch, labels = block(images, mx.nd.arange(8), mx.nd.arange(8))
+    assert labels.asnumpy().tolist() == list(range(8))
+    return batch.asnumpy()
+
+
+def test_elastic_fields_are_drawn_from_the_seed_and_move_pixels():
+    cfg = AugmentConfig(elastic=ElasticConfig(alpha=34, sigma=4))
+    first, again, other = (elastic_batch(cfg, seed) for seed in (5, 5, 6))
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other, atol=1e-3)
+    images = np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32)
+    assert not np.allclose(first, images, atol=1e-2)
+
+
+def test_elastic_without_displacement_is_the_identity_and_alpha_0_is_off():
+    assert type(augmentation(AugmentConfig(elastic=ElasticConfig(alpha=0)),
+                             Normalization(0, 1))) is NoAugmentation
+    still = AugmentConfig(elastic=ElasticConfig(alpha=1e-9, sigma=4))
+    images = np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32)
+    np.testing.assert_allclose(elastic_batch(still, 1), images, atol=1e-4)
+

@@ -169,10 +169,10 @@ def test_label_smoothing_spreads_the_target_over_all_classes():
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
-def test_validation_sees_the_images_as_they_are(small_config, small_mnist, tmp_path):
+@pytest.mark.parametrize("augment", ["data.augment.shift=3", "data.augment.elastic.alpha=34"])
+def test_validation_sees_the_images_as_they_are(small_config, small_mnist, tmp_path, augment):
     out = tmp_path / "run"
-    run_training(load_config(small_config, ["data.augment.shift=3", "train.epochs=1"]), out,
-                 quiet=True)
+    run_training(load_config(small_config, [augment, "train.epochs=1"]), out, quiet=True)
     meta = json.loads((out / "best.json").read_text())
     split = read_split(DATASETS["mnist"], "train", small_mnist, download=False, verify=False)
     _, _, val_images, val_labels = split_validation(split.images, split.labels, 500, 7)
@@ -228,3 +228,23 @@ def test_skip_nonfinite_skips_the_bad_batches_and_keeps_the_parameters_finite(sm
     assert code == 0
     assert re.search(r"\((\d+) non-finite batches skipped\)", capsys.readouterr().out)
     assert all(np.isfinite(v).all() for v in params_of(run_dir / "last.params").values())
+
+
+def test_a_refit_trains_on_all_the_data_for_the_epochs_validation_chose(small_config,
+                                                                         tmp_path, capsys):
+    chosen = tmp_path / "chosen"
+    run_training(load_config(small_config, ["train.epochs=4", "train.lr=0.03"]), chosen,
+                 quiet=True)
+    best_epoch = read_checkpoint(chosen / "best.params").sidecar.best_epoch
+    capsys.readouterr()
+    assert run(train_command, ["--refit", str(chosen), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "3000 train / 0 validation examples" in out
+    assert f"for the {best_epoch} epochs that validation chose in {chosen}" in out
+    sidecar = read_checkpoint(tmp_path / "chosen-refit" / "last.params").sidecar
+    assert sidecar.refit_of == str(chosen.resolve()) and sidecar.best_val_accuracy is None
+    assert (sidecar.epoch, sidecar.config.train.epochs, sidecar.config.data.val_size) == (
+        best_epoch, best_epoch, 0)
+    # A refit has no validation figure, so it cannot choose the epochs of another refit.
+    assert run(train_command, ["--refit", str(tmp_path / "chosen-refit")]) == 2
+    assert "was trained without a validation set" in capsys.readouterr().err

@@ -103,6 +103,9 @@ class Sidecar:
     early_stopping: EarlyStopping | None = None
     data: DataRecord = field(default_factory=DataRecord)
     versions: dict[str, str] = field(default_factory=dict)
+    # A refit: trained on the whole training set for the epochs validation chose in this run
+    # folder. It has no validation figure of its own.
+    refit_of: str | None = None
     params_sha256: str | None = None
     states_file: str | None = None
     states_format: str | None = None

@@ -30,6 +30,15 @@ KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 
 
 @dataclass
+class ElasticConfig:
+    """Elastic distortion (Simard et al. 2003): a random displacement field per image,
+    smoothed by a Gaussian of `sigma` pixels and scaled by `alpha` pixels; 0 turns it off."""
+
+    alpha: float = 0.0
+    sigma: float = 4.0
+
+
+@dataclass
 class AugmentConfig:
     """Random changes to each training image, drawn per image and per step, on the device."""
 
@@ -37,10 +46,15 @@ class AugmentConfig:
     rotate: float = 0.0  # rotate by up to this many degrees each way
     scale: float = 0.0  # scale by a factor in [1 - scale, 1 + scale]
     flip: bool = False  # mirror left-right half the time (clothes, not digits)
+    elastic: ElasticConfig = field(default_factory=ElasticConfig)
+
+    @property
+    def affine(self) -> bool:
+        return bool(self.shift or self.rotate or self.scale or self.flip)
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.flip)
+        return self.affine or self.elastic.alpha > 0
 
 
 @dataclass
@@ -310,6 +324,10 @@ def validate(config: Config) -> None:
     require(0 <= augment.rotate <= 45, "data.augment.rotate", augment.rotate,
             "in [0, 45] degrees")
     require(0 <= augment.scale <= 0.5, "data.augment.scale", augment.scale, "in [0, 0.5]")
+    require(0 <= augment.elastic.alpha <= 100, "data.augment.elastic.alpha",
+            augment.elastic.alpha, "in [0, 100] pixels")
+    require(0.5 <= augment.elastic.sigma <= 10, "data.augment.elastic.sigma",
+            augment.elastic.sigma, "in [0.5, 10] pixels")
     require(0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "in [0, 1)")
     if t.early_stopping.patience is not None:
         require(t.early_stopping.patience >= 1, "train.early_stopping.patience",

@@ -24,30 +24,22 @@ from .options import CONTEXT, config_help, data_root_option, debug_option, versi
                   "[default: $MXNET_HOME/datasets/<name>]")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue the run saved in this folder, with its saved config.")
+@click.option("--refit", "refit_dir", type=click.Path(), default=None,
+              help="Train RUN_DIR's config again on the whole training set (no validation "
+                   "split) for the epochs its validation chose.  [--out default: RUN_DIR-refit]")
 @click.option("--force", is_flag=True, help="Overwrite a run already in the output folder.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar: one line per epoch.")
 @debug_option
 @version
-def train_command(config_path, overrides, out, data_root, resume_dir, force, print_config, quiet):
+def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir, force,
+                  print_config, quiet):
     """Train the MLP on MNIST (or Fashion-MNIST) and write a run folder: config.yaml,
     metrics.jsonl, last.params and best.params (best validation accuracy)."""
-    from ..config import config_file, config_to_yaml, fit_warmup, load_config
+    from ..config import config_to_yaml, fit_warmup
 
     overrides = list(overrides) + ([f"data.root={data_root}"] if data_root else [])
-    if resume_dir is not None:
-        if config_path is not None:
-            raise click.UsageError("--resume uses the run's saved config; drop --config")
-        run_dir = Path(resume_dir)
-        saved = run_dir / "config.yaml"
-        if not saved.exists():
-            raise click.UsageError(f"{run_dir} holds no run to resume (no config.yaml); pass "
-                                   "a folder that mnist-train wrote")
-        config = load_config(saved, overrides)
-    else:
-        config = load_config(config_file(config_path) if config_path else None, overrides)
-        name = Path(config_path).stem if config_path else "default"
-        run_dir = Path(out) if out else Path("runs") / name
+    config, run_dir, refit_of = resolve_run(config_path, overrides, out, resume_dir, refit_dir)
     if config.data.root is not None:  # so that eval and --resume find it from any folder
         config.data.root = str(Path(config.data.root).expanduser().resolve())
     if (note := fit_warmup(config)) is not None:
@@ -64,7 +56,8 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
     try:
         with StopSignals("mnist-train") as signals:
             summary = run_training(config, run_dir, resume=resume_dir is not None, force=force,
-                                   quiet=quiet, stop_signal=signals.received, judge=judge)
+                                   quiet=quiet, stop_signal=signals.received, judge=judge,
+                                   refit_of=refit_of)
     except KeyboardInterrupt:
         kept = (f"the last checkpoint is intact; continue with: mnist-train --resume {run_dir}"
                 if (run_dir / "last.params").exists() else "no checkpoint had been written")
@@ -77,10 +70,53 @@ def train_command(config_path, overrides, out, data_root, resume_dir, force, pri
         plot_curves([dataclasses.asdict(r) for r in summary.epochs], run_dir / "curves.png")
     else:
         click.echo(f"no curves.png written; {note}")
+    if refit_of is not None:
+        click.echo(f"refit on the whole training set for the {config.train.epochs} epochs "
+                   f"that validation chose in {refit_of}; this model has no validation figure")
     best = summary.best_val_accuracy
     click.echo(f"done: best validation accuracy {best:.4f} at epoch {summary.best_epoch}; "
                if best is not None else "done: ", nl=False)
     click.echo(f"evaluate with: mnist-eval --checkpoint {summary.best_checkpoint}")
+
+
+def resolve_run(config_path, overrides: list[str], out, resume_dir, refit_dir):
+    """(config, run folder, the run a refit's epochs come from) for train's options."""
+    from ..config import config_file, load_config
+
+    if refit_dir is not None:
+        if config_path is not None or resume_dir is not None:
+            raise click.UsageError("--refit uses the run's saved config; drop --config and "
+                                   "--resume")
+        refit_of, epochs = Path(refit_dir), chosen_epochs(Path(refit_dir))
+        config = load_config(refit_of / "config.yaml",
+                             [*overrides, "data.val_size=0", f"train.epochs={epochs}"])
+        return config, Path(out) if out else refit_of.parent / f"{refit_of.name}-refit", refit_of
+    if resume_dir is not None:
+        if config_path is not None:
+            raise click.UsageError("--resume uses the run's saved config; drop --config")
+        run_dir = Path(resume_dir)
+        saved = run_dir / "config.yaml"
+        if not saved.exists():
+            raise click.UsageError(f"{run_dir} holds no run to resume (no config.yaml); pass "
+                                   "a folder that mnist-train wrote")
+        return load_config(saved, overrides), run_dir, None
+    config = load_config(config_file(config_path) if config_path else None, overrides)
+    name = Path(config_path).stem if config_path else "default"
+    return config, Path(out) if out else Path("runs") / name, None
+
+
+def chosen_epochs(run_dir: Path) -> int:
+    """The epoch whose validation accuracy was best in `run_dir`: how long a refit trains."""
+    from ..checkpoint import read_sidecar
+
+    if not (run_dir / "best.json").exists() or not (run_dir / "config.yaml").exists():
+        raise click.UsageError(f"{run_dir} holds no finished run (no best.json or "
+                               "config.yaml); pass a folder that mnist-train wrote")
+    best = read_sidecar(run_dir / "best.params")
+    if best.best_val_accuracy is None:
+        raise click.UsageError(f"{run_dir} was trained without a validation set, so no epoch "
+                               "count was chosen there; refit a run that had one")
+    return best.best_epoch
 
 
 @click.command("mnist-sweep", context_settings=CONTEXT)

@@ -51,16 +51,17 @@ class TrainSummary:
 def run_training(config: Config, run_dir: Path, *, resume: bool = False, force: bool = False,
                  quiet: bool = False,
                  stop_signal: Callable[[], int | None] | None = None,
-                 judge: Callable[[int, float | None], str | None] | None = None
-                 ) -> TrainSummary:
+                 judge: Callable[[int, float | None], str | None] | None = None,
+                 refit_of: Path | None = None) -> TrainSummary:
     """Train `config` into `run_dir`, from scratch or continuing the run saved there.
 
     `stop_signal` is asked after every step; a signal number from it ends the run after a
     checkpoint (Stopped). A non-finite loss or gradient raises Diverged. `judge` (a sweep's
     pruner) is given each epoch's validation accuracy; a reason from it ends the run there,
-    as early stopping does.
+    as early stopping does. `refit_of` is the run folder whose validation chose this run's
+    epochs, for a run on the whole training set.
     """
-    run, state = set_up(config, run_dir, resume, force, quiet)
+    run, state = set_up(config, run_dir, resume, force, quiet, refit_of)
     stops = StopRequests(stop_signal, config.checkpoint.every_steps, run.steps)
     trained = False
     try:
@@ -86,8 +87,8 @@ def run_training(config: Config, run_dir: Path, *, resume: bool = False, force: 
                         run_dir / "best.params", run_dir / "last.params", run.cluster.writer)
 
 
-def set_up(config: Config, run_dir: Path, resume: bool, force: bool,
-           quiet: bool) -> tuple[Run, RunState]:
+def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool,
+           refit_of: Path | None = None) -> tuple[Run, RunState]:
     """Everything a run needs before its first step, checked in the order that leaves
     nothing behind when a check fails; and where the run stands."""
     ctxs = resolve_contexts(config.device)
@@ -119,7 +120,9 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool,
     # On resume too: `--set` may have changed the config (e.g. more epochs).
     if cluster.writer:
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
-    saver = Saver(run_dir, trainer, run_sidecar(config, trainer.architecture, data),
+    if resumed and resumed.sidecar.refit_of:
+        refit_of = Path(resumed.sidecar.refit_of)
+    saver = Saver(run_dir, trainer, run_sidecar(config, trainer.architecture, data, refit_of),
                   cluster.writer, config.checkpoint.keep, last)
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
@@ -162,11 +165,13 @@ def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
     return Trainer(arch, net, graph, updater)
 
 
-def run_sidecar(config: Config, arch: Architecture, data: TrainingData) -> Sidecar:
+def run_sidecar(config: Config, arch: Architecture, data: TrainingData,
+                refit_of: Path | None = None) -> Sidecar:
     """What every checkpoint of the run records about the run itself."""
     return Sidecar(architecture=arch, normalization=data.normalization, config=config,
                    data=DataRecord(config.data.name, data.checksums),
-                   versions=ckpt.library_versions())
+                   versions=ckpt.library_versions(),
+                   refit_of=str(refit_of.resolve()) if refit_of else None)
 
 
 @dataclass
@@ -356,10 +361,11 @@ def seed_everything(seed: int) -> None:
 
 
 def dropout_reseeder(config: Config) -> Callable[[int], None] | None:
-    """With dropout, MXNet's generator is seeded from (seed, step) before every step, so a run
-    resumed at any step draws the masks the uninterrupted run drew. MXNet cannot save the
-    generator's state, and nothing else draws from it (augmentation draws on the host)."""
-    if config.model.dropout == 0:
+    """With dropout or elastic distortion, MXNet's generator is seeded from (seed, step)
+    before every step, so a run resumed at any step draws the masks and displacement fields
+    the uninterrupted run drew. MXNet cannot save the generator's state, and nothing else draws
+    from it (the other augmentations draw on the host)."""
+    if config.model.dropout == 0 and config.data.augment.elastic.alpha == 0:
         return None
     return lambda step: mx.random.seed((config.seed * 1_000_003 + step) % 2**31)
 
