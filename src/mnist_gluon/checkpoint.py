@@ -50,6 +50,9 @@ class EpochResult:
     val_accuracy: float | None
     seconds: float
     samples_per_second: float
+    # The weight average's, with train.average (None without it, or before it starts).
+    average_val_loss: float | None = None
+    average_val_accuracy: float | None = None
 
 
 @dataclass
@@ -106,6 +109,11 @@ class Sidecar:
     # A refit: trained on the whole training set for the epochs validation chose in this run
     # folder. It has no validation figure of its own.
     refit_of: str | None = None
+    # Which weights the .params file holds: the live ones, or their average (train.average).
+    weights: str = "live"
+    # The weight average, for resuming it exactly: how many epochs it holds, and its file's.
+    average_count: int = 0
+    average_sha256: str | None = None
     params_sha256: str | None = None
     states_file: str | None = None
     states_format: str | None = None
@@ -153,13 +161,18 @@ def states_path(params_path: Path) -> Path:
     return params_path.with_suffix(".states")
 
 
+def average_path(params_path: Path) -> Path:
+    return params_path.with_suffix(".average")
+
+
 def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
-                    keep_previous: bool = False) -> None:
+                    keep_previous: bool = False, average=None) -> None:
     """Write `params_path`, its `.states` and its `.json` sidecar.
 
-    All three are written and fsynced under temporary names first, then renamed into place
-    together. With `keep_previous`, the checkpoint being replaced is first hard-linked to
-    `previous.*`, so a crash between the renames still leaves one complete checkpoint.
+    All three (four, with a weight `average`: `X.average`) are written and fsynced under
+    temporary names first, then renamed into place together. With `keep_previous`, the
+    checkpoint being replaced is first hard-linked to `previous.*`, so a crash between the
+    renames still leaves one complete checkpoint.
     """
     states, sidecar_file = states_path(params_path), sidecar_path(params_path)
     staged: list[tuple[Path, Path]] = []
@@ -170,6 +183,11 @@ def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
         sealed = dataclasses.replace(sidecar, params_sha256=sha256_of(staged[0][0]),
                                      states_file=states.name, states_format=STATES_FORMAT,
                                      states_sha256=sha256_of(staged[1][0]))
+        if average is not None:
+            averaged = average_path(params_path)
+            staged.append((stage(averaged, average.save), averaged))
+            sealed = dataclasses.replace(sealed, average_count=average.count,
+                                         average_sha256=sha256_of(staged[-1][0]))
         text = json.dumps(sealed.to_json(), indent=2) + "\n"
         staged.append((stage(sidecar_file, lambda tmp: tmp.write_text(text)), sidecar_file))
         if keep_previous and sidecar_file.exists():
@@ -177,6 +195,8 @@ def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
             for _, path in staged:
                 backup = previous.with_suffix(path.suffix)
                 backup.unlink(missing_ok=True)
+                if not path.exists():  # an average that starts with this checkpoint
+                    continue
                 try:
                     os.link(path, backup)
                 except OSError:  # a file system without hard links
@@ -364,5 +384,5 @@ def is_run_file(path: Path) -> bool:
     if path.name.startswith("events.out.tfevents."):  # TensorBoard's
         return True
     checkpoint_name = path.stem in ("last", "best", PREVIOUS) or path.stem.startswith("epoch-")
-    return checkpoint_name and path.suffix in (".params", ".states", ".json")
+    return checkpoint_name and path.suffix in (".params", ".states", ".json", ".average")
 

@@ -83,6 +83,13 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class AverageConfig:
+    # Average the weights at the end of every epoch from this one on (stochastic weight
+    # averaging), validated beside the live weights; null: off.
+    start_epoch: int | None = None
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
@@ -99,6 +106,7 @@ class TrainConfig:
     skip_nonfinite: bool = False  # skip a batch whose loss is not finite
     label_smoothing: float = 0.0
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    average: AverageConfig = field(default_factory=AverageConfig)
 
 
 @dataclass
@@ -332,6 +340,9 @@ def validate(config: Config) -> None:
     if t.early_stopping.patience is not None:
         require(t.early_stopping.patience >= 1, "train.early_stopping.patience",
                 t.early_stopping.patience, "null or 1 or more")
+    if t.average.start_epoch is not None:
+        require(1 <= t.average.start_epoch <= t.epochs, "train.average.start_epoch",
+                t.average.start_epoch, f"null or in [1, train.epochs={t.epochs}]")
     require(t.early_stopping.min_delta >= 0, "train.early_stopping.min_delta",
             t.early_stopping.min_delta, "0 or more")
     if config.checkpoint.every_steps is not None:

@@ -53,6 +53,8 @@ class Log:
 def format_epoch(result: EpochResult, epochs: int) -> str:
     val = ("" if result.val_accuracy is None else
            f"  val_loss {result.val_loss:.4f}  val_acc {result.val_accuracy:.4f}")
+    if result.average_val_accuracy is not None:
+        val += f"  avg_val_acc {result.average_val_accuracy:.4f}"
     return (f"epoch {result.epoch}/{epochs}  loss {result.train_loss:.4f}  "
             f"acc {result.train_accuracy:.4f}{val}  lr {result.lr:.2e}  "
             f"{result.samples_per_second:,.0f} samples/s  {result.seconds:.1f}s")

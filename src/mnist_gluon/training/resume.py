@@ -64,6 +64,11 @@ def resumable_checkpoint(params_path: Path) -> ckpt.Checkpoint:
     if not states.exists() or sha256_of(states) != sidecar.states_sha256:
         raise CheckpointError(f"{states} is missing or does not match {params_path.name}'s "
                               "sidecar; the run cannot resume exactly from it")
+    average = ckpt.average_path(params_path)
+    if sidecar.average_sha256 is not None and (
+            not average.exists() or sha256_of(average) != sidecar.average_sha256):
+        raise CheckpointError(f"{average} is missing or does not match {params_path.name}'s "
+                              "sidecar; the run cannot resume its weight average exactly")
     return checkpoint
 
 

@@ -28,6 +28,7 @@ from ..metrics import confusion_matrix
 from ..model import MLP, Architecture, build_model, named_parameters, set_parameters
 from ..mxnet_compat import mx
 from ..optim import Updater, learning_rate
+from .average import WeightAverage
 from .data import TrainingData, prepare_data, validation_scores
 from .loop import PROGRESS_EVERY, StepControl, train_epoch
 from .progress import Log, format_epoch
@@ -120,14 +121,19 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     # On resume too: `--set` may have changed the config (e.g. more epochs).
     if cluster.writer:
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    average = None
+    if tcfg.average.start_epoch is not None:
+        average = WeightAverage(trainer.architecture, ctxs[0], tcfg.average.start_epoch)
+        if resumed and resumed.sidecar.average_count:
+            average.load(ckpt.average_path(resumed.params_path), resumed.sidecar.average_count)
     if resumed and resumed.sidecar.refit_of:
         refit_of = Path(resumed.sidecar.refit_of)
     saver = Saver(run_dir, trainer, run_sidecar(config, trainer.architecture, data, refit_of),
-                  cluster.writer, config.checkpoint.keep, last)
+                  cluster.writer, config.checkpoint.keep, last, average)
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
     run = Run(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
-              Log(quiet, cluster.prefix), tracker)
+              Log(quiet, cluster.prefix), tracker, average)
     run.announce(resumed, state)
     if note is not None:
         run.log.line(note)
@@ -188,6 +194,7 @@ class Run:
     saver: Saver
     log: Log
     tracker: NoTracking
+    average: WeightAverage | None = None
 
     def lr_at(self, step: int) -> float:
         return learning_rate(step, self.steps, self.config.train)
@@ -235,15 +242,19 @@ class Run:
         return progress
 
     def result(self, epoch: int, progress: EpochProgress) -> EpochResult:
-        """The finished epoch's figures, validation included."""
+        """The finished epoch's figures, validation included: of the live weights, and of
+        their average once it has started (which this takes the epoch's weights into)."""
         steps, batch_size = self.steps, self.config.train.batch_size
         val_loss, val_acc = validation_scores(self.trainer.net, self.data)
+        average = (None, None)
+        if self.average is not None and self.average.add(self.trainer.net, epoch):
+            average = validation_scores(self.average.net, self.data)
         trained = max((steps - progress.skipped) * batch_size, 1)
         loss_sum, correct_sum = progress.totals
         last_step = epoch * steps
         return EpochResult(epoch, last_step, self.lr_at(last_step - 1), loss_sum / trained,
                            correct_sum / trained, val_loss, val_acc, progress.seconds,
-                           steps * batch_size / progress.seconds)
+                           steps * batch_size / progress.seconds, *average)
 
     def announce(self, resumed: ckpt.Checkpoint | None, state: RunState) -> None:
         config, tcfg, log, steps = self.config, self.config.train, self.log, self.steps
@@ -320,9 +331,9 @@ class Saver:
     """Writes the run's checkpoints and metrics (rank 0 only) and knows the last one saved."""
 
     def __init__(self, run_dir: Path, trainer: Trainer, run: Sidecar, writer: bool, keep: int,
-                 last: str):
+                 last: str, average: WeightAverage | None = None):
         self.run_dir, self.trainer, self.run, self.writer = run_dir, trainer, run, writer
-        self.keep, self.last = keep, last
+        self.keep, self.last, self.average = keep, last, average
 
     def mid_epoch(self, state: RunState, step: int, now: EpochProgress) -> None:
         if not self.writer:
@@ -342,16 +353,21 @@ class Saver:
             if self.keep > 0:
                 self.save(f"epoch-{result.epoch:04d}", sidecar)
                 for old in sorted(self.run_dir.glob("epoch-*.params"))[:-self.keep]:
-                    for path in (old, ckpt.states_path(old), ckpt.sidecar_path(old)):
+                    for path in (old, ckpt.states_path(old), ckpt.sidecar_path(old),
+                                 ckpt.average_path(old)):
                         path.unlink(missing_ok=True)
-            if improved:
-                self.save("best", sidecar)
+            if improved:  # the best weights: live, or their average
+                weights = state.best_weights
+                self.save("best", dataclasses.replace(sidecar, weights=weights),
+                          net=self.average.net if weights == "average" else None)
             self.save("last", sidecar, keep_previous=True)
         self.last = saved_at(self.run_dir / "last.params", sidecar)
 
-    def save(self, name: str, sidecar: Sidecar, keep_previous: bool = False) -> None:
-        ckpt.save_checkpoint(self.run_dir / f"{name}.params", self.trainer.net,
-                             self.trainer.updater, sidecar, keep_previous)
+    def save(self, name: str, sidecar: Sidecar, keep_previous: bool = False,
+             net: MLP | None = None) -> None:
+        average = self.average if self.average is not None and self.average.count else None
+        ckpt.save_checkpoint(self.run_dir / f"{name}.params", net or self.trainer.net,
+                             self.trainer.updater, sidecar, keep_previous, average)
 
 
 def seed_everything(seed: int) -> None:

@@ -18,6 +18,7 @@ class RunState:
     early: EarlyStopping = field(default_factory=EarlyStopping)
     history: list[EpochResult] = field(default_factory=list)  # one result per finished epoch
     in_epoch: EpochProgress | None = None  # how far a resumed run's unfinished epoch had got
+    best_weights: str = "live"  # which weights scored best_val_accuracy: live or average
 
     @classmethod
     def resumed(cls, sidecar: Sidecar, history: list[EpochResult]) -> RunState:
@@ -36,9 +37,14 @@ class RunState:
 
     def finish_epoch(self, result: EpochResult, stopping: EarlyStoppingConfig,
                      epochs: int) -> bool:
-        """Count a finished epoch in; whether it is the best so far. Without a validation
-        set, the latest epoch counts as the best."""
-        val, best = result.val_accuracy, self.best_val_accuracy
+        """Count a finished epoch in; whether it is the best so far: its live weights or their
+        average, whichever validates better. Without a validation set, the latest epoch
+        counts as the best."""
+        val, weights = result.val_accuracy, "live"
+        average = result.average_val_accuracy
+        if average is not None and (val is None or average > val):
+            val, weights = average, "average"
+        best = self.best_val_accuracy
         improved = val is None or best is None or val > best
         if stopping.patience is not None and val is not None:
             enough = best is None or val - best > stopping.min_delta
@@ -46,7 +52,7 @@ class RunState:
             self.early.stopped = (self.early.stale_epochs >= stopping.patience
                                   and result.epoch < epochs)
         if improved:
-            self.best_val_accuracy, self.best_epoch = val, result.epoch
+            self.best_val_accuracy, self.best_epoch, self.best_weights = val, result.epoch, weights
         self.history.append(result)
         self.epoch = result.epoch
         return improved

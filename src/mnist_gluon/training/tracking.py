@@ -94,7 +94,9 @@ class TensorBoard(NoTracking):
     def end_epoch(self, result: EpochResult, net: MLP) -> None:
         figures = {"train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
                    "val_loss": result.val_loss, "val_accuracy": result.val_accuracy,
-                   "lr": result.lr, "samples_per_second": result.samples_per_second}
+                   "lr": result.lr, "samples_per_second": result.samples_per_second,
+                   "average_val_loss": result.average_val_loss,
+                   "average_val_accuracy": result.average_val_accuracy}
         for name, value in figures.items():
             if value is not None and np.isfinite(value):
                 self.writer.add_scalar(f"epoch/{name}", value, result.step)
