@@ -4,6 +4,7 @@ again, shared by processes through one study, pruned from inside the runs."""
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -165,3 +166,18 @@ def test_a_folder_holding_another_sweep_is_refused(small_config, tmp_path, capsy
 def test_mnist_sweep_is_installed():
     result = subprocess.run([str(BIN / "mnist-sweep"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--range" in result.stdout and "--storage" in result.stdout
+
+
+def test_without_the_extra_mnist_sweep_says_how_to_install_it(small_config, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "optuna.py").write_text("raise ImportError('not installed')\n")
+    probe = ("import sys; from mnist_gluon import cli; sys.exit(cli.run(cli.sweep_command, "
+             f"['--config', {str(small_config)!r}, '--grid', 'train.lr=0.1', '--out', "
+             f"{str(tmp_path / 'sweep')!r}]))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(blocker), "PATH": ""})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("mnist-sweep: error: mnist-sweep needs optuna: pip install "
+                                     "'mnist-gluon[sweep]' (see mnist-sweep --help)")
+    assert not (tmp_path / "sweep").exists()
