@@ -299,7 +299,23 @@ def existing_run(scene: Scene) -> list[str]:
     return scene.on_small()
 
 
+def symlink_loop(scene: Scene) -> list[str]:
+    (scene.tmp / "a.params").symlink_to(scene.tmp / "b.params")
+    (scene.tmp / "b.params").symlink_to(scene.tmp / "a.params")
+    return ["--checkpoint", str(scene.tmp / "a.params")]
+
+
 TRAIN_CASES = {
+    "negative seed": (lambda s: s.on_small("--set", "seed=-1"),
+                      r"seed is -1; it must be in \[0, 2\*\*32\)"),
+    "seed too large": (lambda s: s.on_small("--set", "seed=1180591620717411303424"),
+                       r"seed is 1180591620717411303424; it must be in"),
+    "learning rate .inf (YAML)": (lambda s: s.on_small("--set", "train.lr=.inf"),
+                               r"train\.lr is inf; it must be a finite number greater than 0"),
+    "huge hidden layer": (lambda s: s.on_small("--set", "model.hidden=1000000000000"),
+                          r"model\.hidden is 1000000000000; it must be in \[1, 100000\]"),
+    "tab in YAML": (lambda s: ["--config", s.file("c.yaml", "train:\n\tlr: 0.1\n")],
+                    r"line 2: found character '\\t' .* \(indent with spaces, not tabs\)"),
     "malformed YAML": (lambda s: ["--config", s.file("c.yaml", "train: [1, 2\n")],
                        r"c\.yaml is not valid YAML at line"),
     "config not a mapping": (lambda s: ["--config", s.file("c.yaml", "just text\n")],
@@ -408,7 +424,11 @@ EVAL_CASES = {
     "sidecar not JSON": (sidecar_not_json, "is not readable JSON"),
     "another model": (other_model, "is not a two-layer MLP"),
     "gpu absent": (lambda s: ["--checkpoint", s.trained / "best.params", "--device", "gpu:63"],
-                   "asks for GPU 63"),
+                   "asks for GPU 63 .* the other commands: --device cpu"),
+    "the sidecar instead of the params": (
+        lambda s: ["--checkpoint", s.trained / "best.json"],
+        r"best\.json is a checkpoint's sidecar; pass its parameter file, .*best\.params"),
+    "a symbolic link loop": (symlink_loop, r"a\.params is a symbolic link to nothing"),
     "bad normalize": (lambda s: ["--checkpoint", s.trained / "best.params", "--normalize", "x"],
                       "Invalid value for --normalize"),
     "normalize with a sidecar": (
@@ -461,3 +481,22 @@ def test_an_unwritable_output_folder_is_one_line_exit_2(scene, capsys):
     with unwritable(locked):
         assert_one_clear_line(train_command, scene.on_small("--out", locked / "run"),
                               "is not writable", scene, capsys)
+
+
+def test_a_config_with_a_byte_order_mark_reads_in_any_locale(tmp_path):
+    config = tmp_path / "bom.yaml"
+    config.write_bytes("\ufeffseed: 3\n".encode())
+    result = command("mnist-train", "--config", config, "--print-config",
+                     env={"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"})
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["seed"] == 3
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_resume(trained, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    assert run(train_command, ["--resume", str(run_dir), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to resume: all its 1 epochs are trained" in out
+    assert "resuming at epoch" not in out
+

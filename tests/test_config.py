@@ -126,7 +126,7 @@ def test_wrong_type_names_the_key_and_the_type(override, message):
     "override, message",
     [
         ("train.batch_size=0", r"train\.batch_size is 0; it must be 1 or more"),
-        ("train.lr=-0.1", r"train\.lr is -0\.1; it must be greater than 0"),
+        ("train.lr=-0.1", r"train\.lr is -0\.1; it must be a finite number greater than 0"),
         ("train.epochs=0", r"train\.epochs is 0"),
         ("train.momentum=1.5", r"train\.momentum .* in \[0, 1\)"),
         ("train.optimizer=adamw", r"train\.optimizer is 'adamw'; choose one of sgd, nag, adam, "

@@ -42,7 +42,8 @@ def test_gpus_map_to_gpu_contexts_when_present():
 def test_asking_for_a_gpu_this_machine_lacks_is_a_clear_error():
     # No machine has a GPU 63: this holds on a CUDA build with GPUs too.
     with pytest.raises(DeviceError, match=r"asks for GPU 63 but this machine has .*"
-                                          r"--set device=cpu"):
+                                          r"mnist-train: --set device=cpu; the other "
+                                          r"commands: --device cpu"):
         resolve_contexts("gpu:63")
     with pytest.raises(DeviceError, match=r"asks for GPU 0 but this machine has no GPU visible"):
         resolve_contexts("gpu", num_gpus=0)

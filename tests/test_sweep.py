@@ -181,3 +181,23 @@ def test_without_the_extra_mnist_sweep_says_how_to_install_it(small_config, tmp_
     assert result.stderr.strip() == ("mnist-sweep: error: mnist-sweep needs optuna: pip install "
                                      "'mnist-gluon[sweep]' (see mnist-sweep --help)")
     assert not (tmp_path / "sweep").exists()
+
+
+def test_sigterm_stops_the_sweep_and_its_trials_with_checkpoints(small_config, tmp_path):
+    args = ["--config", small_config, "--out", tmp_path / "sweep", "--grid", "train.lr=0.003",
+            "--set", "train.epochs=3", "--set", "checkpoint.every_steps=5"]
+    process = mnist_sweep(*args)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "sweep" / "trial-000" / "last.json").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (
+        "mnist-sweep: stopped by SIGTERM; the trials saved checkpoints: run the same command "
+        "again to continue")
+    assert "stopped by SIGTERM" in (tmp_path / "sweep" / "trial-000.log").read_text()
+    again = mnist_sweep(*args)
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0 and "trial-000: resumed" in err

@@ -239,6 +239,12 @@ def read_checkpoint(params_path: str | Path, bare_normalization: Normalization |
     """Read and check a checkpoint. Without a sidecar, the file is taken for a plain Gluon
     script's MLP: its layer sizes come from the parameter shapes."""
     params_path = Path(params_path)
+    if params_path.is_symlink() and not params_path.exists():
+        raise CheckpointError(f"checkpoint {params_path} is a symbolic link to nothing (or to "
+                              "itself); pass the .params file it should name")
+    if params_path.suffix == ".json" and params_path.with_suffix(".params").exists():
+        raise CheckpointError(f"{params_path} is a checkpoint's sidecar; pass its parameter "
+                              f"file, {params_path.with_suffix('.params')}")
     if not params_path.exists():
         raise CheckpointError(f"checkpoint {params_path} does not exist; pass a .params file "
                               "written by mnist-train (e.g. runs/base/best.params)")

@@ -166,7 +166,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # whatever the locale; a BOM is skipped
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file"
                           ) from None
@@ -179,6 +179,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
+        if "\\t" in problem or "\t" in problem:
+            problem += " (indent with spaces, not tabs)"
         raise ConfigError(f"config file {path} is not valid YAML{line}: {problem}") from None
     if loaded is None:
         return {}
@@ -311,13 +313,15 @@ def validate(config: Config) -> None:
     require_choice("train.optimizer", t.optimizer, OPTIMIZERS)
     require_choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     require_choice("train.kvstore", t.kvstore, KVSTORES)
+    require(0 <= config.seed < 2**32, "seed", config.seed, "in [0, 2**32)")
     require(config.data.val_size >= 0, "data.val_size", config.data.val_size, "0 or more")
-    require(config.model.hidden >= 1, "model.hidden", config.model.hidden, "1 or more")
+    require(1 <= config.model.hidden <= 100_000, "model.hidden", config.model.hidden,
+            "in [1, 100000]")
     require(0 <= config.model.dropout < 1, "model.dropout", config.model.dropout, "in [0, 1)")
     require(config.model.classes >= 2, "model.classes", config.model.classes, "2 or more")
     require(t.epochs >= 1, "train.epochs", t.epochs, "1 or more")
     require(t.batch_size >= 1, "train.batch_size", t.batch_size, "1 or more")
-    require(t.lr > 0, "train.lr", t.lr, "greater than 0")
+    require(0 < t.lr < math.inf, "train.lr", t.lr, "a finite number greater than 0")
     require(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
     require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "0 or more")
     require(t.warmup_epochs >= 0, "train.warmup_epochs", t.warmup_epochs, "0 or more")

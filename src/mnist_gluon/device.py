@@ -50,6 +50,7 @@ def resolve_contexts(text: str, num_gpus: int | None = None) -> list:
         have = f"{num_gpus} GPU(s)" if num_gpus else "no GPU visible to MXNet"
         raise DeviceError(
             f"device {text!r} asks for GPU {missing[0]} but this machine has {have}; "
-            "use --set device=cpu, or install a CUDA build of MXNet (e.g. mxnet-cu117==1.9.1)"
+            "use the CPU (mnist-train: --set device=cpu; the other commands: --device cpu), or "
+            "install a CUDA build of MXNet (e.g. mxnet-cu117==1.9.1)"
         )
     return [mx.gpu(i) for i in spec.ids]

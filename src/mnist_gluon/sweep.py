@@ -219,6 +219,17 @@ def trial_name(number: int) -> str:
     return f"trial-{number:03d}"
 
 
+class Terminated(Exception):
+    """SIGTERM reached the sweep (see `terminate_on_sigterm`)."""
+
+
+def terminate_on_sigterm() -> None:
+    def handler(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 class Sweep:
     """Runs trials of `study` as mnist-train processes in `out`, `jobs` at a time."""
 
@@ -249,9 +260,12 @@ class Sweep:
                     self.start(pending.pop(0) if pending else None)
                 time.sleep(0.2)
                 self.reap()
-        except KeyboardInterrupt:
-            # The trials got the same Ctrl-C: each saves a checkpoint; wait for them to.
+        except (KeyboardInterrupt, Terminated) as stop:
+            # A Ctrl-C reached the trials too; a SIGTERM reached only this process, so it is
+            # passed on. Each trial saves a checkpoint; wait for them to.
             for process, log in self.running.values():
+                if isinstance(stop, Terminated):
+                    process.send_signal(signal.SIGTERM)
                 process.wait()
                 log.close()
             raise

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
 
 import click
 
-from ..errors import Interrupted
+from ..errors import Interrupted, Stopped
 from ..sweep import INSTALL, PRUNERS, SAMPLERS
 from .options import CONTEXT, config_help, data_root_option, debug_option, version
 
@@ -165,12 +166,14 @@ def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner,
     from ..sweep import (
         Search,
         Sweep,
+        Terminated,
         best_trial,
         open_study,
         parse_grid,
         parse_ranges,
         prepare,
         results,
+        terminate_on_sigterm,
         write_results,
     )
 
@@ -184,12 +187,15 @@ def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner,
     storage = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
     study = open_study(search, storage, study_name or out_dir.resolve().name)
     say = lambda text: click.echo(f"mnist-sweep: {text}", err=True)  # noqa: E731
+    continuing = "the trials saved checkpoints: run the same command again to continue"
+    terminate_on_sigterm()
     try:
         statuses = Sweep(study, search, out_dir, storage, say).run(random_count or trials,
                                                                    jobs)
     except KeyboardInterrupt:
-        raise Interrupted("interrupted; the trials saved checkpoints: run the same command "
-                          "again to continue") from None
+        raise Interrupted(f"interrupted; {continuing}") from None
+    except Terminated:
+        raise Stopped(f"stopped by SIGTERM; {continuing}", signal.SIGTERM) from None
     rows = results(study, search)
     if rows:
         write_results(rows, out_dir)

@@ -259,7 +259,12 @@ class Run:
     def announce(self, resumed: ckpt.Checkpoint | None, state: RunState) -> None:
         config, tcfg, log, steps = self.config, self.config.train, self.log, self.steps
         at = ""
-        if resumed:
+        if resumed and (state.early.stopped or state.next_epoch > tcfg.epochs):
+            ended = (f"it stopped early at epoch {state.epoch}" if state.early.stopped
+                     else f"all its {tcfg.epochs} epochs are trained")
+            at = (f"  |  nothing to resume: {ended} (--set train.epochs=N lengthens a run that "
+                  "did not stop early)")
+        elif resumed:
             partial = state.in_epoch
             at = f"  |  resuming at epoch {state.next_epoch}" + (
                 f", step {partial.steps_done + 1} of {steps}" if partial else "")
