@@ -10,6 +10,7 @@ import http.server
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -174,3 +175,16 @@ def snapshot(folder: Path, exclude: set[str] = frozenset()) -> dict[str, bytes]:
     nothing changed."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name not in exclude}
+
+
+def stop_at(step: int, signum: int = signal.SIGTERM):
+    """A `stop_signal` for run_training that reports `signum` once the loop has finished
+    `step` steps: a Ctrl-C or SIGTERM at an exact step."""
+    calls = [0]
+
+    def stop_signal():
+        calls[0] += 1
+        return signum if calls[0] >= step else None
+
+    return stop_signal
+

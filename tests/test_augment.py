@@ -24,6 +24,7 @@ from mnist_gluon.data import Normalization
 from mnist_gluon.errors import Stopped
 from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.training.run import run_training
+from support import stop_at
 
 
 def test_shift_moves_each_image_by_whole_pixels_filling_with_the_background():
@@ -104,15 +105,9 @@ def test_an_augmented_run_stopped_midway_resumes_to_identical_parameters(small_c
     reference = tmp_path / "reference"
     run_training(load_config(small_config, settings), reference, quiet=True)
     stopped = tmp_path / "stopped"
-    calls = [0]
-
-    def stop_signal():
-        calls[0] += 1
-        return 15 if calls[0] >= 37 else None
-
     with pytest.raises(Stopped):
         run_training(load_config(small_config, settings), stopped, quiet=True,
-                     stop_signal=stop_signal)
+                     stop_signal=stop_at(37))
     assert run(train_command, ["--resume", str(stopped), "--quiet"]) == 0
     for name, value in mx.nd.load(str(reference / "last.params")).items():
         np.testing.assert_array_equal(value.asnumpy(),

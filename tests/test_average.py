@@ -12,6 +12,7 @@ from mnist_gluon.config import load_config
 from mnist_gluon.errors import Stopped
 from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.training.run import run_training
+from support import stop_at
 
 # Adam at a constant 0.01 on the small slice: the average of epochs 2 and 3 validates better
 # than epoch 3's own weights.
@@ -55,15 +56,9 @@ def test_a_run_stopped_inside_the_averaging_resumes_the_same_average(small_confi
     reference = tmp_path / "reference"
     run_training(load_config(small_config, SWA), reference, quiet=True)
     stopped = tmp_path / "stopped"
-    calls = [0]
-
-    def stop_signal():
-        calls[0] += 1
-        return 15 if calls[0] >= 120 else None  # inside epoch 3, after averaging epoch 2
-
     with pytest.raises(Stopped):
         run_training(load_config(small_config, SWA), stopped, quiet=True,
-                     stop_signal=stop_signal)
+                     stop_signal=stop_at(120))
     assert run(train_command, ["--resume", str(stopped), "--quiet"]) == 0
     for name in ("last.params", "last.average", "best.params"):
         resumed, expected = arrays(stopped / name), arrays(reference / name)

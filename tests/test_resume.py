@@ -16,7 +16,7 @@ from mnist_gluon.config import load_config
 from mnist_gluon.errors import Stopped
 from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.training.run import run_training
-from support import BIN, write_small_config
+from support import BIN, stop_at, write_small_config
 
 STEPS_PER_EPOCH = 50  # small_config: 2,500 training images in batches of 50
 
@@ -47,17 +47,6 @@ def uninterrupted(small_mnist, tmp_path_factory):
         return runs[overrides]
 
     return reference
-
-
-def stop_at(step: int, signum: int = signal.SIGTERM):
-    """A stop_signal that reports `signum` once the loop has finished `step` steps."""
-    calls = [0]
-
-    def stop_signal():
-        calls[0] += 1
-        return signum if calls[0] >= step else None
-
-    return stop_signal
 
 
 def saved_step(run_dir: Path) -> int:
