@@ -1,6 +1,7 @@
 """mnist-predict: images of any kind, .npy and IDX files, folders, bad files."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -89,3 +90,22 @@ def test_plain_output_is_one_line_per_image(model, test_set, tmp_path, capsys):
     ranked = r"\(7 [01]\.\d{3}  \d [01]\.\d{3}  \d [01]\.\d{3}\)"
     assert len(lines) == 2
     assert re.fullmatch(re.escape(f"{tmp_path / 'two.npy'}[0]: 7  ") + ranked, lines[0])
+
+
+def test_fifos_devices_and_enormous_images_are_skipped_not_read(model, test_set, tmp_path,
+                                                               capsys):
+    """Reading a FIFO hangs and /dev/zero never ends; a small PNG can claim more pixels than
+    memory holds. Each is named and skipped; the good file is still classified."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    device = tmp_path / "zero.png"
+    device.symlink_to("/dev/zero")
+    huge = tmp_path / "huge.png"
+    Image.new("L", (5000, 4000)).save(huge)  # 20 million pixels, a 20 KB file
+    good = tmp_path / "good.png"
+    Image.fromarray(as_drawn(test_set.images[0])).save(good)
+    code, out, err = predictions(capsys, "--checkpoint", model, fifo, device, huge, good)
+    assert code == 1 and [Path(o["path"]).name for o in out] == ["good.png"]
+    assert f"skipped: {fifo} is a FIFO, not a file" in err
+    assert f"skipped: {device} is a device, not a file" in err
+    assert f"skipped: {huge} is 5000 x 4000 pixels, more than the 16,777,216 allowed" in err

@@ -169,3 +169,17 @@ def test_sigkill_at_a_random_moment_then_resume_gives_bit_identical_parameters(s
     assert process.returncode == -signal.SIGKILL, f"the run ended before the kill (seed {seed})"
     assert run(train_command, ["--resume", str(run_dir), "--quiet"]) == 0, f"seed {seed}"
     assert_bit_identical(run_dir / "last.params", reference / "last.params")
+
+
+def test_temporaries_a_killed_run_left_are_swept_at_its_resume(small_config, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(Stopped):
+        run_training(load_config(small_config), run_dir, quiet=True, stop_signal=stop_at(30))
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # its PID now names no process, as a killed writer's does
+    stale = run_dir / f".last.params.tmp-{ended.pid}"
+    stale.write_bytes(b"half a checkpoint")
+    live = run_dir / ".last.params.tmp-1"  # PID 1 is alive: a writer at work
+    live.write_bytes(b"being written")
+    assert run(train_command, ["--resume", str(run_dir), "--quiet"]) == 0
+    assert not stale.exists() and live.exists()

@@ -366,6 +366,26 @@ def check_run_dir(out: Path, force: bool) -> None:
         )
 
 
+def sweep_stale_temporaries(run_dir: Path) -> None:
+    """Remove the temporaries (`.NAME.tmp-PID`) that a process killed while writing left
+    behind; a live process's are kept."""
+    for path in run_dir.glob(".*.tmp-*"):
+        pid = path.name.rpartition("-")[2]
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def prepare_run_dir(out: Path, force: bool) -> None:
     """Create the run folder, proving it writable; with `force`, clear an earlier run's files."""
     check_run_dir(out, force)

@@ -7,6 +7,7 @@ grey, inverted when the digit is dark on light, cropped to its ink, scaled and c
 
 from __future__ import annotations
 
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ from .errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ARRAY_SUFFIXES = (".npy",)
 BOX = 20  # MNIST fits each digit's ink into 20 x 20 pixels
+# The largest image read, from its header, before anything is decoded: a small file can claim
+# billions of pixels. mnist-predict and mnist-serve share it.
+MAX_IMAGE_PIXELS = 4096 * 4096
 INK = 0.2  # of the image's range: what counts as ink when cropping
 
 
@@ -39,8 +43,7 @@ def load_inputs(path: Path) -> list[Input]:
     if path.is_dir():
         raise DataError(f"{path} is a directory; pass its files (folders are expanded by "
                         "mnist-predict)")
-    if not path.exists():
-        raise DataError(f"{path} does not exist")
+    check_regular_file(path)
     if suffix in IMAGE_SUFFIXES:
         return [Input(str(path), None, mnist_like(read_image(path)).reshape(-1))]
     if suffix in ARRAY_SUFFIXES:
@@ -50,6 +53,23 @@ def load_inputs(path: Path) -> list[Input]:
         return from_stack(path, parse_idx(content, str(path)))
     raise DataError(f"{path} is not an image (png, jpg, bmp), a .npy array or an IDX image "
                     "file")
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse what reading would hang on (a FIFO) or never finish (a device)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        problem = ("is a symbolic link to nothing" if path.is_symlink()
+                   else "does not exist")
+        raise DataError(f"{path} {problem}") from None
+    except OSError as error:  # a loop of symbolic links, a permission
+        raise DataError(f"{path} cannot be read: {error.strerror}") from None
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a device", stat.S_ISBLK: "a device",
+             stat.S_ISSOCK: "a socket"}
+    for test, kind in kinds.items():
+        if test(mode):
+            raise DataError(f"{path} is {kind}, not a file")
 
 
 def expand(paths: list[Path]) -> list[Path]:
@@ -66,7 +86,7 @@ def expand(paths: list[Path]) -> list[Path]:
 
 def read_image(path: Path) -> np.ndarray:
     """A greyscale float32 image from a PNG/JPEG/BMP file, decoded by MXNet's OpenCV."""
-    return decode_image(path.read_bytes(), str(path))
+    return decode_image(path.read_bytes(), str(path), MAX_IMAGE_PIXELS)
 
 
 def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:

@@ -29,6 +29,7 @@ from .http_inputs import (
     pixels_from_json,
     read_body,
 )
+from .images import MAX_IMAGE_PIXELS
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp")
 RAW_BODY_TYPES = (*IMAGE_TYPES, "application/octet-stream")  # an image sent as the body
@@ -42,7 +43,7 @@ class AddressError(UserError):
 class Limits:
     max_body_bytes: int = 4 * 1024 * 1024
     max_images: int = 256  # images in one JSON request
-    max_image_pixels: int = 4096 * 4096  # an uploaded image's size, read from its header
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # an uploaded image's size, from its header
 
 
 @dataclass(frozen=True)

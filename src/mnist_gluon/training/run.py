@@ -101,6 +101,8 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     resumed = read_resumable(run_dir, config) if resume else None
     if not resume and cluster.writer:
         ckpt.check_run_dir(run_dir, force)
+    if cluster.writer and run_dir.is_dir():
+        ckpt.sweep_stale_temporaries(run_dir)
     seed_everything(config.seed)
     data = prepare_data(config, ctxs, resumed.normalization if resumed else None)
     steps = steps_per_epoch(data.num_train, tcfg.batch_size * cluster.workers)
