@@ -234,6 +234,15 @@ def corrupt_sidecar(scene: Scene) -> list[str]:
     params = scene.checkpoint_copy()
     meta = json.loads(params.with_suffix(".json").read_text())
     meta["architecture"]["classes"] = 12
+    del meta["sidecar_sha256"]  # as an older sidecar, which had no checksum of its own
+    params.with_suffix(".json").write_text(json.dumps(meta))
+    return ["--checkpoint", str(params)]
+
+
+def edited_sidecar(scene: Scene) -> list[str]:
+    params = scene.checkpoint_copy()
+    meta = json.loads(params.with_suffix(".json").read_text())
+    meta["normalization"]["std"] *= 2
     params.with_suffix(".json").write_text(json.dumps(meta))
     return ["--checkpoint", str(params)]
 
@@ -422,6 +431,7 @@ EVAL_CASES = {
     "params changed after writing": (changed_params, "does not match the checksum"),
     "sidecar disagrees with params": (corrupt_sidecar, "the sidecar belongs to another model"),
     "sidecar not JSON": (sidecar_not_json, "is not readable JSON"),
+    "sidecar edited": (edited_sidecar, r"best\.json was changed after it was written"),
     "another model": (other_model, "is not a two-layer MLP"),
     "gpu absent": (lambda s: ["--checkpoint", s.trained / "best.params", "--device", "gpu:63"],
                    "asks for GPU 63 .* the other commands: --device cpu"),

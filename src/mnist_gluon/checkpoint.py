@@ -10,6 +10,7 @@ checkpoint without one was never finished.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -188,7 +189,7 @@ def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
             staged.append((stage(averaged, average.save), averaged))
             sealed = dataclasses.replace(sealed, average_count=average.count,
                                          average_sha256=sha256_of(staged[-1][0]))
-        text = json.dumps(sealed.to_json(), indent=2) + "\n"
+        text = json.dumps(signed(sealed.to_json()), indent=2) + "\n"
         staged.append((stage(sidecar_file, lambda tmp: tmp.write_text(text)), sidecar_file))
         if keep_previous and sidecar_file.exists():
             previous = params_path.with_name(PREVIOUS + params_path.suffix)
@@ -263,6 +264,38 @@ def read_checkpoint(params_path: str | Path, bare_normalization: Normalization |
     return Checkpoint(params_path, architecture, normalization, layers, sidecar)
 
 
+SIGNATURE = "sidecar_sha256"
+
+
+def content_digest(content: dict[str, Any]) -> str:
+    """The SHA-256 of a sidecar's content, without its own checksum, in a canonical form."""
+    canonical = json.dumps({k: v for k, v in content.items() if k != SIGNATURE},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def signed(content: dict[str, Any]) -> dict[str, Any]:
+    return {**content, SIGNATURE: content_digest(content)}
+
+
+def check_meaning(sidecar: Sidecar, path: Path) -> Sidecar:
+    """What the numbers mean must make sense: an edited value would change every prediction."""
+    norm, arch = sidecar.normalization, sidecar.architecture
+    from .config import ACTIVATIONS
+
+    problems = [
+        (not (np.isfinite(norm.mean) and np.isfinite(norm.std) and norm.std > 0),
+         f"normalization {norm.mean}, {norm.std} (the std must be finite and above 0)"),
+        (arch.activation not in ACTIVATIONS, f"activation {arch.activation!r}"),
+        (not 0 <= arch.dropout < 1, f"dropout {arch.dropout}"),
+    ]
+    for bad, what in problems:
+        if bad:
+            raise CheckpointError(f"sidecar {path} holds an impossible {what}; restore it, or "
+                                  "move it away to evaluate the .params file bare")
+    return sidecar
+
+
 def read_sidecar(params_path: Path) -> Sidecar:
     """The sidecar of `params_path`, checked against the file it describes."""
     sidecar = sidecar_path(params_path)
@@ -282,10 +315,14 @@ def read_sidecar(params_path: Path) -> Sidecar:
             f"{params_path} does not match the checksum in {sidecar.name}: the file was "
             "changed or damaged after it was written; use another checkpoint"
         )
+    if SIGNATURE in meta and meta[SIGNATURE] != content_digest(meta):
+        raise CheckpointError(f"sidecar {sidecar} was changed after it was written (its "
+                              f"{SIGNATURE} does not match its content); restore it, or move "
+                              "it away to evaluate the .params file bare")
     for name in ("architecture", "normalization"):
         if not isinstance(meta.get(name), dict):
             raise CheckpointError(f"sidecar {sidecar} lacks or garbles {name!r}; restore it")
-    return Sidecar.from_json(meta, sidecar)
+    return check_meaning(Sidecar.from_json(meta, sidecar), sidecar)
 
 
 def read_param_arrays(params_path: Path) -> dict[str, np.ndarray]:
