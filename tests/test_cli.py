@@ -510,3 +510,18 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_resume(trained, tmp_pa
     assert "nothing to resume: all its 1 epochs are trained" in out
     assert "resuming at epoch" not in out
 
+
+
+def test_eval_on_another_dataset_reads_that_dataset_not_the_runs_folder(trained, fashion_dir,
+                                                                        capsys):
+    """The run trained on a 1,000-image slice of MNIST in a folder of its own; asked for
+    Fashion-MNIST, eval must not read that folder's MNIST images as if they were clothes."""
+    code = run(eval_command, ["--checkpoint", str(trained / "best.params"), "--dataset",
+                              "fashion-mnist", "--data-root", str(fashion_dir), "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 10000
+    code = run(eval_command, ["--checkpoint", str(trained / "best.params"), "--dataset",
+                              "fashion-mnist", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "fashion-mnist" and result["examples"] == 10000

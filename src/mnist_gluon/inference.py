@@ -34,9 +34,12 @@ def load_classifier(params_path: str | Path, device: str = "cpu",
 def checkpoint_split(checkpoint: Checkpoint, split: str, data_root: str | None = None,
                      dataset: str | None = None, download: bool = True) -> Split:
     """The `train` or `test` split of the checkpoint's dataset (or of `dataset`), from its
-    run's data root, mirrors and checksum rule unless `data_root` says where."""
+    run's data root, mirrors and checksum rule unless `data_root` says where. Another dataset
+    than the run's is found where that dataset is by default: the run's folder holds its own."""
     sidecar = checkpoint.sidecar
-    data = sidecar.config.data if sidecar is not None and sidecar.config else DataConfig()
+    own = dataset is None or dataset == checkpoint.dataset
+    data = (sidecar.config.data if own and sidecar is not None and sidecar.config
+            else DataConfig())
     return read_split(DATASETS[dataset or checkpoint.dataset], split,
                       root=data_root if data_root is not None else data.root,
                       download=download and data.download, verify=data.verify,
