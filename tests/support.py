@@ -172,9 +172,10 @@ def unwritable(folder: Path):
 
 def snapshot(folder: Path, exclude: set[str] = frozenset()) -> dict[str, bytes]:
     """Every file under `folder` (but those named in `exclude`) with its bytes, to prove
-    nothing changed."""
+    nothing changed. A run folder's `.lock` is left out: each run that opens the folder
+    writes its PID there."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in exclude}
+            if p.is_file() and p.name not in exclude and p.name != ".lock"}
 
 
 def stop_at(step: int, signum: int = signal.SIGTERM):

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from mnist_gluon.checkpoint import Sidecar, prepare_run_dir, read_checkpoint, save_checkpoint
+from mnist_gluon.checkpoint import Sidecar, read_checkpoint, save_checkpoint
 from mnist_gluon.config import TrainConfig
 from mnist_gluon.data import Normalization
 from mnist_gluon.errors import CheckpointError, OutputError
@@ -11,6 +11,7 @@ from mnist_gluon.files import atomic_write, sha256_of
 from mnist_gluon.model import Architecture, build_model, named_parameters
 from mnist_gluon.mxnet_compat import gluon, mx
 from mnist_gluon.optim import Updater
+from mnist_gluon.run_folder import prepare_run_dir
 from support import snapshot, unwritable
 
 ARCH = Architecture(hidden=16)

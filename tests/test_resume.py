@@ -183,3 +183,30 @@ def test_temporaries_a_killed_run_left_are_swept_at_its_resume(small_config, tmp
     live.write_bytes(b"being written")
     assert run(train_command, ["--resume", str(run_dir), "--quiet"]) == 0
     assert not stale.exists() and live.exists()
+
+
+def test_a_folder_in_use_is_refused_to_resume_and_force_naming_its_process(small_config,
+                                                                          tmp_path):
+    """Two runs writing one folder left a config of one and checkpoints of the other."""
+    run_dir = tmp_path / "run"
+    first = mnist_train("--config", small_config, "--out", run_dir, "--set",
+                        "train.epochs=1000", "--quiet")
+    try:
+        deadline = time.monotonic() + 60
+        while saved_step(run_dir) < 1:
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        for args in (["--resume", run_dir], ["--config", small_config, "--out", run_dir,
+                                              "--force"]):
+            second = subprocess.run([str(BIN / "mnist-train"), *map(str, args)],
+                                    capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2
+            assert second.stderr.strip() == (
+                f"mnist-train: error: {run_dir} is in use by a running mnist-train (PID "
+                f"{first.pid}); wait for it to end, stop it, or pass --out DIR for a new run")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 143
+    assert run(train_command, ["--resume", str(run_dir), "--set", "train.epochs=1",
+                               "--quiet"]) == 0  # free again once its run has ended

@@ -1,4 +1,4 @@
-"""Run folders and checkpoints on disk: written atomically, read back with their meaning.
+"""Checkpoints on disk: written atomically, read back with their meaning.
 
 A checkpoint `X` is three files: `X.params` (parameters, MXNet's format), `X.states` (the
 optimizer state, for resuming) and `X.json`, the sidecar that says what the
@@ -23,7 +23,7 @@ import numpy as np
 
 from .config import Config, config_from_dict, config_to_dict
 from .data import PIXELS, Normalization
-from .errors import CheckpointError, ConfigError, OutputError
+from .errors import CheckpointError, ConfigError
 from .files import commit, sha256_of, stage
 from .model import Architecture
 
@@ -389,63 +389,3 @@ def load_network(checkpoint: Checkpoint, ctx):
     net.initialize(mx.init.Zero(), ctx=ctx)
     set_parameters(net, checkpoint.arrays)
     return net
-
-
-def check_run_dir(out: Path, force: bool) -> None:
-    """Refuse, before any work, a run folder that is a file or holds an earlier run."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output path {out} is a file, not a folder; pass --out DIR")
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing and not force:
-        raise OutputError(
-            f"{out} already holds a run ({', '.join(existing)}); pass --resume {out} to "
-            "continue it, --force to overwrite it, or --out DIR for a new folder"
-        )
-
-
-def sweep_stale_temporaries(run_dir: Path) -> None:
-    """Remove the temporaries (`.NAME.tmp-PID`) that a process killed while writing left
-    behind; a live process's are kept."""
-    for path in run_dir.glob(".*.tmp-*"):
-        pid = path.name.rpartition("-")[2]
-        if not pid.isdigit() or pid_alive(int(pid)):
-            continue
-        path.unlink(missing_ok=True)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def prepare_run_dir(out: Path, force: bool) -> None:
-    """Create the run folder, proving it writable; with `force`, clear an earlier run's files."""
-    check_run_dir(out, force)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise OutputError(f"output folder {out} is not writable ({error.strerror}); "
-                          "pass --out DIR somewhere you can write") from None
-    if force:
-        for path in out.iterdir():
-            if is_run_file(path):
-                path.unlink()
-
-
-def is_run_file(path: Path) -> bool:
-    """Files that mnist-train writes into a run folder (and --force replaces)."""
-    if path.name in ("config.yaml", "metrics.jsonl", "curves.png"):
-        return True
-    if path.name.startswith("events.out.tfevents."):  # TensorBoard's
-        return True
-    checkpoint_name = path.stem in ("last", "best", PREVIOUS) or path.stem.startswith("epoch-")
-    return checkpoint_name and path.suffix in (".params", ".states", ".json", ".average")
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import signal
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import checkpoint as ckpt
+from .. import run_folder as folders
 from ..augment import NoAugmentation
 from ..checkpoint import DataRecord, EpochProgress, EpochResult, Sidecar
 from ..config import Config, config_to_yaml
@@ -82,6 +84,8 @@ def run_training(config: Config, run_dir: Path, *, resume: bool = False, force: 
             run.finish_tracking(state)
     finally:
         run.tracker.close()
+        if run.lock is not None:
+            os.close(run.lock)
     if run.cluster.kvstore is not None:
         run.log.line(f"parameters sha256 {parameters_digest(run.trainer.net)}")
     return TrainSummary(run_dir, state.history, state.best_epoch, state.best_val_accuracy,
@@ -98,11 +102,12 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if tcfg.batch_size % len(ctxs):
         raise ConfigError(f"train.batch_size={tcfg.batch_size} does not split evenly over "
                           f"{len(ctxs)} devices; use a multiple of {len(ctxs)}")
+    lock = folders.lock_run_dir(run_dir) if cluster.writer else None
     resumed = read_resumable(run_dir, config) if resume else None
     if not resume and cluster.writer:
-        ckpt.check_run_dir(run_dir, force)
+        folders.check_run_dir(run_dir, force)
     if cluster.writer and run_dir.is_dir():
-        ckpt.sweep_stale_temporaries(run_dir)
+        folders.sweep_stale_temporaries(run_dir)
     seed_everything(config.seed)
     data = prepare_data(config, ctxs, resumed.normalization if resumed else None)
     steps = steps_per_epoch(data.num_train, tcfg.batch_size * cluster.workers)
@@ -111,7 +116,8 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
                           f"{data.num_train} training examples; lower it")
     if not resume and cluster.writer:
         # Created only now, so a failure to read the data leaves no empty run folder behind.
-        ckpt.prepare_run_dir(run_dir, force)
+        folders.prepare_run_dir(run_dir, force)
+        lock = lock if lock is not None else folders.lock_run_dir(run_dir)
     trainer = build_trainer(config, ctxs, data.augmentation, resumed.arrays if resumed else None,
                             cluster, steps, resumed.sidecar.step if resumed else 0)
     state, last = RunState(), "none was written yet"
@@ -135,7 +141,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
     run = Run(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
-              Log(quiet, cluster.prefix), tracker, average)
+              Log(quiet, cluster.prefix), tracker, average, lock)
     run.announce(resumed, state)
     if note is not None:
         run.log.line(note)
@@ -197,6 +203,7 @@ class Run:
     log: Log
     tracker: NoTracking
     average: WeightAverage | None = None
+    lock: int | None = None  # the run folder's lock (rank 0), held until the run ends
 
     def lr_at(self, step: int) -> float:
         return learning_rate(step, self.steps, self.config.train)

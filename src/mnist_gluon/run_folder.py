@@ -1,0 +1,97 @@
+"""Run folders: refused when they hold another run, created and proven writable, locked while
+a run uses them, and swept of what a killed writer left."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .checkpoint import PREVIOUS, RUN_FILES
+from .errors import OutputError
+
+
+def check_run_dir(out: Path, force: bool) -> None:
+    """Refuse, before any work, a run folder that is a file or holds an earlier run."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path {out} is a file, not a folder; pass --out DIR")
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not force:
+        raise OutputError(
+            f"{out} already holds a run ({', '.join(existing)}); pass --resume {out} to "
+            "continue it, --force to overwrite it, or --out DIR for a new folder"
+        )
+
+
+LOCK = ".lock"
+
+
+def lock_run_dir(run_dir: Path) -> int | None:
+    """Mark `run_dir` in use for as long as this process runs (an advisory flock on
+    `.lock`, which holds the PID); refuse a folder another live run holds. The returned file
+    descriptor keeps the lock; None when the folder does not exist yet."""
+    import fcntl
+
+    if not run_dir.is_dir():
+        return None
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None  # an unwritable folder is reported when the run writes to it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise OutputError(f"{run_dir} is in use by a running mnist-train (PID {holder}); wait "
+                          "for it to end, stop it, or pass --out DIR for a new run") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def sweep_stale_temporaries(run_dir: Path) -> None:
+    """Remove the temporaries (`.NAME.tmp-PID`) that a process killed while writing left
+    behind; a live process's are kept."""
+    for path in run_dir.glob(".*.tmp-*"):
+        pid = path.name.rpartition("-")[2]
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def prepare_run_dir(out: Path, force: bool) -> None:
+    """Create the run folder, proving it writable; with `force`, clear an earlier run's files."""
+    check_run_dir(out, force)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(f"output folder {out} is not writable ({error.strerror}); "
+                          "pass --out DIR somewhere you can write") from None
+    if force:
+        for path in out.iterdir():
+            if is_run_file(path):
+                path.unlink()
+
+
+def is_run_file(path: Path) -> bool:
+    """Files that mnist-train writes into a run folder (and --force replaces)."""
+    if path.name in ("config.yaml", "metrics.jsonl", "curves.png"):
+        return True
+    if path.name.startswith("events.out.tfevents."):  # TensorBoard's
+        return True
+    checkpoint_name = path.stem in ("last", "best", PREVIOUS) or path.stem.startswith("epoch-")
+    return checkpoint_name and path.suffix in (".params", ".states", ".json", ".average")
+
