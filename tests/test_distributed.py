@@ -183,3 +183,32 @@ def test_the_launcher_runs_a_two_worker_job_over_ssh(sshd, small_config, tmp_pat
     digests = set(re.findall(r"\[rank \d/2\] parameters sha256 (\w+)", result.stdout))
     assert len(digests) == 1
     assert json.loads((run_dir / "last.json").read_text())["epoch"] == 2
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_launcher_ended_by_a_signal_takes_its_whole_cluster_with_it(small_config, tmp_path,
+                                                                       signum):
+    process = launch(small_config, tmp_path / "run", "--set", "train.epochs=1000")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run" / "metrics.jsonl").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, err
+    assert f"{signal.Signals(signum).name} received; stopping the cluster" in err
+    started = pids(err)
+    assert set(started) == {"scheduler", "server 0", "worker 0", "worker 1"}
+    deadline = time.monotonic() + 15
+    while not all(gone(pid) for pid in started.values()):
+        assert time.monotonic() < deadline, "a process of the cluster survived its launcher"
+        time.sleep(0.1)
+
+
+def test_a_command_that_does_not_exist_starts_nothing(tmp_path):
+    result = subprocess.run([str(BIN / "mnist-launch"), "-n", "1", "--", "/nonexistent-cmd"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "mnist-launch: error: /nonexistent-cmd is not a command here (not found on the PATH, "
+        "or not executable); nothing was started")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -96,12 +97,32 @@ def signal_group(process: Process, signum: int) -> None:
         os.killpg(process.popen.pid, signum)
 
 
+class Ended(Exception):
+    """A signal asked the launcher to end (SIGTERM, SIGHUP): its cluster goes with it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def end_on_signals() -> None:
+    def handler(signum, frame):
+        raise Ended(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
 def launch(command: list[str], workers: int, servers: int, say: Callable[[str], None],
            hosts: list[str] | None = None, ssh: tuple[str, ...] = ("ssh",)) -> int:
     """Run `command` as `workers` workers beside `servers` servers and a scheduler, on this
     machine or over ssh on `hosts` (the scheduler on the first, servers and workers in turn;
     every host has this Python at the same path and this folder). The exit status is 0 when
-    every worker succeeded, else the first failure's."""
+    every worker succeeded, else the first failure's. However the launcher ends (a failure, a
+    signal, a hang-up), it stops every process it started."""
+    if hosts is None and shutil.which(command[0]) is None:
+        raise OutputError(f"{command[0]} is not a command here (not found on the PATH, or not "
+                          "executable); nothing was started")
     root = address(hosts[0]) if hosts else HOST
     # The port is free here: launch from the first host, or pick hosts where it is free too.
     env = {**cluster_env(HOST, free_port(), workers, servers), ROOT_URI: root}
@@ -112,20 +133,26 @@ def launch(command: list[str], workers: int, servers: int, say: Callable[[str], 
         return hosts[i % len(hosts)] if hosts else None
 
     idle = [sys.executable, "-m", "mnist_gluon.mxnet_compat"]  # scheduler and servers live in here
-    processes = [start("scheduler", idle, "scheduler", env, False, on(0), ssh)]
-    processes += [start(f"server {i}", idle, "server", env, False, on(i), ssh)
-                  for i in range(servers)]
-    processes += [start(f"worker {i}", command, "worker", env, True, on(i), ssh)
-                  for i in range(workers)]
-    for p in processes:
-        say(f"{p.name}: pid {p.popen.pid}")
+    end_on_signals()
+    processes: list[Process] = []
     try:
+        processes.append(start("scheduler", idle, "scheduler", env, False, on(0), ssh))
+        processes += [start(f"server {i}", idle, "server", env, False, on(i), ssh)
+                      for i in range(servers)]
+        processes += [start(f"worker {i}", command, "worker", env, True, on(i), ssh)
+                      for i in range(workers)]
+        for p in processes:
+            say(f"{p.name}: pid {p.popen.pid}")
         return watch(processes, say)
     except KeyboardInterrupt:
         say("interrupted; stopping the cluster")
-        stop(processes)
         return 130
+    except Ended as ended:
+        say(f"{ended} received; stopping the cluster")
+        return 128 + ended.signum
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # stop, uninterrupted
+            signal.signal(signum, signal.SIG_IGN)
         stop(processes)
 
 
