@@ -109,3 +109,12 @@ def test_fifos_devices_and_enormous_images_are_skipped_not_read(model, test_set,
     assert f"skipped: {fifo} is a FIFO, not a file" in err
     assert f"skipped: {device} is a device, not a file" in err
     assert f"skipped: {huge} is 5000 x 4000 pixels, more than the 16,777,216 allowed" in err
+
+
+def test_a_png_the_decoder_would_refuse_is_skipped_not_guessed(model, tmp_path, capsys):
+    tall = tmp_path / "tall.png"
+    Image.new("L", (1, 2_000_000), 255).save(tall)
+    code, out, err = predictions(capsys, "--checkpoint", model, tall)
+    assert code == 1 and out == []
+    assert (f"skipped: {tall} is 1 x 2000000 pixels; a side over 1,000,000 pixels cannot be "
+            "decoded") in err

@@ -336,3 +336,15 @@ def test_sigterm_stops_the_server_cleanly_and_frees_the_port(model):
     port = urllib.parse.urlsplit(url).port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))  # nothing listens there any more
+
+
+def test_a_png_the_decoder_refuses_is_a_400_not_a_label(server):
+    """libpng refuses a side over a million pixels; OpenCV then returned uninitialised memory
+    of the header's size, and the server a label computed from it."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 2_000_000), 255).save(buffer, format="PNG")  # 4 KB
+    status, _, body = fetch(server + "v1/predict", "POST", buffer.getvalue(),
+                            {"Content-Type": "image/png"})
+    assert status == 400
+    assert json.loads(body) == {"error": "the upload is 1 x 2000000 pixels; a side over "
+                                         "1,000,000 pixels cannot be decoded"}

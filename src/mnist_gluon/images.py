@@ -23,6 +23,7 @@ BOX = 20  # MNIST fits each digit's ink into 20 x 20 pixels
 # The largest image read, from its header, before anything is decoded: a small file can claim
 # billions of pixels. mnist-predict and mnist-serve share it.
 MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_IMAGE_SIDE = 1_000_000  # libpng's limit (PNG_USER_WIDTH_MAX, PNG_USER_HEIGHT_MAX)
 INK = 0.2  # of the image's range: what counts as ink when cropping
 
 
@@ -100,8 +101,13 @@ def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.nda
     # OpenCV decodes a cut-short or damaged file into black pixels, without an error.
     if (damage := damage_in(raw, kind)) is not None:
         raise DataError(f"{name} is damaged: {damage}; send the whole, original file")
+    size = image_size(raw, kind)
+    # libpng refuses a side over a million pixels, and OpenCV then hands back uninitialised
+    # memory of the header's size instead of an error.
+    if size is not None and max(size) > MAX_IMAGE_SIDE:
+        raise DataError(f"{name} is {size[0]} x {size[1]} pixels; a side over "
+                        f"{MAX_IMAGE_SIDE:,} pixels cannot be decoded")
     if max_pixels is not None:
-        size = image_size(raw, kind)
         if size is None:
             raise DataError(f"{name} has no readable {kind} header")
         if size[0] * size[1] > max_pixels:
