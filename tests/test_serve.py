@@ -348,3 +348,13 @@ def test_a_png_the_decoder_refuses_is_a_400_not_a_label(server):
     assert status == 400
     assert json.loads(body) == {"error": "the upload is 1 x 2000000 pixels; a side over "
                                          "1,000,000 pixels cannot be decoded"}
+
+
+def test_deeply_nested_json_is_a_400_before_parsing_and_the_server_goes_on(server):
+    """1,000 levels of brackets (2 KB) made the parser recurse into a RecursionError: a 500,
+    and connections of good requests around it dropped."""
+    status, _, body = fetch(server + "v1/predict", "POST", b"[" * 1000 + b"]" * 1000,
+                            {"Content-Type": "application/json"})
+    assert status == 400
+    assert json.loads(body)["error"].startswith("the JSON nests 1000 levels deep")
+    assert fetch(server + "healthz")[0] == 200

@@ -4,6 +4,7 @@ a message that says what to send instead."""
 
 import hmac
 import json
+import re
 
 import numpy as np
 
@@ -43,7 +44,23 @@ async def read_body(request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+MAX_JSON_DEPTH = 8  # pixels nest 3 deep: {"pixels": [[...], ...]}
+JSON_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the brackets of a JSON text nest, strings aside: measured before parsing,
+    which recurses once per level."""
+    codes = np.frombuffer(JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    steps = (np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
+             - np.isin(codes, (ord("]"), ord("}"))))
+    return int(np.cumsum(steps).max()) if len(steps) else 0
+
+
 def pixels_from_json(body: bytes, max_images: int) -> np.ndarray:
+    if (depth := json_depth(body)) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"the JSON nests {depth} levels deep; pixels nest 3 deep: "
+                            '{"pixels": [[784 values], ...]}')
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
