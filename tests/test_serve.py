@@ -358,3 +358,19 @@ def test_deeply_nested_json_is_a_400_before_parsing_and_the_server_goes_on(serve
     assert status == 400
     assert json.loads(body)["error"].startswith("the JSON nests 1000 levels deep")
     assert fetch(server + "healthz")[0] == 200
+
+
+def test_with_a_token_nothing_about_the_api_answers_without_it(guarded):
+    """A bad query once got a 422 before the token was asked for, and /openapi.json described
+    the API to anyone."""
+    for method, path in (("POST", "v1/predict?top_k=0"), ("GET", "openapi.json"),
+                         ("GET", "v1/model")):
+        status, headers, _ = fetch(guarded + path, method, b"{}" if method == "POST" else None,
+                                   {"Content-Type": "application/json"})
+        assert (status, headers.get("www-authenticate")) == (401, "Bearer"), path
+    status, _, body = fetch(guarded + "openapi.json", headers={
+        "Authorization": f"Bearer {TOKEN}"})
+    assert status == 200 and "/v1/predict" in json.loads(body)["paths"]
+    status, _, _ = fetch(guarded + "v1/predict?top_k=0", "POST", b"{}", {
+        "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+    assert status == 422  # with the token, the query is checked

@@ -190,9 +190,8 @@ def openapi_predict(limits: Limits) -> dict[str, Any]:
 
 def create_app(classifier, checkpoint, options: ServeOptions):
     """The FastAPI application serving `classifier` (from `inference.load_classifier`)."""
-    from fastapi import FastAPI, Query, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from fastapi import Depends, FastAPI, Query, Request
+    from fastapi.responses import JSONResponse
 
     from .predict import answer_dict, ranked
 
@@ -210,9 +209,44 @@ def create_app(classifier, checkpoint, options: ServeOptions):
 
     app = FastAPI(title="mnist-gluon", version=info["versions"]["mnist_gluon"],
                   description=f"Predictions from {info['checkpoint']['file']}",
-                  docs_url=None, redoc_url=None, lifespan=lifespan)
+                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # As a dependency, the token is checked before the query is validated: without it, a
+    # bad top_k is a 401, not a 422 that tells a stranger about the API.
+    def require_token(request: Request) -> None:
+        check_token(request, options.token)
+
+    guarded = [Depends(require_token)]
 
     answer_errors_as_json(app)
+    add_open_routes(app, page, metrics)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    async def openapi():
+        return app.openapi()
+
+    @app.get("/v1/model", summary="The model being served", dependencies=guarded)
+    async def model():
+        return info
+
+    @app.post("/v1/predict", summary="Classify images", openapi_extra=openapi_predict(
+        options.limits), dependencies=guarded)
+    async def predict(request: Request, top_k: Annotated[int, Query(
+            ge=1, le=classes, description="How many classes to answer per image")] = 3):
+        pixels = await request_pixels(request, engine, options.limits)
+        rows = await engine.classify(pixels)
+        metrics.images.inc(len(rows))
+        return JSONResponse({"predictions": [answer_dict(ranked(row, top_k)) for row in rows]})
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics,
+                       routes=frozenset(route.path for route in app.routes))
+    return app
+
+
+def add_open_routes(app, page: str, metrics: "Metrics") -> None:
+    """The page, the liveness probe and the metrics: open even with a token, for browsers,
+    probes and scrapers."""
+    from fastapi.responses import HTMLResponse, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def draw_page():
@@ -226,25 +260,6 @@ def create_app(classifier, checkpoint, options: ServeOptions):
              response_class=Response)
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/model", summary="The model being served")
-    async def model(request: Request):
-        check_token(request, options.token)
-        return info
-
-    @app.post("/v1/predict", summary="Classify images", openapi_extra=openapi_predict(
-        options.limits))
-    async def predict(request: Request, top_k: Annotated[int, Query(
-            ge=1, le=classes, description="How many classes to answer per image")] = 3):
-        check_token(request, options.token)
-        pixels = await request_pixels(request, engine, options.limits)
-        rows = await engine.classify(pixels)
-        metrics.images.inc(len(rows))
-        return JSONResponse({"predictions": [answer_dict(ranked(row, top_k)) for row in rows]})
-
-    app.add_middleware(MetricsMiddleware, metrics=metrics,
-                       routes=frozenset(route.path for route in app.routes))
-    return app
 
 
 def answer_errors_as_json(app) -> None:
