@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 import urllib.parse
 import zlib
 
@@ -374,3 +375,20 @@ def test_with_a_token_nothing_about_the_api_answers_without_it(guarded):
     status, _, _ = fetch(guarded + "v1/predict?top_k=0", "POST", b"{}", {
         "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
     assert status == 422  # with the token, the query is checked
+
+
+def test_a_client_that_leaves_mid_upload_is_its_own_event_not_a_500(model):
+    """It used to be a 500 with a 61-line traceback, counted among the server's errors."""
+    with serving(model) as (url, _, log):
+        host, port = urllib.parse.urlsplit(url).netloc.split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" * 10)
+            time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while 'status="499"' not in fetch(url + "metrics")[2].decode():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        metrics = fetch(url + "metrics")[2].decode()
+        assert 'status="500"' not in metrics
+    assert "Traceback" not in "".join(log)

@@ -35,15 +35,23 @@ async def read_body(request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer: counted as the client's doing (nginx's 499), not a crash.
+        raise ApiError(CLIENT_CLOSED, "the client closed the connection during the upload"
+                       ) from None
     return b"".join(chunks)
 
 
+CLIENT_CLOSED = 499  # nginx's status for a request its client abandoned
 MAX_JSON_DEPTH = 8  # pixels nest 3 deep: {"pixels": [[...], ...]}
 JSON_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
 
