@@ -382,8 +382,9 @@ def test_a_client_that_leaves_mid_upload_is_its_own_event_not_a_500(model):
     with serving(model) as (url, _, log):
         host, port = urllib.parse.urlsplit(url).netloc.split(":")
         with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                         b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" * 10)
+            sock.sendall(f"POST /v1/predict HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+                         + b"Content-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+                         + b"\x89PNG" * 10)
             time.sleep(0.3)
         deadline = time.monotonic() + 10
         while 'status="499"' not in fetch(url + "metrics")[2].decode():
@@ -392,3 +393,30 @@ def test_a_client_that_leaves_mid_upload_is_its_own_event_not_a_500(model):
         metrics = fetch(url + "metrics")[2].decode()
         assert 'status="500"' not in metrics
     assert "Traceback" not in "".join(log)
+
+
+def test_a_rebound_host_name_and_a_foreign_pages_post_are_refused(server):
+    """DNS rebinding: another site's page whose name now points here sends its own Host; a
+    page of another origin could post a form to the API."""
+    status, _, body = fetch(server + "v1/model", headers={"Host": "evil.example"})
+    assert status == 400 and "Host 'evil.example' is not served here" in json.loads(body)[
+        "error"]
+    form, media = multipart("image", "d.png", A_PNG)
+    status, _, body = fetch(server + "v1/predict", "POST", form, {
+        "Content-Type": media, "Origin": "http://evil.example"})
+    assert (status, json.loads(body)["error"]) == (403, (
+        "a POST from the page of http://evil.example is refused; mnist-serve --cors "
+        "http://evil.example allows it"))
+    own = server.rstrip("/")  # the draw-a-digit page's own origin
+    status, _, _ = fetch(server + "v1/predict", "POST", form, {
+        "Content-Type": media, "Origin": own})
+    assert status == 200
+
+
+def test_cors_lets_a_named_origin_post(model):
+    with serving(model, "--cors", "http://app.example") as (url, _, _):
+        form, media = multipart("image", "d.png", A_PNG)
+        status, headers, _ = fetch(url + "v1/predict", "POST", form, {
+            "Content-Type": media, "Origin": "http://app.example"})
+        assert status == 200
+        assert headers["access-control-allow-origin"] == "http://app.example"

@@ -8,7 +8,9 @@ Nothing in a request names a file: uploads are read from the request's bytes onl
 
 
 import asyncio
+import dataclasses
 import ipaddress
+import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +54,12 @@ class ServeOptions:
     limits: Limits = Limits()
     max_batch: int = 16  # > 1: dynamic micro-batching of waiting requests
     max_wait_ms: float = 0.0  # how long a micro-batch waits to fill up
+    # Host names the server answers to (empty: any); origins whose pages may POST to it.
+    allowed_hosts: tuple[str, ...] = ()
+    cors: tuple[str, ...] = ()
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
 class Engine:
@@ -237,6 +245,12 @@ def create_app(classifier, checkpoint, options: ServeOptions):
         metrics.images.inc(len(rows))
         return JSONResponse({"predictions": [answer_dict(ranked(row, top_k)) for row in rows]})
 
+    if options.cors:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(options.cors),
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
+    app.add_middleware(RequestGuard, options=options)
     app.add_middleware(MetricsMiddleware, metrics=metrics,
                        routes=frozenset(route.path for route in app.routes))
     return app
@@ -328,6 +342,42 @@ class Metrics:
                                       registry=self.registry)
 
 
+class RequestGuard:
+    """Refuses a Host the server does not answer to (so a page of another site whose name
+    was rebound to this address cannot reach the API), and a POST from another origin's page
+    unless --cors names that origin."""
+
+    def __init__(self, app, options: ServeOptions):
+        self.app, self.hosts, self.cors = app, set(options.allowed_hosts), set(options.cors)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        name = host.rpartition(":")[0] if host.rstrip("]").count(":") else host
+        name = name.strip("[]")
+        origin = headers.get("origin")
+        if self.hosts and name not in self.hosts:
+            return await refuse(send, 400, f"Host {host!r} is not served here; mnist-serve "
+                                f"answers to {', '.join(sorted(self.hosts))} "
+                                "(--allowed-host adds a name)")
+        same_site = origin is not None and origin.partition("://")[2] == host
+        if (scope["method"] == "POST" and origin is not None and not same_site
+                and origin not in self.cors):
+            return await refuse(send, 403, f"a POST from the page of {origin} is refused; "
+                                f"mnist-serve --cors {origin} allows it")
+        return await self.app(scope, receive, send)
+
+
+async def refuse(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request, by route (any other path counts as 'other', so
     that a scanner cannot grow the label set)."""
@@ -402,8 +452,10 @@ def serve_checkpoint(params_path: Path, host: str, port: int, options: ServeOpti
 
     classifier, checkpoint = load_classifier(params_path, device, bare_normalization)
     probabilities(classifier, np.zeros((1, PIXELS), np.float32))  # builds the graph once
-    app = create_app(classifier, checkpoint, options)
     sock = listen(host, port)
+    if not options.allowed_hosts and ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+        options = dataclasses.replace(options, allowed_hosts=LOOPBACK_NAMES)
+    app = create_app(classifier, checkpoint, options)
     url = url_of(sock)
     if options.token is None and not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
         say(f"warning: listening on {host} without --token: anyone who reaches it can use it")

@@ -178,11 +178,17 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normaliz
                    "waiting, so a lone request is never delayed.")
 @device_option("cpu")
 @normalize_option
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A host name the server answers to; repeatable.  [default: the loopback "
+                   "names when bound to loopback, else any]")
+@click.option("--cors", multiple=True, metavar="ORIGIN",
+              help="Let pages of this origin (e.g. https://app.example) POST to the API; "
+                   "repeatable.  [default: same origin only]")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @debug_option
 @version
 def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_batch,
-                  max_wait_ms, device, bare_normalization, access_log):
+                  max_wait_ms, device, bare_normalization, allowed_hosts, cors, access_log):
     """Serve a checkpoint over HTTP: POST /v1/predict (an image upload, or JSON pixels for a
     batch), GET /v1/model, /healthz and /metrics (Prometheus), and at / a page to draw a digit
     on. Needs the serve extra: pip install "mnist-gluon[serve]"."""
@@ -197,7 +203,8 @@ def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_
 
     say = lambda text: click.echo(f"mnist-serve: {text}", err=True)  # noqa: E731
     limits = dataclasses.replace(Limits(), max_body_bytes=max_body, max_images=max_images)
-    options = ServeOptions(token, limits, max_batch, max_wait_ms)
+    options = ServeOptions(token, limits, max_batch, max_wait_ms, tuple(allowed_hosts),
+                           tuple(cors))
     serve_checkpoint(Path(checkpoint_path), host, port, options, device, bare_normalization,
                      access_log, say)
 
