@@ -1,6 +1,6 @@
-"""What a prediction request sends, read and checked: its token, its body within the size
-limit, JSON pixels, a form upload, an image. Every refusal is an ApiError with the status and
-a message that says what to send instead."""
+"""What a request sends, read and checked: its Host and Origin, its token, its body within the
+size limit, JSON pixels, a form upload, an image. Every refusal is a status and a message that
+says what to send instead."""
 
 import hmac
 import json
@@ -136,3 +136,39 @@ def image_pixels(raw: bytes, max_pixels: int) -> np.ndarray:
         return mnist_like(decode_image(raw, "the upload", max_pixels)).reshape(1, -1)
     except DataError as error:
         raise ApiError(400, str(error)) from None
+
+
+class RequestGuard:
+    """Refuses a Host the server does not answer to (so a page of another site whose name
+    was rebound to this address cannot reach the API), and a POST from another origin's page
+    unless --cors names that origin."""
+
+    def __init__(self, app, hosts: tuple[str, ...], cors: tuple[str, ...]):
+        self.app, self.hosts, self.cors = app, set(hosts), set(cors)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        name = host.rpartition(":")[0] if host.rstrip("]").count(":") else host
+        name = name.strip("[]")
+        origin = headers.get("origin")
+        if self.hosts and name not in self.hosts:
+            return await refuse(send, 400, f"Host {host!r} is not served here; mnist-serve "
+                                f"answers to {', '.join(sorted(self.hosts))} "
+                                "(--allowed-host adds a name)")
+        same_site = origin is not None and origin.partition("://")[2] == host
+        if (scope["method"] == "POST" and origin is not None and not same_site
+                and origin not in self.cors):
+            return await refuse(send, 403, f"a POST from the page of {origin} is refused; "
+                                f"mnist-serve --cors {origin} allows it")
+        return await self.app(scope, receive, send)
+
+
+async def refuse(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -10,7 +10,6 @@ Nothing in a request names a file: uploads are read from the request's bytes onl
 import asyncio
 import dataclasses
 import ipaddress
-import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from .data import PIXELS
 from .errors import UserError
 from .http_inputs import (
     ApiError,
+    RequestGuard,
     check_token,
     image_from_form,
     image_pixels,
@@ -250,7 +250,7 @@ def create_app(classifier, checkpoint, options: ServeOptions):
 
         app.add_middleware(CORSMiddleware, allow_origins=list(options.cors),
                            allow_methods=["GET", "POST"], allow_headers=["*"])
-    app.add_middleware(RequestGuard, options=options)
+    app.add_middleware(RequestGuard, hosts=options.allowed_hosts, cors=options.cors)
     app.add_middleware(MetricsMiddleware, metrics=metrics,
                        routes=frozenset(route.path for route in app.routes))
     return app
@@ -340,42 +340,6 @@ class Metrics:
         self.forward_rows = Histogram("mnist_forward_batch_size", "Images per forward pass",
                                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                                       registry=self.registry)
-
-
-class RequestGuard:
-    """Refuses a Host the server does not answer to (so a page of another site whose name
-    was rebound to this address cannot reach the API), and a POST from another origin's page
-    unless --cors names that origin."""
-
-    def __init__(self, app, options: ServeOptions):
-        self.app, self.hosts, self.cors = app, set(options.allowed_hosts), set(options.cors)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        host = headers.get("host", "")
-        name = host.rpartition(":")[0] if host.rstrip("]").count(":") else host
-        name = name.strip("[]")
-        origin = headers.get("origin")
-        if self.hosts and name not in self.hosts:
-            return await refuse(send, 400, f"Host {host!r} is not served here; mnist-serve "
-                                f"answers to {', '.join(sorted(self.hosts))} "
-                                "(--allowed-host adds a name)")
-        same_site = origin is not None and origin.partition("://")[2] == host
-        if (scope["method"] == "POST" and origin is not None and not same_site
-                and origin not in self.cors):
-            return await refuse(send, 403, f"a POST from the page of {origin} is refused; "
-                                f"mnist-serve --cors {origin} allows it")
-        return await self.app(scope, receive, send)
-
-
-async def refuse(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class MetricsMiddleware:
