@@ -189,3 +189,16 @@ def stop_at(step: int, signum: int = signal.SIGTERM):
 
     return stop_signal
 
+
+def without_module(module: str, folder: Path, command: str,
+                   args: list) -> subprocess.CompletedProcess:
+    """Run `cli.run(cli.<command>, args)` in a fresh interpreter where importing `module`
+    fails, as it does where its extra is not installed."""
+    blocker = folder / "blocker"
+    blocker.mkdir(exist_ok=True)
+    (blocker / f"{module}.py").write_text(f"raise ImportError('{module} is not installed')\n")
+    probe = ("import sys; from mnist_gluon import cli; "
+             f"sys.exit(cli.run(cli.{command}, {[str(a) for a in args]!r}))")
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(blocker), "PATH": ""})
+

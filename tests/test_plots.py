@@ -2,11 +2,10 @@
 
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 from mnist_gluon.cli import eval_command, run
+from support import without_module
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -28,17 +27,11 @@ def test_training_ends_with_curves_png(model):
 
 
 def test_without_matplotlib_the_commands_say_how_to_install_it(model, mnist_dir, tmp_path):
-
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "matplotlib.py").write_text("raise ImportError('matplotlib is not installed')\n")
     shutil.copy(model, tmp_path / "m.params")
     shutil.copy(model.with_suffix(".json"), tmp_path / "m.json")
-    probe = ("import sys; from mnist_gluon import cli; sys.exit(cli.run(cli.eval_command, "
-             f"['--checkpoint', {str(tmp_path / 'm.params')!r}, '--data-root', "
-             f"{str(mnist_dir)!r}, '--plot', {str(tmp_path / 'plots')!r}]))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env={"PYTHONPATH": str(blocker), "PATH": ""})
+    result = without_module("matplotlib", tmp_path, "eval_command", [
+        "--checkpoint", tmp_path / "m.params", "--data-root", mnist_dir, "--plot",
+        tmp_path / "plots"])
     assert result.returncode == 0, result.stderr
     assert "accuracy 0.9" in result.stdout
     assert "pip install 'mnist-gluon[plot]'" in result.stderr

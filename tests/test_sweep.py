@@ -4,7 +4,6 @@ again, shared by processes through one study, pruned from inside the runs."""
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ from mnist_gluon.checkpoint import read_checkpoint
 from mnist_gluon.cli import run, sweep_command
 from mnist_gluon.config import load_config
 from mnist_gluon.training.run import run_training
-from support import BIN, snapshot
+from support import BIN, snapshot, without_module
 
 
 def sweep(tmp_path, small_config, *extra, out="sweep") -> list[str]:
@@ -169,14 +168,8 @@ def test_mnist_sweep_is_installed():
 
 
 def test_without_the_extra_mnist_sweep_says_how_to_install_it(small_config, tmp_path):
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "optuna.py").write_text("raise ImportError('not installed')\n")
-    probe = ("import sys; from mnist_gluon import cli; sys.exit(cli.run(cli.sweep_command, "
-             f"['--config', {str(small_config)!r}, '--grid', 'train.lr=0.1', '--out', "
-             f"{str(tmp_path / 'sweep')!r}]))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env={"PYTHONPATH": str(blocker), "PATH": ""})
+    result = without_module("optuna", tmp_path, "sweep_command", [
+        "--config", small_config, "--grid", "train.lr=0.1", "--out", tmp_path / "sweep"])
     assert result.returncode == 2
     assert result.stderr.strip() == ("mnist-sweep: error: mnist-sweep needs optuna: pip install "
                                      "'mnist-gluon[sweep]' (see mnist-sweep --help)")

@@ -1,8 +1,6 @@
 """TensorBoard event files, read back with TensorBoard's own reader."""
 
 import shutil
-import subprocess
-import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -12,6 +10,7 @@ from mnist_gluon.checkpoint import read_checkpoint
 from mnist_gluon.cli import run, train_command
 from mnist_gluon.config import load_config
 from mnist_gluon.training.run import run_training
+from support import without_module
 
 EVERY = 10  # track.every_steps in these runs; small_config has 50 steps an epoch
 
@@ -75,14 +74,8 @@ def test_tracking_can_be_turned_off(small_config, tmp_path):
 
 
 def test_without_the_extra_the_run_says_how_to_install_it_and_trains(small_config, tmp_path):
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "tensorboardX.py").write_text("raise ImportError('not installed')\n")
-    probe = ("import sys; from mnist_gluon import cli; sys.exit(cli.run(cli.train_command, "
-             f"['--config', {str(small_config)!r}, '--out', {str(tmp_path / 'run')!r}, "
-             "'--quiet']))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env={"PYTHONPATH": str(blocker), "PATH": ""})
+    result = without_module("tensorboardX", tmp_path, "train_command", [
+        "--config", small_config, "--out", tmp_path / "run", "--quiet"])
     assert result.returncode == 0, result.stderr
     assert ("no TensorBoard logs: they need tensorboardX: pip install 'mnist-gluon[track]'"
             in result.stdout)

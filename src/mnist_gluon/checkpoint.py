@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, config_from_dict, config_to_dict
+from .config import ACTIVATIONS, Config, config_from_dict, config_to_dict
 from .data import PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
 from .files import commit, sha256_of, stage
@@ -281,8 +281,6 @@ def signed(content: dict[str, Any]) -> dict[str, Any]:
 def check_meaning(sidecar: Sidecar, path: Path) -> Sidecar:
     """What the numbers mean must make sense: an edited value would change every prediction."""
     norm, arch = sidecar.normalization, sidecar.architecture
-    from .config import ACTIVATIONS
-
     problems = [
         (not (np.isfinite(norm.mean) and np.isfinite(norm.std) and norm.std > 0),
          f"normalization {norm.mean}, {norm.std} (the std must be finite and above 0)"),

@@ -5,6 +5,7 @@ says what to send instead."""
 import hmac
 import json
 import re
+import urllib.parse
 
 import numpy as np
 
@@ -151,8 +152,10 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
-        name = host.rpartition(":")[0] if host.rstrip("]").count(":") else host
-        name = name.strip("[]")
+        try:  # "name", "name:port", "[::1]", "[::1]:port"
+            name = urllib.parse.urlsplit(f"//{host}").hostname or ""
+        except ValueError:
+            name = ""
         origin = headers.get("origin")
         if self.hosts and name not in self.hosts:
             return await refuse(send, 400, f"Host {host!r} is not served here; mnist-serve "

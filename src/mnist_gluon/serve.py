@@ -417,11 +417,12 @@ def serve_checkpoint(params_path: Path, host: str, port: int, options: ServeOpti
     classifier, checkpoint = load_classifier(params_path, device, bare_normalization)
     probabilities(classifier, np.zeros((1, PIXELS), np.float32))  # builds the graph once
     sock = listen(host, port)
-    if not options.allowed_hosts and ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+    loopback = ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+    if not options.allowed_hosts and loopback:
         options = dataclasses.replace(options, allowed_hosts=LOOPBACK_NAMES)
     app = create_app(classifier, checkpoint, options)
     url = url_of(sock)
-    if options.token is None and not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+    if options.token is None and not loopback:
         say(f"warning: listening on {host} without --token: anyone who reaches it can use it")
     say(f"serving {params_path} on {url} (draw at {url}, API at {url}v1/predict"
         f"{', token required' if options.token else ''}); Ctrl-C stops")
