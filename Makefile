@@ -45,5 +45,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
+# JAX for scripts/bench.py's comparison, apart: JAX needs numpy 2, MXNet 1.9 numpy 1.
+.venv-jax:
+	python=$$(scripts/pick-python $(PYTHON)) && "$$python" -m venv $@.tmp
+	$@.tmp/bin/python -m pip install --quiet "jax==0.10.2"
+	mv $@.tmp $@
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-jax build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,20 +1,24 @@
 #!/usr/bin/env python
-"""Measure mnist-gluon's speed on this machine, against PyTorch, in one run.
+"""Measure mnist-gluon's speed on this machine, against PyTorch and JAX, in one run.
 
     pip install -e ".[bench]"
+    make .venv-jax                 # JAX in a venv of its own: it needs numpy 2, MXNet numpy 1
     python scripts/bench.py --json bench.json
 
 Training throughput is that of `mnist_gluon.training.loop.train_epoch`, the loop `mnist-train`
 runs, on the real MNIST training set normalised as `mnist-train` does, with base.yaml's recipe (NAG,
 momentum 0.9, weight decay 5e-4). PyTorch trains the same MLP on the same data, in the same
 order, with the same optimizer, epoch for epoch in alternation with ours, so the ratio holds
-while the machine's speed drifts. Figures are medians over repetitions after warm-up, with the
-range. Shared machines are noisy: compare ratios, not absolute times, across runs.
+while the machine's speed drifts. So does JAX, in its own interpreter (scripts/jax_peer.py),
+with each epoch compiled as one scan over its steps. Figures are medians over repetitions after
+warm-up, with the range. Shared machines are noisy: compare ratios, not absolute times, across runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -34,6 +38,7 @@ sys.path.insert(0, str(REPO / "src"))
 # no gradient for its input.
 FLOP_PER_SAMPLE = 409_088
 GFLOPS_PER_CORE = 250.0  # measured on these cores for matrices of this shape (issue 3)
+AUGMENT_BATCH = 128
 
 
 def matmul_gflops(rows: int, repeats: int = 20) -> float:
@@ -154,6 +159,48 @@ class Torch:
         return time.perf_counter() - started
 
 
+# --- JAX ---------------------------------------------------------------------------------------
+
+class Jax:
+    """The same MLP, initial parameters, data, order and optimizer in JAX, each epoch one
+    compiled `lax.scan`, run by scripts/jax_peer.py in `python` (an interpreter with JAX)."""
+
+    def __init__(self, prepared, batch_size: int, config, net, lr_at, python: str):
+        self.folder = tempfile.TemporaryDirectory()
+        folder = Path(self.folder.name)
+        arrays = {name: param.data().asnumpy() for name, param in
+                  zip(("w1", "b1", "w2", "b2"), net.collect_params().values(), strict=True)}
+        np.savez(folder / "data.npz", images=prepared.train[0].inputs[0].asnumpy(),
+                 labels=prepared.train_labels, momentum=config.train.momentum,
+                 wd=config.train.weight_decay, **arrays)
+        self.batch_size, self.lr_at = batch_size, lr_at
+        self.process = subprocess.Popen([python, str(REPO / "scripts/jax_peer.py"), str(folder)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = self.process.stdout.readline().split()
+        if not ready or ready[0] != "ready":
+            raise RuntimeError(f"scripts/jax_peer.py did not start under {python}")
+        self.version = ready[1]
+
+    def epoch(self, order: np.ndarray) -> float:
+        steps = len(order) // self.batch_size
+        plan = Path(self.folder.name) / "order.npz"
+        np.savez(plan, steps=order[: steps * self.batch_size].reshape(steps, self.batch_size),
+                 lrs=np.array([self.lr_at(step) for step in range(steps)], np.float32))
+        self.process.stdin.write(f"epoch {plan}\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline().split()[0])
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+        self.folder.cleanup()
+
+
+def jax_version(python: str) -> str:
+    return subprocess.run([python, "-c", "import jax; print(jax.__version__)"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
 # --- whole processes ---------------------------------------------------------------------------
 
 def time_process(argv: list[str], repeats: int, env: dict) -> dict:
@@ -205,16 +252,13 @@ def evaluation(model, prepared, data_root: str, repeats: int) -> dict:
         started = time.perf_counter()
         predict_logits(classifier, pixels)
         times.append(time.perf_counter() - started)
-    peak = matmul_gflops(len(pixels))
-    forward_flop = 2 * (784 * 128 + 128 * 10) * len(pixels)
     return {"eval_10k_ms": summary([t * 1000 for t in times]),
-            "eval_samples_per_s": len(pixels) / statistics.median(times),
-            "eval_10k_floor_ms_at_measured_matmul": forward_flop / (peak * 1e9) * 1000}
+            "eval_samples_per_s": len(pixels) / statistics.median(times)}
 
 
 # --- augmentation ------------------------------------------------------------------------------
 
-def augmentation(config, data_root: str, repeats: int, batch_size: int = 128,
+def augmentation(config, data_root: str, repeats: int, batch_size: int = AUGMENT_BATCH,
                  shift: int | None = None) -> dict:
     """Epoch time with random shifts (configs/best.yaml's, unless `shift` is given) and with
     elastic distortion (Simard et al.'s alpha 34, sigma 4) against none, in alternation."""
@@ -254,27 +298,34 @@ def augmentation(config, data_root: str, repeats: int, batch_size: int = 128,
 # --- the run -----------------------------------------------------------------------------------
 
 def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch: bool,
-                     cores: int) -> dict:
+                     jax_python: str | None, cores: int) -> dict:
     from mnist_gluon.data import epoch_order
     from mnist_gluon.training.step import plan_epoch
 
-    ours = Ours(config, prepared, batch_size)
-    theirs = Torch(prepared, batch_size, config) if use_torch else None
-    ours_s, torch_s, ratios = [], [], []
+    runners = {"ours": Ours(config, prepared, batch_size)}
+    ours = runners["ours"]
+    if use_torch:
+        runners["torch"] = Torch(prepared, batch_size, config)
+    if jax_python:
+        runners["jax"] = Jax(prepared, batch_size, config, ours.model.net, ours.lr_at,
+                             jax_python)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    ratios: dict[str, list[float]] = {name: [] for name in runners if name != "ours"}
     samples = ours.steps * batch_size
-    for rep in range(repeats + 1):  # the first is warm-up
+    for rep in range(repeats + 1):  # the first is warm-up (and JAX's compilation)
         order = epoch_order(prepared.num_train, config.seed, rep + 1)
-        pair = [("ours", ours)] + ([("torch", theirs)] if theirs else [])
-        if rep % 2:
-            pair.reverse()  # neither always runs first
-        times = {name: runner.epoch(order) for name, runner in pair}
+        names = list(runners)
+        names = names[rep % len(names):] + names[: rep % len(names)]  # each takes each turn
+        seconds = {name: runners[name].epoch(order) for name in names}
         if rep == 0:
             continue
-        ours_s.append(times["ours"])
-        if theirs:
-            torch_s.append(times["torch"])
-            ratios.append(times["torch"] / times["ours"])
-    ours_rate = samples / statistics.median(ours_s)
+        for name, value in seconds.items():
+            times[name].append(value)
+            if name != "ours":
+                ratios[name].append(value / seconds["ours"])
+    if "jax" in runners:
+        runners["jax"].close()
+    ours_rate = samples / statistics.median(times["ours"])
     core_s = statistics.median(ours.core(ours.steps) for _ in range(3))
     order = epoch_order(prepared.num_train, config.seed, 99)
     started = time.perf_counter()
@@ -283,20 +334,19 @@ def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch:
     data_s = time.perf_counter() - started
     result = {
         "ours_samples_per_s": ours_rate,
-        "ours_epoch_s": summary(ours_s),
+        "ours_epoch_s": summary(times["ours"]),
         "flop_bound_fraction": ours_rate * FLOP_PER_SAMPLE / (cores * GFLOPS_PER_CORE * 1e9),
-        "measured_matmul_gflops": (peak := matmul_gflops(batch_size)),
-        "measured_bound_fraction": ours_rate * FLOP_PER_SAMPLE / (peak * 1e9),
-        "outside_core_share": max(0.0, 1 - core_s / statistics.median(ours_s)),
-        "plan_epoch_share": data_s / statistics.median(ours_s),
+        "outside_core_share": max(0.0, 1 - core_s / statistics.median(times["ours"])),
+        "plan_epoch_share": data_s / statistics.median(times["ours"]),
     }
-    if theirs:
-        result.update({
-            "torch_samples_per_s": samples / statistics.median(torch_s),
-            "torch_epoch_s": summary(torch_s),
-            "ratio_vs_pytorch": statistics.median(ratios),
-            "ratio_vs_pytorch_range": [min(ratios), max(ratios)],
-        })
+    for name, peer in (("torch", "pytorch"), ("jax", "jax")):
+        if name in runners:
+            result.update({
+                f"{name}_samples_per_s": samples / statistics.median(times[name]),
+                f"{name}_epoch_s": summary(times[name]),
+                f"ratio_vs_{peer}": statistics.median(ratios[name]),
+                f"ratio_vs_{peer}_range": [min(ratios[name]), max(ratios[name])],
+            })
     return result
 
 
@@ -310,48 +360,38 @@ def main() -> int:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--no-processes", action="store_true",
                         help="skip timing whole mnist-train / mnist-eval processes")
+    parser.add_argument("--no-jax", action="store_true", help="skip the JAX comparison")
+    parser.add_argument("--jax-python", default=str(REPO / ".venv-jax/bin/python"),
+                        help="an interpreter with JAX [default: .venv-jax, from make .venv-jax]")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1,
                         help="PyTorch's intra-op threads [default: all cores]")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    parser.add_argument("--part", help=argparse.SUPPRESS)  # one part, in a process of its own
     args = parser.parse_args()
 
-    from mnist_gluon.config import load_config
-    from mnist_gluon.mxnet_compat import mx
-    from mnist_gluon.training.data import prepare_data
-
-    use_torch = not args.no_torch
-    if use_torch:
-        try:
-            import torch
-        except ImportError:
-            print("bench.py: error: PyTorch is not installed; pip install -e '.[bench]' or pass "
-                  "--no-torch", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.torch_threads)
-    config = load_config(REPO / "configs/base.yaml", [f"data.root={args.data_root}",
-                                                      "device=cpu", "data.download=false"])
-    prepared = prepare_data(config, [mx.cpu()])
-    cores = os.cpu_count() or 1
-    figures: dict = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cores": cores, "python": platform.python_version(),
-                    "mxnet": mx.__version__, "numpy": np.__version__,
-                    "torch": torch.__version__ if use_torch else None,
-                    "torch_threads": torch.get_num_threads() if use_torch else None,
-                    "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",
-                                                            "MXNET_ENGINE_TYPE")}},
-        "flop_per_sample": FLOP_PER_SAMPLE,
-    }
-    last = None
-    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        result = bench_batch_size(config, prepared, batch_size, args.repeats, use_torch, cores)
-        figures[f"batch_{batch_size}"] = result
-        for key, value in result.items():
-            if key in ("ratio_vs_pytorch", "ours_samples_per_s", "torch_samples_per_s"):
-                figures[f"{key}_batch_{batch_size}"] = value
-        last = Ours(config, prepared, batch_size)
-    figures.update(augmentation(config, args.data_root, args.repeats))
-    figures.update(evaluation(last.model, prepared, args.data_root, max(args.repeats, 10)))
+    if args.part is not None:
+        print(json.dumps(run_part(args.part, args)))
+        return 0
+    if not args.no_torch and importlib.util.find_spec("torch") is None:
+        print("bench.py: error: PyTorch is not installed; pip install -e '.[bench]' or pass "
+              "--no-torch", file=sys.stderr)
+        return 2
+    if not args.no_jax and not Path(args.jax_python).exists():
+        print(f"bench.py: error: {args.jax_python} does not exist; make .venv-jax, pass "
+              "--jax-python, or pass --no-jax", file=sys.stderr)
+        return 2
+    # Each part runs in a process of its own, because MXNet's engine is chosen once per process,
+    # as mnist-train and mnist-eval choose it (mnist_gluon.engine).
+    parts = [f"batch:{b}" for b in args.batch_sizes.split(",")] + ["augmentation", "evaluation"]
+    figures: dict = {"flop_per_sample": FLOP_PER_SAMPLE, "engines": {}}
+    for part in parts:
+        result = json.loads(subprocess.run([sys.executable, __file__, *sys.argv[1:],
+                                            "--part", part], check=True, text=True,
+                                           stdout=subprocess.PIPE).stdout)
+        figures["machine"] = result.pop("machine")
+        figures["engines"][part] = result.pop("engine")
+        figures.update(result)
+    add_matmul_bounds(figures)
     if not args.no_processes:
         figures.update(processes(args.data_root, args.process_repeats))
 
@@ -361,24 +401,104 @@ def main() -> int:
     return 0
 
 
+def add_matmul_bounds(figures: dict) -> None:
+    """Each figure against this machine's matrix-product speed, measured here, in a process
+    whose BLAS threads no MXNet setting has touched."""
+    for key, row in figures.items():
+        if key.startswith("batch_") and isinstance(row, dict):
+            row["measured_matmul_gflops"] = peak = matmul_gflops(int(key[6:]))
+            row["measured_bound_fraction"] = (row["ours_samples_per_s"] * FLOP_PER_SAMPLE
+                                              / (peak * 1e9))
+    forward_flop = 2 * (784 * 128 + 128 * 10) * 10_000
+    figures["eval_10k_floor_ms_at_measured_matmul"] = (forward_flop
+                                                       / (matmul_gflops(10_000) * 1e9) * 1000)
+
+
+def run_part(part: str, args) -> dict:
+    """One part of the benchmark, on the engine mnist-train or mnist-eval would choose for it."""
+    from mnist_gluon import engine
+
+    kind, _, batch = part.partition(":")
+    if kind == "evaluation":
+        engine.choose(engine.inference_settings("cpu"))
+    else:
+        engine.choose(engine.training_settings(int(batch or AUGMENT_BATCH), "cpu", "local"))
+
+    from mnist_gluon.config import load_config
+    from mnist_gluon.mxnet_compat import mx
+    from mnist_gluon.training.data import prepare_data
+
+    torch = None
+    if not args.no_torch and kind == "batch":
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    jax_python = None if args.no_jax else args.jax_python
+    config = load_config(REPO / "configs/base.yaml", [f"data.root={args.data_root}",
+                                                      "device=cpu", "data.download=false"])
+    prepared = prepare_data(config, [mx.cpu()])
+    cores = os.cpu_count() or 1
+    figures: dict = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cores": cores, "python": platform.python_version(),
+                    "mxnet": mx.__version__, "numpy": np.__version__,
+                    "torch": None if args.no_torch else package_version("torch"),
+                    "torch_threads": None if args.no_torch else args.torch_threads,
+                    "jax": jax_version(jax_python) if jax_python else None},
+        "engine": {k: os.environ.get(k) for k in ("MXNET_ENGINE_TYPE", "OMP_NUM_THREADS")},
+    }
+    if kind == "batch":
+        result = bench_batch_size(config, prepared, int(batch), args.repeats, torch is not None,
+                                  jax_python, cores)
+        figures[f"batch_{batch}"] = result
+        for key in ("ratio_vs_pytorch", "ratio_vs_jax", "ours_samples_per_s",
+                    "torch_samples_per_s", "jax_samples_per_s"):
+            if key in result:
+                figures[f"{key}_batch_{batch}"] = result[key]
+    elif kind == "augmentation":
+        figures.update(augmentation(config, args.data_root, args.repeats))
+    else:
+        model = Ours(config, prepared, AUGMENT_BATCH).model
+        figures.update(evaluation(model, prepared, args.data_root, max(args.repeats, 10)))
+    return figures
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def print_table(figures: dict) -> None:
     machine = figures["machine"]
     print(f"machine: {machine['platform']}, {machine['cores']} cores, mxnet {machine['mxnet']}, "
-          f"torch {machine['torch']} ({machine['torch_threads']} threads)")
+          f"torch {machine['torch']} ({machine['torch_threads']} threads), "
+          f"jax {machine['jax']}")
+    for part, settings in figures["engines"].items():
+        chosen = ", ".join(f"{k}={v}" for k, v in settings.items() if v) or "MXNet's defaults"
+        print(f"engine for {part}: {chosen}")
     print(f"{'batch':>6} {'ours samples/s':>15} {'torch samples/s':>16} {'ratio':>6} "
-          f"{'range':>11} {'of 250 GF/core':>14} {'of measured':>11} {'outside core':>12}")
+          f"{'range':>11} {'jax samples/s':>14} {'ratio':>6} {'range':>11} "
+          f"{'of 250 GF/core':>14} {'of measured':>11} {'outside core':>12}")
+
+    def cell(value, spec: str, width: int) -> str:
+        return format("-" if value is None else format(value, spec), f">{width}")
+
+    def span(row: dict, key: str) -> str:
+        values = row.get(key)
+        return cell(None if values is None else f"{values[0]:.2f}-{values[1]:.2f}", "", 11)
+
     for key, row in figures.items():
-        if not key.startswith("batch_"):
-            continue
-        torch_rate = row.get("torch_samples_per_s")
-        ratio = row.get("ratio_vs_pytorch")
-        span = row.get("ratio_vs_pytorch_range")
-        print(f"{key[6:]:>6} {row['ours_samples_per_s']:>15,.0f} "
-              f"{'-' if torch_rate is None else format(torch_rate, ',.0f'):>16} "
-              f"{'-' if ratio is None else format(ratio, '.2f'):>6} "
-              f"{'-' if span is None else f'{span[0]:.2f}-{span[1]:.2f}':>11} "
-              f"{row['flop_bound_fraction']:>14.1%} {row['measured_bound_fraction']:>11.1%} "
-              f"{row['outside_core_share']:>12.1%}")
+        if key.startswith("batch_"):
+            print(f"{key[6:]:>6} {row['ours_samples_per_s']:>15,.0f} "
+                  f"{cell(row.get('torch_samples_per_s'), ',.0f', 16)} "
+                  f"{cell(row.get('ratio_vs_pytorch'), '.2f', 6)} "
+                  f"{span(row, 'ratio_vs_pytorch_range')} "
+                  f"{cell(row.get('jax_samples_per_s'), ',.0f', 14)} "
+                  f"{cell(row.get('ratio_vs_jax'), '.2f', 6)} {span(row, 'ratio_vs_jax_range')} "
+                  f"{row['flop_bound_fraction']:>14.1%} {row['measured_bound_fraction']:>11.1%} "
+                  f"{row['outside_core_share']:>12.1%}")
     print(f"random shifts (data.augment.shift={figures['augment_shift']}) at batch "
           f"{figures['augment_batch_size']}: {figures['augmentation_overhead']:+.1%} epoch time "
           f"({figures['epoch_s_with_shift']['median']:.3f} s against "

@@ -7,6 +7,7 @@ whole life is spent inside `import mxnet`.
 """
 
 import os
+import sys
 
 import numpy
 
@@ -20,6 +21,25 @@ if "bool" not in numpy.__dict__:
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 import mxnet as mx  # noqa: E402
+
+
+def _start_engine_quietly() -> None:
+    """MXNet starts its engine on the first operator and, when the environment names one
+    (engine.py's choice), logs "MXNet start using engine: ..." to stderr: start it here, with
+    that line sent to /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            mx.nd.zeros((1,)).wait_to_read()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+if os.environ.get("MXNET_ENGINE_TYPE"):
+    _start_engine_quietly()
 
 
 def __getattr__(name: str):

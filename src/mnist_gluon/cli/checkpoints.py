@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .. import engine
 from ..data import DATASETS
 from ..serve import Limits, ServeOptions
 from .options import (
@@ -41,6 +42,7 @@ def eval_command(checkpoint_path, data_root, dataset, device, bare_normalization
                  as_json, plot_dir):
     """Evaluate a checkpoint on the test set: accuracy, loss, per-class precision, recall and
     F1, macro averages and the confusion matrix."""
+    engine.choose(engine.inference_settings(device))
     from ..evaluate import evaluate_checkpoint
     from ..metrics import format_report
 
@@ -92,6 +94,7 @@ def predict_command(checkpoint_path, inputs, top_k, device, bare_normalization, 
     inverted, cropped and centred the way MNIST's digits are), .npy arrays and IDX files of
     28x28 images, or folders of them. A file that cannot be read is reported and skipped;
     the exit status is then 1."""
+    engine.choose(engine.inference_settings(device))
     from ..errors import DataError
     from ..images import expand, load_inputs
     from ..inference import load_classifier
@@ -135,6 +138,7 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normaliz
     """Export a checkpoint for serving. The exported model takes raw pixels (float32, 0-255,
     N x 784) with the normalisation inside the graph, and returns logits; model.json beside
     it describes input, output and class names."""
+    engine.choose(engine.inference_settings("cpu"))
     from ..export import export_checkpoint
     from ..inference import load_classifier
 
@@ -199,6 +203,8 @@ def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_
     if missing:
         raise click.UsageError(f"mnist-serve needs {', '.join(missing)}: "
                                'pip install "mnist-gluon[serve]"')
+    # One OpenMP thread: the event loop needs the other core.
+    engine.choose(engine.inference_settings(device, threads=1))
     from ..serve import serve_checkpoint
 
     say = lambda text: click.echo(f"mnist-serve: {text}", err=True)  # noqa: E731

@@ -49,6 +49,10 @@ def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir,
         click.echo(config_to_yaml(config), nl=False)
         return
 
+    from .. import engine
+
+    engine.choose(engine.training_settings(config.train.batch_size, config.device,
+                                           config.train.kvstore))
     from ..signals import StopSignals
     from ..sweep import TrialJudge
     from ..training.run import run_training
