@@ -49,6 +49,16 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ConnectionLimits:
+    """How long a client may take, and how many may be connected (http_connections.py)."""
+
+    header_s: float = 10.0  # from a request's first byte to the end of its headers
+    body_s: float = 30.0  # from the end of the headers to the end of the body
+    keep_alive_s: float = 5.0  # an idle connection between requests (uvicorn's own setting)
+    max_connections: int = 1000
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     token: str | None = None  # when set, /v1/* needs "Authorization: Bearer <token>"
     limits: Limits = Limits()
@@ -57,6 +67,7 @@ class ServeOptions:
     # Host names the server answers to (empty: any); origins whose pages may POST to it.
     allowed_hosts: tuple[str, ...] = ()
     cors: tuple[str, ...] = ()
+    connections: ConnectionLimits = ConnectionLimits()
 
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -396,11 +407,17 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_server(app, sock: socket.socket, access_log: bool) -> None:
+def run_server(app, sock: socket.socket, access_log: bool, limits: ConnectionLimits) -> None:
     import uvicorn
 
+    from .http_connections import guarded_protocol, usable_connections
+
+    limits = dataclasses.replace(limits,
+                                 max_connections=usable_connections(limits.max_connections))
     config = uvicorn.Config(app, log_level="info" if access_log else "warning",
-                            access_log=access_log, timeout_graceful_shutdown=5)
+                            access_log=access_log, timeout_graceful_shutdown=5,
+                            http=guarded_protocol(limits),
+                            timeout_keep_alive=limits.keep_alive_s)
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -426,4 +443,4 @@ def serve_checkpoint(params_path: Path, host: str, port: int, options: ServeOpti
         say(f"warning: listening on {host} without --token: anyone who reaches it can use it")
     say(f"serving {params_path} on {url} (draw at {url}, API at {url}v1/predict"
         f"{', token required' if options.token else ''}); Ctrl-C stops")
-    run_server(app, sock, access_log)
+    run_server(app, sock, access_log, options.connections)

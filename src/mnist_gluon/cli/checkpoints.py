@@ -11,7 +11,7 @@ import click
 
 from .. import engine
 from ..data import DATASETS
-from ..serve import Limits, ServeOptions
+from ..serve import ConnectionLimits, Limits, ServeOptions
 from .options import (
     CONTEXT,
     checkpoint_option,
@@ -188,11 +188,25 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normaliz
 @click.option("--cors", multiple=True, metavar="ORIGIN",
               help="Let pages of this origin (e.g. https://app.example) POST to the API; "
                    "repeatable.  [default: same origin only]")
+@click.option("--header-timeout", type=click.FloatRange(0, min_open=True),
+              default=ConnectionLimits.header_s, show_default=True, metavar="SECONDS",
+              help="A request's headers must arrive within this time of its first byte.")
+@click.option("--body-timeout", type=click.FloatRange(0, min_open=True),
+              default=ConnectionLimits.body_s, show_default=True, metavar="SECONDS",
+              help="A request's body must arrive within this time of its headers.")
+@click.option("--keep-alive-timeout", type=click.FloatRange(0, min_open=True),
+              default=ConnectionLimits.keep_alive_s, show_default=True, metavar="SECONDS",
+              help="An idle connection is closed after this time.")
+@click.option("--max-connections", type=click.IntRange(1, None),
+              default=ConnectionLimits.max_connections, show_default=True,
+              help="Connections open at once (fewer if the file limit is lower); at the cap a "
+                   "new one displaces the one waiting longest without a whole request.")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @debug_option
 @version
 def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_batch,
-                  max_wait_ms, device, bare_normalization, allowed_hosts, cors, access_log):
+                  max_wait_ms, device, bare_normalization, allowed_hosts, cors, header_timeout,
+                  body_timeout, keep_alive_timeout, max_connections, access_log):
     """Serve a checkpoint over HTTP: POST /v1/predict (an image upload, or JSON pixels for a
     batch), GET /v1/model, /healthz and /metrics (Prometheus), and at / a page to draw a digit
     on. Needs the serve extra: pip install "mnist-gluon[serve]"."""
@@ -209,8 +223,10 @@ def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_
 
     say = lambda text: click.echo(f"mnist-serve: {text}", err=True)  # noqa: E731
     limits = dataclasses.replace(Limits(), max_body_bytes=max_body, max_images=max_images)
+    connections = ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout,
+                                   max_connections)
     options = ServeOptions(token, limits, max_batch, max_wait_ms, tuple(allowed_hosts),
-                           tuple(cors))
+                           tuple(cors), connections)
     serve_checkpoint(Path(checkpoint_path), host, port, options, device, bare_normalization,
                      access_log, say)
 

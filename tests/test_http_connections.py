@@ -1,0 +1,77 @@
+"""mnist-serve's connections against slow, idle and oversized clients, through real sockets to
+a running server."""
+
+import socket
+import urllib.parse
+
+import pytest
+
+from support import fetch, serving
+
+
+def connect(url: str) -> socket.socket:
+    parts = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset counts as closed)."""
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_a_client_that_never_finishes_its_headers_gets_a_408_and_is_disconnected(model):
+    with serving(model, "--header-timeout", "0.5") as (url, _, _):
+        sock = connect(url)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line: unfinished
+        answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert fetch(url + "healthz")[0] == 200  # the server goes on
+
+
+def test_a_body_slower_than_the_body_timeout_is_cut_off(model):
+    with serving(model, "--body-timeout", "0.5") as (url, _, _):
+        sock = connect(url)
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"pix")
+        assert read_until_closed(sock) == b""
+        status, _, metrics = fetch(url + "metrics")
+        assert status == 200 and b'status="500"' not in metrics
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_its_timeout(model):
+    with serving(model, "--keep-alive-timeout", "0.5") as (url, _, _):
+        sock = connect(url)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in answer
+
+
+def test_at_the_connection_cap_new_clients_displace_the_slowest_waiting_ones(model):
+    with serving(model, "--max-connections", "20", "--header-timeout", "60") as (url, _, _):
+        slow = [connect(url) for _ in range(60)]
+        for sock in slow:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # and nothing more
+        assert fetch(url + "healthz")[0] == 200
+        assert fetch(url + "v1/model")[0] == 200
+        for sock in slow[:30]:  # the oldest were displaced as the newer ones came
+            assert read_until_closed(sock) == b""
+        for sock in slow:
+            sock.close()
+
+
+@pytest.mark.parametrize("size", [5 * 2**20, 64 * 2**20])
+def test_a_body_over_the_limit_is_answered_413_even_to_a_client_that_sends_it_all_first(
+        model, size):
+    """Python's urllib sends the whole body before it reads a response: a server that closes
+    at once resets the connection under it. The server lingers, reading what still comes."""
+    with serving(model) as (url, _, _):
+        status, _, body = fetch(url + "v1/predict", "POST", bytes(size),
+                                {"Content-Type": "image/png"})
+        assert status == 413 and b"bytes" in body
