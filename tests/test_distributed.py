@@ -212,3 +212,45 @@ def test_a_command_that_does_not_exist_starts_nothing(tmp_path):
     assert result.stderr.strip() == (
         "mnist-launch: error: /nonexistent-cmd is not a command here (not found on the PATH, "
         "or not executable); nothing was started")
+
+
+def test_an_mnist_train_without_a_dist_kvstore_is_refused_before_anything_starts(small_config,
+                                                                                   tmp_path):
+    result = subprocess.run(
+        [str(BIN / "mnist-launch"), "-n", "2", "--", str(BIN / "mnist-train"), "--config",
+         str(small_config), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "mnist-launch: error: the worker command trains with train.kvstore=local, so each "
+        "worker would train alone into the same run folder; add --set "
+        "train.kvstore=dist_sync (or dist_async); nothing was started")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stopped_worker_ends_the_cluster_after_the_stall_timeout(small_config, tmp_path):
+    process = subprocess.Popen(
+        [str(BIN / "mnist-launch"), "-n", "2", "--stall-timeout", "3", "--",
+         str(BIN / "mnist-train"), "--config", str(small_config), "--out", str(tmp_path / "run"),
+         "--quiet", "--set", "train.kvstore=dist_sync", *DIST, "--set", "train.epochs=100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(process.stderr), daemon=True)
+    reader.start()
+    try:
+        for line in process.stdout:
+            if line.startswith("[rank 1/2] epoch 1/"):
+                break
+        started = pids("".join(err_lines))
+        os.kill(started["worker 1"], signal.SIGSTOP)
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+    reader.join(timeout=10)
+    err = "".join(err_lines)
+    assert process.returncode == 1
+    assert f"mnist-launch: worker 1 (pid {started['worker 1']}) has used no CPU for" in err
+    deadline = time.monotonic() + 15
+    while not all(gone(pid) for pid in started.values()):
+        assert time.monotonic() < deadline, "a process of the cluster survived its launcher"
+        time.sleep(0.1)

@@ -227,10 +227,14 @@ def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner,
                    "servers and workers in turn.  [default: all on 127.0.0.1]")
 @click.option("--ssh", "ssh_command", default="ssh -o BatchMode=yes", show_default=True,
               help="The ssh command for --hostfile, e.g. 'ssh -i KEY -p 2222'.")
+@click.option("--stall-timeout", type=click.FloatRange(0, None), default=600.0,
+              show_default=True, metavar="SECONDS",
+              help="Stop the cluster when a worker on this machine has used no CPU for this "
+                   "long (stopped, or stuck); 0 never does.")
 @debug_option
 @version
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def launch_command(workers, servers, hostfile, ssh_command, command):
+def launch_command(workers, servers, hostfile, ssh_command, stall_timeout, command):
     """Run a distributed mnist-train on MXNet's parameter-server kvstore: a scheduler,
     SERVERS servers and WORKERS workers, wired by DMLC_* variables, on 127.0.0.1 or over ssh
     on the hosts of --hostfile. If any process dies, every other one is stopped and the exit
@@ -248,4 +252,4 @@ def launch_command(workers, servers, hostfile, ssh_command, command):
         raise click.UsageError("give the command to run after --, e.g. -- mnist-train ...")
     return launch(command, workers, servers,
                   lambda text: click.echo(f"mnist-launch: {text}", err=True), hosts,
-                  tuple(shlex.split(ssh_command)))
+                  tuple(shlex.split(ssh_command)), stall_timeout)

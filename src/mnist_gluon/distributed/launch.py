@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import OutputError
 from .cluster import NODE_HOST, ROLE, ROOT_URI, cluster_env
@@ -113,8 +114,79 @@ def end_on_signals() -> None:
         signal.signal(signum, handler)
 
 
+def check_joins(command: list[str]) -> None:
+    """Refuse an mnist-train that would not join the cluster: without a dist kvstore each
+    worker trains alone, into the same run folder. (Other commands cannot be asked.)"""
+    if os.path.basename(command[0]) != "mnist-train":
+        return
+    asked = subprocess.run([*command, "--print-config"], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if not k.startswith("DMLC_")})
+    if asked.returncode != 0:
+        lines = asked.stderr.strip().splitlines()
+        raise OutputError(f"the worker command fails on its own: "
+                          f"{lines[-1] if lines else f'status {asked.returncode}'}; nothing "
+                          "was started")
+    import yaml
+
+    kvstore = (yaml.safe_load(asked.stdout).get("train") or {}).get("kvstore", "local")
+    if not str(kvstore).startswith("dist"):
+        raise OutputError(f"the worker command trains with train.kvstore={kvstore}, so each "
+                          "worker would train alone into the same run folder; add --set "
+                          "train.kvstore=dist_sync (or dist_async); nothing was started")
+
+
+def process_stat(pid: int) -> tuple[str, float] | None:
+    """(state, user and system CPU seconds so far) of a local process; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class StallWatch:
+    """Notices a local worker that has used no CPU for `seconds` (stopped, or stuck): ps-lite
+    would have the others wait for it forever."""
+
+    def __init__(self, workers: list[Process], seconds: float | None):
+        self.seconds = seconds
+        now = time.monotonic()
+        self.last = {p.name: (cpu(p), now) for p in workers}
+        self.workers = workers
+
+    def stalled(self) -> str | None:
+        if not self.seconds:
+            return None
+        now, silent = time.monotonic(), []
+        for p in self.workers:
+            used = cpu(p)
+            seen, since = self.last[p.name]
+            if used is None or used != seen:
+                self.last[p.name] = (used, now)
+            elif now - since >= self.seconds:
+                silent.append((not stopped(p), since, p))
+        if not silent:
+            return None
+        # The others wait for a stopped one: it is the cause.
+        _, since, p = min(silent, key=lambda entry: entry[:2])
+        return (f"{p.name} (pid {p.popen.pid}) has used no CPU for {now - since:.0f} s "
+                f"({'stopped' if stopped(p) else 'stuck'}); stopping every process of the "
+                "cluster (--stall-timeout sets how long to wait)")
+
+
+def cpu(process: Process) -> float | None:
+    stat = process_stat(process.popen.pid)
+    return None if stat is None else stat[1]
+
+
+def stopped(process: Process) -> bool:
+    stat = process_stat(process.popen.pid)
+    return stat is not None and stat[0] in ("T", "t")
+
+
 def launch(command: list[str], workers: int, servers: int, say: Callable[[str], None],
-           hosts: list[str] | None = None, ssh: tuple[str, ...] = ("ssh",)) -> int:
+           hosts: list[str] | None = None, ssh: tuple[str, ...] = ("ssh",),
+           stall_seconds: float | None = None) -> int:
     """Run `command` as `workers` workers beside `servers` servers and a scheduler, on this
     machine or over ssh on `hosts` (the scheduler on the first, servers and workers in turn;
     every host has this Python at the same path and this folder). The exit status is 0 when
@@ -123,6 +195,7 @@ def launch(command: list[str], workers: int, servers: int, say: Callable[[str], 
     if hosts is None and shutil.which(command[0]) is None:
         raise OutputError(f"{command[0]} is not a command here (not found on the PATH, or not "
                           "executable); nothing was started")
+    check_joins(command)
     root = address(hosts[0]) if hosts else HOST
     # The port is free here: launch from the first host, or pick hosts where it is free too.
     env = {**cluster_env(HOST, free_port(), workers, servers), ROOT_URI: root}
@@ -143,7 +216,9 @@ def launch(command: list[str], workers: int, servers: int, say: Callable[[str], 
                       for i in range(workers)]
         for p in processes:
             say(f"{p.name}: pid {p.popen.pid}")
-        return watch(processes, say)
+        # Remote workers are watched through their ssh, whose CPU time says nothing.
+        stall = StallWatch([p for p in processes if p.worker and not hosts], stall_seconds)
+        return watch(processes, say, stall)
     except KeyboardInterrupt:
         say("interrupted; stopping the cluster")
         return 130
@@ -156,9 +231,13 @@ def launch(command: list[str], workers: int, servers: int, say: Callable[[str], 
         stop(processes)
 
 
-def watch(processes: list[Process], say: Callable[[str], None]) -> int:
+def watch(processes: list[Process], say: Callable[[str], None], stall: StallWatch) -> int:
     workers = [p for p in processes if p.worker]
     while True:
+        if (why := stall.stalled()) is not None:
+            say(why)
+            stop(processes)
+            return 1
         for p in processes:
             code = p.popen.poll()
             # The scheduler and servers end cleanly (0) once the workers have finalized,
