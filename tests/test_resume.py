@@ -210,3 +210,40 @@ def test_a_folder_in_use_is_refused_to_resume_and_force_naming_its_process(small
     assert first.returncode == 143
     assert run(train_command, ["--resume", str(run_dir), "--set", "train.epochs=1",
                                "--quiet"]) == 0  # free again once its run has ended
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 160 KB file system (tmpfs): room for a run's config and metrics, not for its
+    first checkpoint."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)],
+                   check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_the_folder_resumes_from_the_beginning(small_config,
+                                                                            small_disk,
+                                                                            tmp_path):
+    run_dir = small_disk / "run"
+    full = subprocess.run([str(BIN / "mnist-train"), "--config", str(small_config), "--out",
+                           str(run_dir), "--quiet"], capture_output=True, text=True)
+    assert full.returncode == 2
+    error = full.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"mnist-train: error: cannot write {run_dir}/")
+    assert error.endswith(f"the disk holding {run_dir} is full; free some space and run the "
+                          "command again")
+    assert "Traceback" not in full.stderr
+    assert not list(run_dir.glob("*.params")) and not list(run_dir.glob(".*.tmp-*"))
+
+    moved = tmp_path / "run"  # the same folder, once there is room
+    subprocess.run(["cp", "-a", str(run_dir), str(moved)], check=True)
+    again = subprocess.run([str(BIN / "mnist-train"), "--resume", str(moved), "--quiet"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "holds no checkpoint yet; training it from the beginning" in again.stdout + again.stderr
+    assert (moved / "best.params").exists()

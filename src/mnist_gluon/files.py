@@ -7,18 +7,34 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import OutputError
+
 
 def stage(path: Path, write: Callable[[Path], None]) -> Path:
-    """Run `write` on a temporary name beside `path` and fsync it; the caller commits it."""
+    """Run `write` on a temporary name beside `path` and fsync it; the caller commits it.
+    A write that fails because the disk is full is an OutputError that says so."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(temporary)
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        # MXNet reports a short write as "FileStream.Write incomplete", not as ENOSPC.
+        if isinstance(error, Exception) and disk_full(path.parent):
+            raise OutputError(f"cannot write {path}: the disk holding {path.parent} is full; "
+                              "free some space and run the command again") from None
         raise
     return temporary
+
+
+def disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """Whether the file system holding `folder` has less than `margin` bytes left."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < margin
 
 
 def commit(staged: list[tuple[Path, Path]]) -> None:

@@ -65,7 +65,9 @@ def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir,
                                    refit_of=refit_of)
     except KeyboardInterrupt:
         kept = (f"the last checkpoint is intact; continue with: mnist-train --resume {run_dir}"
-                if (run_dir / "last.params").exists() else "no checkpoint had been written")
+                if (run_dir / "last.params").exists() else
+                "no checkpoint had been written; mnist-train --resume "
+                f"{run_dir} starts it again")
         raise Interrupted(f"interrupted; {kept}") from None
     from ..plots import missing, plot_curves
 

@@ -103,8 +103,12 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         raise ConfigError(f"train.batch_size={tcfg.batch_size} does not split evenly over "
                           f"{len(ctxs)} devices; use a multiple of {len(ctxs)}")
     lock = folders.lock_run_dir(run_dir) if cluster.writer else None
-    resumed = read_resumable(run_dir, config) if resume else None
-    if not resume and cluster.writer:
+    # A run stopped before its first checkpoint (a full disk, Ctrl-C) starts again from the
+    # beginning, with its saved config.
+    resumed = (read_resumable(run_dir, config)
+               if resume and any(run_dir.glob("*.params")) else None)
+    force = force or resume
+    if resumed is None and cluster.writer:
         folders.check_run_dir(run_dir, force)
     if cluster.writer and run_dir.is_dir():
         folders.sweep_stale_temporaries(run_dir)
@@ -114,13 +118,13 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if steps == 0:
         raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
                           f"{data.num_train} training examples; lower it")
-    if not resume and cluster.writer:
+    if resumed is None and cluster.writer:
         # Created only now, so a failure to read the data leaves no empty run folder behind.
         folders.prepare_run_dir(run_dir, force)
         lock = lock if lock is not None else folders.lock_run_dir(run_dir)
     trainer = build_trainer(config, ctxs, data.augmentation, resumed.arrays if resumed else None,
                             cluster, steps, resumed.sidecar.step if resumed else 0)
-    state, last = RunState(), "none was written yet"
+    state, last = RunState(), None
     if resumed:
         trainer.updater.load(ckpt.states_path(resumed.params_path))
         history = history_until(run_dir / "metrics.jsonl", resumed.sidecar.epoch)
@@ -143,6 +147,9 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     run = Run(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
               Log(quiet, cluster.prefix), tracker, average, lock)
     run.announce(resumed, state)
+    if resume and resumed is None:
+        run.log.line(f"mnist-train: {run_dir} holds no checkpoint yet; training it from the "
+                     "beginning with its saved config")
     if note is not None:
         run.log.line(note)
     return run, state
@@ -237,9 +244,10 @@ class Run:
                 control=control, on_progress=on_progress if bar or tracking else None,
                 report_every=config.track.every_steps if tracking else PROGRESS_EVERY)
         except Diverged as error:
-            raise Diverged(f"{error} (epoch {epoch}); the last good checkpoint is "
-                           f"{self.saver.last}; lower train.lr, set train.clip_gradient, or "
-                           "set train.skip_nonfinite=true") from None
+            kept = (f"the last good checkpoint is {self.saver.last}" if self.saver.last
+                    else "no checkpoint was written")
+            raise Diverged(f"{error} (epoch {epoch}); {kept}; lower train.lr, set "
+                           "train.clip_gradient, or set train.skip_nonfinite=true") from None
         finally:
             self.log.end_epoch()
         if stopped:
@@ -345,7 +353,7 @@ class Saver:
     """Writes the run's checkpoints and metrics (rank 0 only) and knows the last one saved."""
 
     def __init__(self, run_dir: Path, trainer: Trainer, run: Sidecar, writer: bool, keep: int,
-                 last: str, average: WeightAverage | None = None):
+                 last: str | None, average: WeightAverage | None = None):
         self.run_dir, self.trainer, self.run, self.writer = run_dir, trainer, run, writer
         self.keep, self.last, self.average = keep, last, average
 
