@@ -118,3 +118,21 @@ def test_a_png_the_decoder_would_refuse_is_skipped_not_guessed(model, tmp_path, 
     assert code == 1 and out == []
     assert (f"skipped: {tall} is 1 x 2000000 pixels; a side over 1,000,000 pixels cannot be "
             "decoded") in err
+
+
+def test_a_digit_drawn_on_a_transparent_background_is_read_as_drawn(model, test_set, tmp_path,
+                                                                     capsys):
+    """Canvas exports keep only the ink opaque: black strokes, and around them pixels whose
+    colour is black too but fully transparent. Seen on paper, that is a dark digit on white."""
+    picked = range(12)
+    for i in picked:
+        ink = np.kron(test_set.images[i], np.ones((8, 8))).astype(np.uint8)
+        rgba = np.zeros(ink.shape + (4,), np.uint8)
+        rgba[..., 3] = ink  # black everywhere, opaque only where the digit was drawn
+        Image.fromarray(rgba, "RGBA").save(tmp_path / f"clear{i:02d}.png")
+        Image.fromarray(np.stack([ink, ink], axis=-1), "LA").save(
+            tmp_path / f"white-ink{i:02d}.png")  # white strokes, a see-through black around
+    code, out, _ = predictions(capsys, "--checkpoint", model, *sorted(tmp_path.glob("*.png")))
+    assert code == 0
+    right = [p["label"] == test_set.labels[int(Path(p["path"]).stem[-2:])] for p in out]
+    assert sum(right) >= 22, out

@@ -420,3 +420,34 @@ def test_cors_lets_a_named_origin_post(model):
             "Content-Type": media, "Origin": "http://app.example"})
         assert status == 200
         assert headers["access-control-allow-origin"] == "http://app.example"
+
+
+def test_big_uploads_being_decoded_do_not_hold_up_small_requests(server, test_set):
+    """A JSON image sent while eight 4096 x 4096 PNGs (26 KB each) wait to be decoded is
+    answered sooner than one such PNG alone: it does not queue behind their decoding. (Both
+    durations come from this run; the decoding of the eight takes several times one.)"""
+    sheet = np.full((4096, 4096), 250, np.uint8)
+    sheet[1000:3000, 1500:2500] = 20
+    big = encoded(sheet, "png")
+    started = time.perf_counter()
+    assert post(server, big, "image/png")[0] == 200
+    one_upload = time.perf_counter() - started
+
+    parts = urllib.parse.urlsplit(server)
+    uploads = []
+    for _ in range(8):
+        sock = socket.create_connection((parts.hostname, parts.port), timeout=60)
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     b"image/png\r\nConnection: close\r\nContent-Length: "
+                     + str(len(big)).encode() + b"\r\n\r\n" + big)
+        uploads.append(sock)
+    time.sleep(0.02)  # the server has them
+    started = time.perf_counter()
+    status, answer = post(server, pixels_json(test_set.images[:1]), "application/json")
+    small_request = time.perf_counter() - started
+    assert status == 200 and answer["predictions"][0]["label"] == test_set.labels[0]
+    assert small_request < one_upload
+    for sock in uploads:  # and every upload is answered
+        with sock:
+            assert b"".join(iter(lambda s=sock: s.recv(65536), b"")).startswith(
+                b"HTTP/1.1 200 ")

@@ -7,12 +7,14 @@ grey, inverted when the digit is dark on light, cropped to its ink, scaled and c
 
 from __future__ import annotations
 
+import io
 import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 
 from .data import IMAGE_SIZE, PIXELS, parse_idx, read_file_bytes
 from .errors import DataError
@@ -86,15 +88,13 @@ def expand(paths: list[Path]) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """A greyscale float32 image from a PNG/JPEG/BMP file, decoded by MXNet's OpenCV."""
+    """A greyscale float32 image from a PNG/JPEG/BMP file."""
     return decode_image(path.read_bytes(), str(path), MAX_IMAGE_PIXELS)
 
 
 def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
     """A greyscale float32 image from the bytes of a PNG/JPEG/BMP file. With `max_pixels`,
     a larger image is refused from its header, before anything is decoded."""
-    from .mxnet_compat import mx
-
     kind = image_kind(raw)
     if kind is None:
         raise DataError(f"{name} is not a PNG, JPEG or BMP image")
@@ -102,8 +102,7 @@ def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.nda
     if (damage := damage_in(raw, kind)) is not None:
         raise DataError(f"{name} is damaged: {damage}; send the whole, original file")
     size = image_size(raw, kind)
-    # libpng refuses a side over a million pixels, and OpenCV then hands back uninitialised
-    # memory of the header's size instead of an error.
+    # libpng refuses a side over a million pixels.
     if size is not None and max(size) > MAX_IMAGE_SIDE:
         raise DataError(f"{name} is {size[0]} x {size[1]} pixels; a side over "
                         f"{MAX_IMAGE_SIDE:,} pixels cannot be decoded")
@@ -114,15 +113,32 @@ def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.nda
             raise DataError(f"{name} is {size[0]} x {size[1]} pixels, more than the "
                             f"{max_pixels:,} allowed; send a smaller image")
     try:
-        image = mx.image.imdecode(raw, flag=0, to_rgb=False).asnumpy()
-        if image.size == 0:
-            # The decoder's error is raised asynchronously: collect it here, or it
-            # surfaces at the next waitall, or at exit.
-            mx.nd.waitall()
-            raise mx.base.MXNetError("empty image")
-    except mx.base.MXNetError:
+        with PIL.Image.open(io.BytesIO(raw)) as image:
+            image.load()
+            grey = grey_pixels(image)
+    except (OSError, ValueError, PIL.Image.DecompressionBombError):
         raise DataError(f"{name} could not be decoded as an image") from None
-    return image.reshape(image.shape[0], image.shape[1]).astype(np.float32)
+    if grey.size == 0:
+        raise DataError(f"{name} could not be decoded as an image")
+    return grey
+
+
+def grey_pixels(image) -> np.ndarray:
+    """A decoded image as float32 grey levels, 0-255. A transparent background is filled in
+    with white under dark ink and with black under light ink, as the drawing was seen."""
+    if image.mode.startswith("I"):  # 16- or 32-bit grey: scaled to 8 bits
+        values = np.asarray(image, np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() <= 65535 else values.max()
+        return (values * (255.0 / top)).astype(np.float32)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        grey, alpha = np.moveaxis(np.asarray(image.convert("RGBA").convert("LA"),
+                                             np.float32), -1, 0)
+        alpha /= 255.0
+        opaque = alpha > 0.5
+        ink_is_dark = opaque.any() and float(np.median(grey[opaque])) < 128
+        background = 255.0 if ink_is_dark else 0.0
+        return grey * alpha + background * (1.0 - alpha)
+    return np.asarray(image.convert("L"), np.float32)
 
 
 def image_kind(raw: bytes) -> str | None:
@@ -239,11 +255,12 @@ def border_is_light(image: np.ndarray) -> bool:
 
 
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    from .mxnet_compat import mx
-
-    # INTER_AREA (3) averages when shrinking, as MNIST's own anti-aliased digits were made.
-    array = mx.nd.array(image[:, :, None])
-    return mx.image.imresize(array, width, height, interp=3).asnumpy()[:, :, 0].clip(0, 255)
+    """Shrinking averages each output pixel's area, as MNIST's own anti-aliased digits were
+    made; enlarging interpolates."""
+    shrinking = width * height < image.shape[0] * image.shape[1]
+    method = PIL.Image.Resampling.BOX if shrinking else PIL.Image.Resampling.BILINEAR
+    resized = PIL.Image.fromarray(image.astype(np.float32)).resize((width, height), method)
+    return np.asarray(resized, np.float32).clip(0, 255)
 
 
 def centre_of_mass_shift(canvas: np.ndarray) -> np.ndarray:

@@ -71,16 +71,20 @@ class ServeOptions:
 
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+DECODE_THREADS = 2  # Pillow decodes without the GIL
 
 
 class Engine:
-    """The model's one thread, and the micro-batcher that feeds it."""
+    """The model's one thread, the micro-batcher that feeds it, and the threads that decode
+    uploaded images (with Pillow, not MXNet), so that small requests never queue behind big
+    uploads."""
 
     def __init__(self, classifier, max_batch: int, max_wait_ms: float, on_forward=None):
         self.classifier = classifier
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.on_forward = on_forward or (lambda rows: None)
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="mxnet")
+        self.decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
         self.queue: asyncio.Queue | None = None
         self.collector: asyncio.Task | None = None
 
@@ -93,9 +97,14 @@ class Engine:
         if self.collector is not None:
             self.collector.cancel()
         self.thread.shutdown(wait=True)
+        self.decoders.shutdown(wait=True)
 
     async def call(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
+
+    async def decode(self, raw: bytes, max_pixels: int) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self.decoders, image_pixels,
+                                                                raw, max_pixels)
 
     def forward(self, pixels: np.ndarray) -> np.ndarray:
         from .predict import probabilities
@@ -317,7 +326,7 @@ def answer_errors_as_json(app) -> None:
 
 async def request_pixels(request, engine: Engine, limits: Limits) -> np.ndarray:
     """The images a prediction request sends, as N x 784 pixels: JSON, a raw image body or
-    a form upload (decoded on the model's thread)."""
+    a form upload."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ("application/json", "multipart/form-data", *RAW_BODY_TYPES):
         raise ApiError(415, "send JSON pixels (application/json), an image body "
@@ -328,7 +337,7 @@ async def request_pixels(request, engine: Engine, limits: Limits) -> np.ndarray:
         return pixels_from_json(body, limits.max_images)
     raw = await image_from_form(request.headers, body) if media.startswith(
         "multipart/") else body
-    return await engine.call(image_pixels, raw, limits.max_image_pixels)
+    return await engine.decode(raw, limits.max_image_pixels)
 
 
 class Metrics:
