@@ -99,7 +99,7 @@ def test_checksum_mismatch_names_the_file_and_the_way_out(mnist_dir, tmp_path):
     altered = labels[:8] + bytes([(labels[8] + 1) % 10]) + labels[9:]
     (tmp_path / MNIST_FILES[3]).write_bytes(gzip.compress(altered))
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz fails its checksum.*"
-                                         r"data\.verify: false"):
+                                         r"--set data\.verify=false"):
         read_split(MNIST, "test", tmp_path, download=False)
     assert len(read_split(MNIST, "test", tmp_path, download=False, verify=False).labels) == 10000
 

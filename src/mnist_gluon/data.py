@@ -287,7 +287,8 @@ def read_split(
             raise DataError(
                 f"{path} fails its checksum (content sha1 {content_sha1}, expected "
                 f"{file.content_sha1}); replace it with the original {spec.name} file, "
-                "or set data.verify: false for your own IDX data"
+                "or, for IDX data of your own, train with --set data.verify=false (the "
+                "commands that read a checkpoint follow its run)"
             )
         arrays[kind] = parse_idx(content, str(path))
         checksums[path.name] = content_sha1
