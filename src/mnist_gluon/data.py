@@ -8,8 +8,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -226,6 +224,8 @@ def download_file(
 ) -> Path:
     """Fetch `file` from the first mirror that serves it intact; written atomically. The
     folder is created only once there is a file to put in it."""
+    import urllib.request  # only when downloading: it is slow to import
+
     destination = folder / file.name
     failures = []
     for mirror in mirrors:
@@ -233,7 +233,7 @@ def download_file(
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 stored = response.read()
-        except (urllib.error.URLError, OSError, ValueError) as error:
+        except (OSError, ValueError) as error:  # urllib's URLError is an OSError
             failures.append(f"{url}: {getattr(error, 'reason', error)}")
             continue
         try:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 
 from .data import IMAGE_SIZE, PIXELS, parse_idx, read_file_bytes
 from .errors import DataError
@@ -95,6 +94,8 @@ def read_image(path: Path) -> np.ndarray:
 def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
     """A greyscale float32 image from the bytes of a PNG/JPEG/BMP file. With `max_pixels`,
     a larger image is refused from its header, before anything is decoded."""
+    import PIL.Image  # imported here: every command's start-up imports this module
+
     kind = image_kind(raw)
     if kind is None:
         raise DataError(f"{name} is not a PNG, JPEG or BMP image")
@@ -257,6 +258,8 @@ def border_is_light(image: np.ndarray) -> bool:
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Shrinking averages each output pixel's area, as MNIST's own anti-aliased digits were
     made; enlarging interpolates."""
+    import PIL.Image
+
     shrinking = width * height < image.shape[0] * image.shape[1]
     method = PIL.Image.Resampling.BOX if shrinking else PIL.Image.Resampling.BILINEAR
     resized = PIL.Image.fromarray(image.astype(np.float32)).resize((width, height), method)

@@ -1,8 +1,9 @@
 """`mnist-serve`: a prediction API, Prometheus metrics and a draw-a-digit page for a checkpoint.
 
-Every piece of MXNet work (decoding an image, the forward pass) runs on one thread: MXNet 1.x's
-front end is not thread-safe, and one model in memory answers every request. With
-`max_batch` > 1, requests waiting for that thread are answered together in one forward pass.
+The forward pass runs on one thread: MXNet 1.x's front end is not thread-safe, and one model
+in memory answers every request. With `max_batch` > 1, requests waiting for that thread are
+answered together in one forward pass. Uploaded images are decoded with Pillow on threads of
+their own.
 Nothing in a request names a file: uploads are read from the request's bytes only.
 """
 
@@ -13,7 +14,7 @@ import ipaddress
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +32,7 @@ from .http_inputs import (
     pixels_from_json,
     read_body,
 )
-from .images import MAX_IMAGE_PIXELS
+from .serve_settings import ConnectionLimits, Limits, ServeOptions
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp")
 RAW_BODY_TYPES = (*IMAGE_TYPES, "application/octet-stream")  # an image sent as the body
@@ -39,35 +40,6 @@ RAW_BODY_TYPES = (*IMAGE_TYPES, "application/octet-stream")  # an image sent as 
 
 class AddressError(UserError):
     """The server cannot listen where it was asked to."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_images: int = 256  # images in one JSON request
-    max_image_pixels: int = MAX_IMAGE_PIXELS  # an uploaded image's size, from its header
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """How long a client may take, and how many may be connected (http_connections.py)."""
-
-    header_s: float = 10.0  # from a request's first byte to the end of its headers
-    body_s: float = 30.0  # from the end of the headers to the end of the body
-    keep_alive_s: float = 5.0  # an idle connection between requests (uvicorn's own setting)
-    max_connections: int = 1000
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    token: str | None = None  # when set, /v1/* needs "Authorization: Bearer <token>"
-    limits: Limits = Limits()
-    max_batch: int = 16  # > 1: dynamic micro-batching of waiting requests
-    max_wait_ms: float = 0.0  # how long a micro-batch waits to fill up
-    # Host names the server answers to (empty: any); origins whose pages may POST to it.
-    allowed_hosts: tuple[str, ...] = ()
-    cors: tuple[str, ...] = ()
-    connections: ConnectionLimits = ConnectionLimits()
 
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")

@@ -11,7 +11,7 @@ import click
 
 from .. import engine
 from ..data import DATASETS
-from ..serve import ConnectionLimits, Limits, ServeOptions
+from ..serve_settings import ConnectionLimits, Limits, ServeOptions
 from .options import (
     CONTEXT,
     checkpoint_option,
