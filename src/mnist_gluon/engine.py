@@ -6,7 +6,8 @@ Python can queue the next operators while the worker runs. That pays when operat
 (training steps of up to 128 images). When a few big operators do the work - training steps
 of 256 images or more, inference over thousands of images - both cores serve better: the
 NaiveEngine runs each operator at once in the calling thread, with an OpenMP thread per core.
-The numbers are the same bit for bit either way (BENCHMARKS.md, "Engines"). Whatever the user
+The numbers are the same bit for bit either way (BENCHMARKS.md, "Against JAX, and MXNet's
+engines"). Whatever the user
 sets in the environment (MXNET_ENGINE_TYPE, OMP_NUM_THREADS) stands.
 """
 
