@@ -7,8 +7,8 @@ Python can queue the next operators while the worker runs. That pays when operat
 of 256 images or more, inference over thousands of images - both cores serve better: the
 NaiveEngine runs each operator at once in the calling thread, with an OpenMP thread per core.
 The numbers are the same bit for bit either way (BENCHMARKS.md, "Against JAX, and MXNet's
-engines"). Whatever the user
-sets in the environment (MXNET_ENGINE_TYPE, OMP_NUM_THREADS) stands.
+engines"). Whatever the user sets in the environment (MXNET_ENGINE_TYPE, OMP_NUM_THREADS)
+stands.
 """
 
 from __future__ import annotations
