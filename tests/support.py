@@ -190,6 +190,22 @@ def stop_at(step: int, signum: int = signal.SIGTERM):
     return stop_signal
 
 
+def stopped_then_resumed(config_path: Path, overrides: list[str], run_dir: Path,
+                         step: int) -> Path:
+    """`run_dir` after a run of the config is stopped at `step` and then finished by
+    `mnist-train --resume`."""
+    from mnist_gluon.cli import run, train_command
+    from mnist_gluon.config import load_config
+    from mnist_gluon.errors import Stopped
+    from mnist_gluon.training.run import run_training
+
+    with pytest.raises(Stopped):
+        run_training(load_config(config_path, overrides), run_dir, quiet=True,
+                     stop_signal=stop_at(step))
+    assert run(train_command, ["--resume", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
 def without_module(module: str, folder: Path, command: str,
                    args: list) -> subprocess.CompletedProcess:
     """Run `cli.run(cli.<command>, args)` in a fresh interpreter where importing `module`

@@ -18,13 +18,11 @@ from mnist_gluon.augment import (
     shifted_copies,
     uses_copies,
 )
-from mnist_gluon.cli import run, train_command
 from mnist_gluon.config import AugmentConfig, ElasticConfig, load_config
 from mnist_gluon.data import Normalization
-from mnist_gluon.errors import Stopped
 from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.training.run import run_training
-from support import stop_at
+from support import stopped_then_resumed
 
 
 def test_shift_moves_each_image_by_whole_pixels_filling_with_the_background():
@@ -104,11 +102,7 @@ def test_an_augmented_run_stopped_midway_resumes_to_identical_parameters(small_c
     settings = [*augment, "train.label_smoothing=0.1"]
     reference = tmp_path / "reference"
     run_training(load_config(small_config, settings), reference, quiet=True)
-    stopped = tmp_path / "stopped"
-    with pytest.raises(Stopped):
-        run_training(load_config(small_config, settings), stopped, quiet=True,
-                     stop_signal=stop_at(37))
-    assert run(train_command, ["--resume", str(stopped), "--quiet"]) == 0
+    stopped = stopped_then_resumed(small_config, settings, tmp_path / "stopped", 37)
     for name, value in mx.nd.load(str(reference / "last.params")).items():
         np.testing.assert_array_equal(value.asnumpy(),
                                       mx.nd.load(str(stopped / "last.params"))[name].asnumpy())

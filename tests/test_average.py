@@ -4,15 +4,12 @@ kept by best.params when it validates better, and resumed exactly."""
 import json
 
 import numpy as np
-import pytest
 
 from mnist_gluon.checkpoint import read_checkpoint
-from mnist_gluon.cli import run, train_command
 from mnist_gluon.config import load_config
-from mnist_gluon.errors import Stopped
 from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.training.run import run_training
-from support import stop_at
+from support import stopped_then_resumed
 
 # Adam at a constant 0.01 on the small slice: the average of epochs 2 and 3 validates better
 # than epoch 3's own weights.
@@ -55,11 +52,7 @@ def test_the_average_is_validated_beside_the_live_weights_and_can_be_the_best(sm
 def test_a_run_stopped_inside_the_averaging_resumes_the_same_average(small_config, tmp_path):
     reference = tmp_path / "reference"
     run_training(load_config(small_config, SWA), reference, quiet=True)
-    stopped = tmp_path / "stopped"
-    with pytest.raises(Stopped):
-        run_training(load_config(small_config, SWA), stopped, quiet=True,
-                     stop_signal=stop_at(120))
-    assert run(train_command, ["--resume", str(stopped), "--quiet"]) == 0
+    stopped = stopped_then_resumed(small_config, SWA, tmp_path / "stopped", 120)
     for name in ("last.params", "last.average", "best.params"):
         resumed, expected = arrays(stopped / name), arrays(reference / name)
         for key in expected:

@@ -1,4 +1,6 @@
+import contextlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +40,18 @@ def test_a_checkpoint_reads_back_with_its_meaning(saved):
     assert sidecar["states_sha256"] == sha256_of(path.with_suffix(".states"))
 
 
+@contextlib.contextmanager
+def edited_sidecar(params_path: Path, keep_checksum: bool = True):
+    """The sidecar of `params_path` as parsed JSON, written back changed on leaving, as a hand
+    with a text editor would; without its own checksum unless `keep_checksum`."""
+    sidecar_path = params_path.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text())
+    yield sidecar
+    if not keep_checksum:
+        del sidecar["sidecar_sha256"]
+    sidecar_path.write_text(json.dumps(sidecar))
+
+
 def test_a_changed_params_file_is_refused_not_loaded(saved):
     path, _ = saved
     raw = bytearray(path.read_bytes())
@@ -49,10 +63,9 @@ def test_a_changed_params_file_is_refused_not_loaded(saved):
 
 def test_a_sidecar_that_disagrees_with_its_params_is_refused(saved):
     path, _ = saved
-    sidecar = json.loads(path.with_suffix(".json").read_text())
-    sidecar["architecture"]["hidden"] = 64
-    del sidecar["sidecar_sha256"]  # as a sidecar from before the sidecar had its own checksum
-    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    # as a sidecar from before the sidecar had its own checksum
+    with edited_sidecar(path, keep_checksum=False) as sidecar:
+        sidecar["architecture"]["hidden"] = 64
     with pytest.raises(CheckpointError, match=r"fc1\.weight has shape \(16, 784\) but the "
                                               r"architecture says \(64, 784\)"):
         read_checkpoint(path)
@@ -66,9 +79,8 @@ def test_a_sidecar_that_disagrees_with_its_params_is_refused(saved):
 def test_an_edited_sidecar_is_refused_not_believed(saved, key, value, message):
     """A changed std once moved accuracy from 97.55% to 58.93% without a word."""
     path, _ = saved
-    sidecar = json.loads(path.with_suffix(".json").read_text())
-    sidecar[key] = value
-    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with edited_sidecar(path) as sidecar:
+        sidecar[key] = value
     with pytest.raises(CheckpointError, match=message):
         read_checkpoint(path)
 
@@ -80,10 +92,8 @@ def test_an_edited_sidecar_is_refused_not_believed(saved, key, value, message):
 ])
 def test_a_sidecar_without_its_checksum_is_still_checked_for_sense(saved, key, value, message):
     path, _ = saved
-    sidecar = json.loads(path.with_suffix(".json").read_text())
-    sidecar[key] = value
-    del sidecar["sidecar_sha256"]
-    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with edited_sidecar(path, keep_checksum=False) as sidecar:
+        sidecar[key] = value
     with pytest.raises(CheckpointError, match=message):
         read_checkpoint(path)
 

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from ..errors import OutputError
 from .cluster import NODE_HOST, ROLE, ROOT_URI, cluster_env
 
@@ -126,8 +128,6 @@ def check_joins(command: list[str]) -> None:
         raise OutputError(f"the worker command fails on its own: "
                           f"{lines[-1] if lines else f'status {asked.returncode}'}; nothing "
                           "was started")
-    import yaml
-
     kvstore = (yaml.safe_load(asked.stdout).get("train") or {}).get("kvstore", "local")
     if not str(kvstore).startswith("dist"):
         raise OutputError(f"the worker command trains with train.kvstore={kvstore}, so each "
@@ -150,38 +150,27 @@ class StallWatch:
 
     def __init__(self, workers: list[Process], seconds: float | None):
         self.seconds = seconds
-        now = time.monotonic()
-        self.last = {p.name: (cpu(p), now) for p in workers}
         self.workers = workers
+        self.last: dict[str, tuple[float | None, float]] = {}  # name -> (CPU seconds, since)
 
     def stalled(self) -> str | None:
         if not self.seconds:
             return None
         now, silent = time.monotonic(), []
         for p in self.workers:
-            used = cpu(p)
-            seen, since = self.last[p.name]
+            state, used = process_stat(p.popen.pid) or ("", None)
+            seen, since = self.last.get(p.name, (None, now))
             if used is None or used != seen:
                 self.last[p.name] = (used, now)
             elif now - since >= self.seconds:
-                silent.append((not stopped(p), since, p))
+                silent.append((state not in ("T", "t"), since, p))
         if not silent:
             return None
         # The others wait for a stopped one: it is the cause.
-        _, since, p = min(silent, key=lambda entry: entry[:2])
+        running, since, p = min(silent, key=lambda entry: entry[:2])
         return (f"{p.name} (pid {p.popen.pid}) has used no CPU for {now - since:.0f} s "
-                f"({'stopped' if stopped(p) else 'stuck'}); stopping every process of the "
+                f"({'stuck' if running else 'stopped'}); stopping every process of the "
                 "cluster (--stall-timeout sets how long to wait)")
-
-
-def cpu(process: Process) -> float | None:
-    stat = process_stat(process.popen.pid)
-    return None if stat is None else stat[1]
-
-
-def stopped(process: Process) -> bool:
-    stat = process_stat(process.popen.pid)
-    return stat is not None and stat[0] in ("T", "t")
 
 
 def launch(command: list[str], workers: int, servers: int, say: Callable[[str], None],
