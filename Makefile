@@ -1,9 +1,11 @@
 # The two commands a newcomer needs: `make train` and `make test`. Each creates .venv if it is
-# missing, with a supported Python (python3 if it is one, else the newest of 3.10-3.13 found;
-# PYTHON=/path/to/python chooses), and installs the package into it first. `make test` also
-# installs the Debian packages the tests use (scripts/system-packages).
+# missing, with a supported Python (python3 if it is one, else the newest of 3.10-3.14 found;
+# PYTHON=/path/to/python chooses), and installs the package into it first, with numpy 2
+# (scripts/install; NUMPY=1 for numpy 1.26). `make test` also installs the Debian packages the
+# tests use (scripts/system-packages).
 
 PYTHON ?=
+NUMPY ?= 2
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/base.yaml
@@ -35,14 +37,13 @@ format: $(VENV)/.installed-dev
 $(BIN)/python:
 	@python=$$(scripts/pick-python $(PYTHON)) && echo "creating $(VENV) with $$python" && \
 	  "$$python" -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.installed: pyproject.toml overrides/numpy$(NUMPY).txt | $(BIN)/python
+	$(BIN)/python scripts/install --numpy $(NUMPY) -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(VENV)/.installed-dev: pyproject.toml overrides/numpy$(NUMPY).txt | $(BIN)/python
+	$(BIN)/python scripts/install --numpy $(NUMPY) -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
 # JAX for scripts/bench.py's comparison, apart: JAX needs numpy 2, MXNet 1.9 numpy 1.

@@ -1,13 +1,15 @@
 """The one place that imports MXNet, after putting back what newer numpy removed.
 
 Every module of the package takes `mx`, `gluon` and `autograd` from here, so MXNet 1.9.1 loads
-the same way on Python 3.10 to 3.13 whichever way the package is entered. The parameter
-servers and the scheduler of `mnist-launch` run `python -m mnist_gluon.mxnet_compat`: their
-whole life is spent inside `import mxnet`.
+the same way on Python 3.10 to 3.14, with numpy 1.26 or 2, whichever way the package is
+entered. The parameter servers and the scheduler of `mnist-launch` run
+`python -m mnist_gluon.mxnet_compat`: their whole life is spent inside `import mxnet`.
 """
 
+import math
 import os
 import sys
+import warnings
 
 import numpy
 
@@ -16,6 +18,75 @@ import numpy
 # which mxnet also imports: setuptools, a dependency on those Pythons, provides it.)
 if "bool" not in numpy.__dict__:
     numpy.bool = bool
+
+
+def _deprecated_alias(name: str, replacement: str, since: str, function):
+    """`function` under its old name, warning on each call as numpy 1.26 did."""
+    message = (f"`{name}` is deprecated as of NumPy {since}, and will be removed in NumPy 2.0. "
+               f"Please use `{replacement}` instead.")
+
+    def alias(*args, **kwargs):
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return function(*args, **kwargs)
+
+    alias.__name__ = alias.__qualname__ = name
+    alias.__doc__ = f"Deprecated alias of `numpy.{replacement}`, put back for MXNet 1.9.1."
+    return alias
+
+
+def _msort(a):
+    """Deprecated: `numpy.sort(a, axis=0)`, put back for MXNet 1.9.1."""
+    warnings.warn("msort is deprecated, use np.sort(a, axis=0) instead", DeprecationWarning,
+                  stacklevel=2)
+    return numpy.sort(numpy.array(a, subok=True, copy=True), axis=0)
+
+
+# What MXNet 1.9.1 reads of the names numpy 2.0 removed, each as numpy 1.26 had it: the
+# constants, and the aliases that warned on every call. `mxnet.numpy` copies all of them at
+# import; gluon.contrib.estimator uses `Inf` as a default.
+RESTORED = {
+    "PZERO": 0.0, "NZERO": -0.0, "PINF": math.inf, "NINF": -math.inf, "Inf": math.inf,
+    "NAN": math.nan, "NaN": math.nan,
+    "alltrue": _deprecated_alias("alltrue", "all", "1.25.0", numpy.all),
+    "sometrue": _deprecated_alias("sometrue", "any", "1.25.0", numpy.any),
+    "product": _deprecated_alias("product", "prod", "1.25.0", numpy.prod),
+    "round_": _deprecated_alias("round_", "round", "1.25.0", numpy.round),
+    "msort": _msort,
+}
+# numpy 1.20 to 1.26 answered the financial functions' names with a stub that warned when
+# taken and raised when called (NEP 32); `mxnet.numpy` takes these six at import.
+FINANCIAL = ("mirr", "npv", "pmt", "ppmt", "pv", "rate")
+
+
+def _financial_stub(name: str):
+    message = (f"In accordance with NEP 32, the function {name} was removed from NumPy "
+               "version 1.20.  A replacement for this function is available in the "
+               "numpy_financial library: https://pypi.org/project/numpy-financial")
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
+
+    def _expired(*args, **kwds):
+        raise RuntimeError(message)
+
+    return _expired
+
+
+def _restore_removed_names() -> None:
+    numpy_getattr = numpy.__dict__.get("__getattr__")
+
+    def __getattr__(name: str):
+        if name in FINANCIAL:
+            return _financial_stub(name)
+        if numpy_getattr is None:
+            raise AttributeError(f"module 'numpy' has no attribute {name!r}")
+        return numpy_getattr(name)
+
+    for name, value in RESTORED.items():
+        numpy.__dict__.setdefault(name, value)
+    numpy.__getattr__ = __getattr__
+
+
+if int(numpy.__version__.split(".")[0]) >= 2:
+    _restore_removed_names()
 
 # Without this, MXNet prints "Subgraph backend MKLDNN is activated" on every quantization.
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
