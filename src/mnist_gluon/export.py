@@ -23,7 +23,7 @@ from .files import atomic_write_text, sha256_of
 
 PREFIX = "mnist-mlp"
 FORMATS = ("mxnet", "onnx")
-ONNX_OPSET = 13
+ONNX_OPSET = 13  # the newest opset MXNet 1.9.1's exporter has translations for
 
 
 @dataclass
@@ -103,12 +103,17 @@ def export_onnx(symbol_file: Path, params_file: Path, onnx_file: Path) -> Path:
         raise ConfigError("ONNX export needs the onnx extra: pip install 'mnist-gluon[onnx]'"
                           ) from None
     # A None inside the plain input shape crashes the exporter; a dynamic batch is declared
-    # this way instead. Left alone, the opset would be onnx's newest, which an older
-    # onnxruntime cannot load; MXNet 1.9.1 translates to opset 13 at the newest anyway.
+    # this way instead.
     mx_onnx.export_model(str(symbol_file), str(params_file), [(1, 784)], [np.float32],
-                         str(onnx_file), dynamic=True, dynamic_input_shapes=[(None, 784)],
-                         opset_version=ONNX_OPSET)
+                         str(onnx_file), dynamic=True, dynamic_input_shapes=[(None, 784)])
     model = onnx.load(str(onnx_file))
+    # The exporter stamps onnx's newest opset and IR version, which an older onnxruntime
+    # refuses, though MXNet 1.9.1 translates to opset 13 at the newest: the model says what
+    # it holds, and so loads in any onnxruntime since 1.8.
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = ONNX_OPSET
+    model.ir_version = onnx.helper.find_min_ir_version_for(model.opset_import)
     # The exporter lists the weights as graph inputs too; onnxruntime then warns on every load
     # and cannot fold them as constants. Only the pixels are an input.
     weights = {init.name for init in model.graph.initializer}

@@ -124,6 +124,29 @@ def __getattr__(name: str):
 
 def onnx_exporter():
     """MXNet's ONNX exporter, `mxnet.onnx`; it imports only beside the onnx package."""
+    import onnx
+
+    if not hasattr(onnx, "mapping"):
+        onnx.mapping = sys.modules["onnx.mapping"] = _onnx_mapping(onnx)
     import mxnet.onnx
 
     return mxnet.onnx
+
+
+# The numpy dtypes of ONNX tensors, as far as MXNet's exporter looks them up.
+_ONNX_NUMPY_TYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                     "uint64", "float16", "float32", "float64", "complex64", "complex128")
+
+
+def _onnx_mapping(onnx):
+    """`onnx.mapping`, which onnx 1.19 removed and MXNet 1.9.1's exporter reads: the two tables
+    between numpy dtypes and ONNX tensor types, from onnx's own helpers."""
+    import types
+
+    mapping = types.ModuleType("onnx.mapping", "put back by mnist_gluon.mxnet_compat")
+    mapping.NP_TYPE_TO_TENSOR_TYPE = {
+        numpy.dtype(name): onnx.helper.np_dtype_to_tensor_dtype(numpy.dtype(name))
+        for name in _ONNX_NUMPY_TYPES}
+    mapping.TENSOR_TYPE_TO_NP_TYPE = {
+        tensor: dtype for dtype, tensor in mapping.NP_TYPE_TO_TENSOR_TYPE.items()}
+    return mapping
