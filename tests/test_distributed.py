@@ -221,6 +221,19 @@ def test_a_command_that_does_not_exist_starts_nothing(tmp_path):
         "or not executable); nothing was started")
 
 
+def test_an_ssh_client_that_does_not_exist_starts_nothing(small_config, tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("127.0.0.1\n")
+    result = subprocess.run(
+        [str(BIN / "mnist-launch"), "-n", "1", "-H", str(hostfile), "--ssh", "/nonexistent-ssh",
+         "--", str(BIN / "mnist-train"), "--config", str(small_config)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "mnist-launch: error: --ssh /nonexistent-ssh is not a command here (install an ssh "
+        "client, or name one with --ssh); nothing was started")
+
+
 def test_an_mnist_train_without_a_dist_kvstore_is_refused_before_anything_starts(small_config,
                                                                                    tmp_path):
     result = subprocess.run(

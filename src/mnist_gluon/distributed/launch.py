@@ -184,6 +184,9 @@ def launch(command: list[str], workers: int, servers: int, say: Callable[[str], 
     if hosts is None and shutil.which(command[0]) is None:
         raise OutputError(f"{command[0]} is not a command here (not found on the PATH, or not "
                           "executable); nothing was started")
+    if hosts and shutil.which(ssh[0]) is None:
+        raise OutputError(f"--ssh {ssh[0]} is not a command here (install an ssh client, or "
+                          "name one with --ssh); nothing was started")
     check_joins(command)
     root = address(hosts[0]) if hosts else HOST
     # The port is free here: launch from the first host, or pick hosts where it is free too.
