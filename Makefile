@@ -46,7 +46,7 @@ $(VENV)/.installed-dev: pyproject.toml overrides/numpy$(NUMPY).txt | $(BIN)/pyth
 	$(BIN)/python scripts/install --numpy $(NUMPY) -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
-# JAX for scripts/bench.py's comparison, apart: JAX needs numpy 2, MXNet 1.9 numpy 1.
+# JAX for scripts/bench.py's comparison, apart: it needs Python 3.11+ and a numpy of its choosing.
 .venv-jax:
 	python=$$(scripts/pick-python $(PYTHON)) && "$$python" -m venv $@.tmp
 	$@.tmp/bin/python -m pip install --quiet "jax==0.10.2"

@@ -2,7 +2,7 @@
 """Measure mnist-gluon's speed on this machine, against PyTorch and JAX, in one run.
 
     pip install -e ".[bench]"
-    make .venv-jax                 # JAX in a venv of its own: it needs numpy 2, MXNet numpy 1
+    make .venv-jax                 # JAX in a venv of its own (Python 3.11+, its own numpy)
     python scripts/bench.py --json bench.json
 
 Training throughput is that of `mnist_gluon.training.loop.train_epoch`, the loop `mnist-train`
