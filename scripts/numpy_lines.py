@@ -99,11 +99,11 @@ def train(name: str, config: str, *overrides: str, data_root: str, work: Path,
     return out
 
 
-def served(checkpoint: Path, png: Path, pixels: list, work: Path) -> str:
-    server = subprocess.Popen([str(BIN / "mnist-serve"), "--checkpoint", str(checkpoint),
-                               "--port", "0"], cwd=work, stderr=subprocess.PIPE, text=True)
+def served(checkpoint: Path, png: Path, pixels: list) -> dict:
+    from load import start_server  # scripts/load.py: mnist-serve on a free port, its URL
+
+    server, url = start_server(str(checkpoint), [])
     try:
-        url = re.search(r" on (http://\S+/) ", server.stderr.readline()).group(1)
         answers = []
         for body, kind in ((png.read_bytes(), "image/png"),
                            (json.dumps({"pixels": pixels}).encode(), "application/json")):
@@ -160,7 +160,7 @@ def digests(data_root: str) -> dict[str, str]:
                 "int8", "--data-root", data_root, cwd=work)
         found["export: int8"] = sha256(*sorted((work / "int8").glob("mnist-mlp-int8-*")))
 
-        found["serve"] = served(best, png, test.images[1:9].reshape(8, 784).tolist(), work)
+        found["serve"] = served(best, png, test.images[1:9].reshape(8, 784).tolist())
     return found
 
 
@@ -181,19 +181,27 @@ def compare(pythons: list[str], data_root: str) -> int:
     differ = 0
     for name, a in first.items():
         b = second.get(name)
-        if isinstance(a, dict):
-            ulps = ulps_apart(a["floats"], b["floats"]) if b and a["exact"] == b["exact"] else None
-            same = ulps is not None and ulps <= MAX_ULPS
-            a, b = a["exact"], b and b["exact"]
-            mark = (f"same, {len(first[name]['floats'])} floats within {ulps} ulp" if same
-                    else "DIFFERENT")
-        else:
-            same = a == b
-            mark = "same" if same else "DIFFERENT"
-        differ += not same
-        print(f"{name:42s} {a}  {b}  {mark}")
+        mark = verdict(a, b)
+        differ += mark is None
+        print(f"{name:42s} {shown(a)}  {shown(b)}  {mark or 'DIFFERENT'}")
     print(f"{len(first) - differ} of {len(first)} the same")
     return 1 if differ else 0
+
+
+def verdict(a, b) -> str | None:
+    """How one check's two digests compare: "same" (for floats, within how many ulp), or None."""
+    if not isinstance(a, dict):
+        return "same" if a == b else None
+    if b is None or a["exact"] != b["exact"]:
+        return None
+    ulps = ulps_apart(a["floats"], b["floats"])
+    if ulps is None or ulps > MAX_ULPS:
+        return None
+    return f"same, {len(a['floats'])} floats within {ulps} ulp"
+
+
+def shown(digest) -> str | None:
+    return digest["exact"] if isinstance(digest, dict) else digest
 
 
 def ulps_apart(a: list[float], b: list[float]) -> int | None:

@@ -31,7 +31,8 @@ PREPARE
 try:
     import mnist_gluon.mxnet_compat
 except Exception as error:
-    sys.exit(print(f"mxnet: {type(error).__name__}: {error}"))
+    print(f"mxnet: {type(error).__name__}: {error}")
+    sys.exit()
 failed = []
 for package in PACKAGES:
     package = "mxnet." + package
@@ -49,8 +50,8 @@ print("\\n".join(failed))
 TAKE_AWAY = """
 import numpy
 class TakeAway:
-    def find_spec(self, name, path=None, target=None):
-        if name == "mxnet":
+    def find_spec(self, module, path=None, target=None):
+        if module == "mxnet":
             compat = sys.modules["mnist_gluon.mxnet_compat"]
             compat.FINANCIAL = tuple(n for n in compat.FINANCIAL if n != {name!r})
             numpy.__dict__.pop({name!r}, None)
