@@ -70,7 +70,7 @@ class Ours:
     def __init__(self, config, prepared, batch_size: int):
         from mnist_gluon.device import resolve_contexts
         from mnist_gluon.mxnet_compat import mx
-        from mnist_gluon.optim import learning_rate
+        from mnist_gluon.training.optim import learning_rate
         from mnist_gluon.training.run import build_trainer
 
         self.config = config
@@ -238,8 +238,7 @@ def evaluation(model, prepared, data_root: str, repeats: int) -> dict:
     """mnist-eval's inference: raw test pixels through the classifier with its in-graph
     normalisation, in one batch of 10,000."""
     from mnist_gluon.data import DATASETS, PIXELS, read_split
-    from mnist_gluon.inference import predict_logits
-    from mnist_gluon.model import pixel_classifier
+    from mnist_gluon.model import pixel_classifier, predict_logits
     from mnist_gluon.mxnet_compat import mx
 
     test = read_split(DATASETS["mnist"], "test", data_root, download=False)

@@ -6,7 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from mnist_gluon.augment import (
+from mnist_gluon.config import AugmentConfig, ElasticConfig, load_config
+from mnist_gluon.data import Normalization
+from mnist_gluon.mxnet_compat import mx
+from mnist_gluon.training.augment import (
     NoAugmentation,
     Shift,
     ShiftCopies,
@@ -18,9 +21,6 @@ from mnist_gluon.augment import (
     shifted_copies,
     uses_copies,
 )
-from mnist_gluon.config import AugmentConfig, ElasticConfig, load_config
-from mnist_gluon.data import Normalization
-from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.training.run import run_training
 from support import stopped_then_resumed
 

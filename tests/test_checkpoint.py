@@ -12,8 +12,8 @@ from mnist_gluon.errors import CheckpointError, OutputError
 from mnist_gluon.files import atomic_write, sha256_of
 from mnist_gluon.model import Architecture, build_model, named_parameters
 from mnist_gluon.mxnet_compat import gluon, mx
-from mnist_gluon.optim import Updater
-from mnist_gluon.run_folder import prepare_run_dir
+from mnist_gluon.training.optim import Updater
+from mnist_gluon.training.run_folder import prepare_run_dir
 from support import snapshot, unwritable
 
 ARCH = Architecture(hidden=16)

@@ -13,7 +13,7 @@ from support import BIN, snapshot
 
 
 def checkpoint_logits(model: Path, pixels: np.ndarray) -> np.ndarray:
-    from mnist_gluon.inference import load_classifier
+    from mnist_gluon.inference.classifier import load_classifier
 
     classifier, _ = load_classifier(model)
     return classifier(mx.nd.array(pixels)).asnumpy()

@@ -7,7 +7,7 @@ from mnist_gluon.config import TrainConfig
 from mnist_gluon.errors import CheckpointError
 from mnist_gluon.model import Architecture, build_model, named_parameters
 from mnist_gluon.mxnet_compat import autograd, gluon, mx
-from mnist_gluon.optim import Updater, learning_rate
+from mnist_gluon.training.optim import Updater, learning_rate
 
 ARCH = Architecture(hidden=16)
 BATCH = 32

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from mnist_gluon.signals import StopSignals
+from mnist_gluon.training.signals import StopSignals
 
 
 def test_the_first_ctrl_c_is_noted_and_a_second_quits_at_once():

@@ -7,17 +7,17 @@ import re
 import numpy as np
 import pytest
 
-from mnist_gluon.augment import (
-    NoAugmentation,
-)
 from mnist_gluon.checkpoint import read_checkpoint
 from mnist_gluon.cli import run, train_command
 from mnist_gluon.config import load_config
 from mnist_gluon.data import DATASETS, Normalization, normalise, read_split, split_validation
 from mnist_gluon.errors import ConfigError
-from mnist_gluon.evaluate import evaluate_checkpoint
+from mnist_gluon.inference.evaluate import evaluate_checkpoint
 from mnist_gluon.model import Architecture, build_model
 from mnist_gluon.mxnet_compat import mx
+from mnist_gluon.training.augment import (
+    NoAugmentation,
+)
 from mnist_gluon.training.run import run_training
 from mnist_gluon.training.step import TrainStep
 from support import snapshot

@@ -9,6 +9,8 @@ import numpy as np
 from .data import PIXELS, Normalization
 from .mxnet_compat import gluon
 
+EVAL_BATCH_SIZE = 10_000  # images per forward pass when scoring a whole split
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -98,3 +100,11 @@ def set_parameters(net: MLP, arrays: dict) -> None:
 
     for name, param in named_parameters(net).items():
         param.set_data(mx.nd.array(arrays[name]))
+
+
+def predict_logits(net, inputs, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Logits for `inputs` (an N x 784 NDArray on the network's device), in big batches:
+    normalised images for the MLP, raw pixels for a PixelClassifier."""
+    parts = [net(inputs[start : start + batch_size]).asnumpy()
+             for start in range(0, inputs.shape[0], batch_size)]
+    return np.concatenate(parts)

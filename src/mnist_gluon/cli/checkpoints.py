@@ -11,7 +11,7 @@ import click
 
 from .. import engine
 from ..data import DATASETS
-from ..serve_settings import ConnectionLimits, Limits, ServeOptions
+from ..serving.settings import ConnectionLimits, Limits, ServeOptions
 from .options import (
     CONTEXT,
     checkpoint_option,
@@ -43,7 +43,7 @@ def eval_command(checkpoint_path, data_root, dataset, device, bare_normalization
     """Evaluate a checkpoint on the test set: accuracy, loss, per-class precision, recall and
     F1, macro averages and the confusion matrix."""
     engine.choose(engine.inference_settings(device))
-    from ..evaluate import evaluate_checkpoint
+    from ..inference.evaluate import evaluate_checkpoint
     from ..metrics import format_report
 
     evaluation = evaluate_checkpoint(checkpoint_path, data_root, device, dataset,
@@ -61,8 +61,8 @@ def eval_command(checkpoint_path, data_root, dataset, device, bare_normalization
 
 def write_eval_plots(evaluation, folder: Path) -> None:
     from ..errors import OutputError
+    from ..inference.plots import missing, plot_confusion, plot_mistakes
     from ..metrics import softmax
-    from ..plots import missing, plot_confusion, plot_mistakes
 
     if (note := missing()) is not None:
         click.echo(f"mnist-eval: no pictures written; {note}", err=True)
@@ -96,9 +96,9 @@ def predict_command(checkpoint_path, inputs, top_k, device, bare_normalization, 
     the exit status is then 1."""
     engine.choose(engine.inference_settings(device))
     from ..errors import DataError
-    from ..images import expand, load_inputs
-    from ..inference import load_classifier
-    from ..predict import predict
+    from ..inference.classifier import load_classifier
+    from ..inference.images import expand, load_inputs
+    from ..inference.predict import predict
 
     classifier, _ = load_classifier(checkpoint_path, device, bare_normalization)
     paths = expand([Path(p) for p in inputs])
@@ -139,8 +139,8 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normaliz
     N x 784) with the normalisation inside the graph, and returns logits; model.json beside
     it describes input, output and class names."""
     engine.choose(engine.inference_settings("cpu"))
-    from ..export import export_checkpoint
-    from ..inference import load_classifier
+    from ..inference.classifier import load_classifier
+    from ..inference.export import export_checkpoint
 
     classifier, checkpoint = load_classifier(checkpoint_path, "cpu", bare_normalization)
     calibration = test = None
@@ -219,7 +219,7 @@ def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_
                                'pip install "mnist-gluon[serve]"')
     # One OpenMP thread: the event loop needs the other core.
     engine.choose(engine.inference_settings(device, threads=1))
-    from ..serve import serve_checkpoint
+    from ..serving.app import serve_checkpoint
 
     say = lambda text: click.echo(f"mnist-serve: {text}", err=True)  # noqa: E731
     limits = dataclasses.replace(Limits(), max_body_bytes=max_body, max_images=max_images)
@@ -233,7 +233,7 @@ def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_
 
 def quantization_data(checkpoint, data_root):
     """5,000 training images to calibrate on, and the test set to check the result with."""
-    from ..inference import checkpoint_split
+    from ..inference.classifier import checkpoint_split
 
     train = checkpoint_split(checkpoint, "train", data_root)
     test = checkpoint_split(checkpoint, "test", data_root)

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from ..errors import Interrupted, Stopped
-from ..sweep import INSTALL, PRUNERS, SAMPLERS
+from ..sweep.search import SAMPLERS
+from ..sweep.study import INSTALL
+from ..training.trial import PRUNERS
 from .options import CONTEXT, config_help, data_root_option, debug_option, version
 
 
@@ -53,9 +55,9 @@ def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir,
 
     engine.choose(engine.training_settings(config.train.batch_size, config.device,
                                            config.train.kvstore))
-    from ..signals import StopSignals
-    from ..sweep import TrialJudge
     from ..training.run import run_training
+    from ..training.signals import StopSignals
+    from ..training.trial import TrialJudge
 
     judge = TrialJudge.from_environment(config.train.epochs)  # None outside mnist-sweep
     try:
@@ -69,7 +71,7 @@ def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir,
                 "no checkpoint had been written; mnist-train --resume "
                 f"{run_dir} starts it again")
         raise Interrupted(f"interrupted; {kept}") from None
-    from ..plots import missing, plot_curves
+    from ..inference.plots import missing, plot_curves
 
     if not summary.wrote:
         return
@@ -169,15 +171,12 @@ def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner,
         raise click.UsageError(f"mnist-sweep needs optuna: {INSTALL}") from None
     from ..config import config_file
     from ..files import atomic_write_text
-    from ..sweep import (
-        Search,
+    from ..sweep.search import Search, parse_grid, parse_ranges, prepare
+    from ..sweep.study import (
         Sweep,
         Terminated,
         best_trial,
         open_study,
-        parse_grid,
-        parse_ranges,
-        prepare,
         results,
         terminate_on_sigterm,
         write_results,

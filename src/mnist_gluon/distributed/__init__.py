@@ -1,3 +1,2 @@
-"""Training on MXNet's parameter-server kvstore: the cluster's wiring (cluster), the update that
-runs on the servers (updater), and the launcher that starts and watches the processes
-(launch)."""
+"""mnist-launch: a whole parameter-server cluster of mnist-train processes, started on this
+machine or over ssh, and watched to the end. A worker's own side of it is training.cluster."""

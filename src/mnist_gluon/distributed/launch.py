@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import OutputError
-from .cluster import NODE_HOST, ROLE, ROOT_URI, cluster_env
+from ..training.cluster import NODE_HOST, ROLE, ROOT_URI, cluster_env
 
 HOST = "127.0.0.1"
 POLL_SECONDS = 0.2

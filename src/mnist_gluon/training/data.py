@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..augment import NoAugmentation, augmentation
 from ..config import Config
 from ..data import (
     DATASETS,
@@ -17,10 +16,10 @@ from ..data import (
     read_split,
     split_validation,
 )
-from ..inference import predict_logits
 from ..metrics import softmax_cross_entropy
-from ..model import MLP
+from ..model import MLP, predict_logits
 from ..mxnet_compat import mx
+from .augment import NoAugmentation, augmentation
 from .step import DeviceData
 
 

@@ -15,26 +15,32 @@ from pathlib import Path
 import numpy as np
 
 from .. import checkpoint as ckpt
-from .. import run_folder as folders
-from ..augment import NoAugmentation
 from ..checkpoint import DataRecord, EpochProgress, EpochResult, Sidecar
 from ..config import Config, config_to_yaml
 from ..data import epoch_order, steps_per_epoch
 from ..device import resolve_contexts
-from ..distributed.cluster import Cluster, join_cluster
-from ..distributed.updater import DistUpdater
 from ..errors import ConfigError, Diverged, Stopped
 from ..files import atomic_write_text
-from ..inference import predict_logits
 from ..metrics import confusion_matrix
-from ..model import MLP, Architecture, build_model, named_parameters, set_parameters
+from ..model import (
+    MLP,
+    Architecture,
+    build_model,
+    named_parameters,
+    predict_logits,
+    set_parameters,
+)
 from ..mxnet_compat import mx
-from ..optim import Updater, learning_rate
+from . import run_folder as folders
+from .augment import NoAugmentation
 from .average import WeightAverage
+from .cluster import Cluster, join_cluster
 from .data import TrainingData, prepare_data, validation_scores
 from .loop import PROGRESS_EVERY, StepControl, train_epoch
+from .optim import Updater, learning_rate
 from .progress import Log, format_epoch
 from .resume import history_until, read_resumable, saved_at
+from .server_update import DistUpdater
 from .state import RunState
 from .step import TrainStep, plan_epoch, train_step_graph
 from .tracking import NoTracking, TensorBoard, open_tracking

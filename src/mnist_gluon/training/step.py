@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..augment import NoAugmentation
 from ..data import split_steps
 from ..model import MLP
 from ..mxnet_compat import gluon, mx
+from .augment import NoAugmentation
 
 
 class TrainStep(gluon.HybridBlock):

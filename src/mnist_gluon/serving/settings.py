@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .images import MAX_IMAGE_PIXELS
+from ..inference.images import MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import time
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .serve_settings import ConnectionLimits
+from .settings import ConnectionLimits
 
 LINGER_S = 5.0
 FILES_KEPT_FREE = 64  # descriptors left for the model, logs and the listening socket

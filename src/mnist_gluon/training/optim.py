@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import TrainConfig
-from .errors import CheckpointError
-from .mxnet_compat import mx
+from ..config import TrainConfig
+from ..errors import CheckpointError
+from ..mxnet_compat import mx
 
 ADAM_BETAS = (0.9, 0.999)
 RMSPROP_GAMMA = 0.9

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DATASETS, PIXELS, Normalization
-from .inference import checkpoint_split, load_classifier, predict_logits
-from .metrics import Report, classification_report
-from .mxnet_compat import mx
+from ..data import DATASETS, PIXELS, Normalization
+from ..metrics import Report, classification_report
+from ..model import predict_logits
+from ..mxnet_compat import mx
+from .classifier import checkpoint_split, load_classifier
 
 
 @dataclass

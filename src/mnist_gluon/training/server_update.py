@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..config import TrainConfig
 from ..mxnet_compat import mx
-from ..optim import learning_rate
+from .optim import learning_rate
 
 
 class ServerSchedule:

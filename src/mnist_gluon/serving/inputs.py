@@ -9,8 +9,8 @@ import urllib.parse
 
 import numpy as np
 
-from .data import PIXELS
-from .errors import DataError
+from ..data import PIXELS
+from ..errors import DataError
 
 
 class ApiError(Exception):
@@ -131,7 +131,7 @@ async def image_from_form(headers, body: bytes) -> bytes:
 
 def image_pixels(raw: bytes, max_pixels: int) -> np.ndarray:
     """784 pixels from an uploaded image, preprocessed as `mnist-predict` does."""
-    from .images import decode_image, mnist_like
+    from ..inference.images import decode_image, mnist_like
 
     try:
         return mnist_like(decode_image(raw, "the upload", max_pixels)).reshape(1, -1)

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from .checkpoint import Checkpoint, load_network, read_checkpoint
-from .config import DataConfig
-from .data import DATASETS, Normalization, Split, read_split
-from .device import resolve_contexts
-from .errors import ConfigError
-from .model import PixelClassifier, pixel_classifier
-
-EVAL_BATCH_SIZE = 10_000
+from ..checkpoint import Checkpoint, load_network, read_checkpoint
+from ..config import DataConfig
+from ..data import DATASETS, Normalization, Split, read_split
+from ..device import resolve_contexts
+from ..errors import ConfigError
+from ..model import PixelClassifier, pixel_classifier
 
 
 def load_classifier(params_path: str | Path, device: str = "cpu",
@@ -44,11 +40,3 @@ def checkpoint_split(checkpoint: Checkpoint, split: str, data_root: str | None =
                       root=data_root if data_root is not None else data.root,
                       download=download and data.download, verify=data.verify,
                       mirrors=data.mirrors, classes=checkpoint.architecture.classes)
-
-
-def predict_logits(net, inputs, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
-    """Logits for `inputs` (an N x 784 NDArray on the network's device), in big batches:
-    normalised images for the MLP, raw pixels for a PixelClassifier."""
-    parts = [net(inputs[start : start + batch_size]).asnumpy()
-             for start in range(0, inputs.shape[0], batch_size)]
-    return np.concatenate(parts)

@@ -21,9 +21,9 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from .data import PIXELS
-from .errors import UserError
-from .http_inputs import (
+from ..data import PIXELS
+from ..errors import UserError
+from .inputs import (
     ApiError,
     RequestGuard,
     check_token,
@@ -32,7 +32,7 @@ from .http_inputs import (
     pixels_from_json,
     read_body,
 )
-from .serve_settings import ConnectionLimits, Limits, ServeOptions
+from .settings import ConnectionLimits, Limits, ServeOptions
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp")
 RAW_BODY_TYPES = (*IMAGE_TYPES, "application/octet-stream")  # an image sent as the body
@@ -79,7 +79,7 @@ class Engine:
                                                                 raw, max_pixels)
 
     def forward(self, pixels: np.ndarray) -> np.ndarray:
-        from .predict import probabilities
+        from ..inference.predict import probabilities
 
         self.on_forward(len(pixels))
         return probabilities(self.classifier, pixels)
@@ -126,9 +126,9 @@ class Engine:
 
 def model_info(checkpoint) -> dict[str, Any]:
     """What `GET /v1/model` says about the checkpoint being served."""
-    from .checkpoint import library_versions
-    from .data import DATASETS
-    from .files import sha256_of
+    from ..checkpoint import library_versions
+    from ..data import DATASETS
+    from ..files import sha256_of
 
     sidecar = checkpoint.sidecar
     metrics = sidecar.metrics if sidecar is not None else None
@@ -193,14 +193,14 @@ def create_app(classifier, checkpoint, options: ServeOptions):
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi.responses import JSONResponse
 
-    from .predict import answer_dict, ranked
+    from ..inference.predict import answer_dict, ranked
 
     info = model_info(checkpoint)
     classes = checkpoint.architecture.classes
     metrics = Metrics()
     engine = Engine(classifier, options.max_batch, options.max_wait_ms,
                     metrics.forward_rows.observe)
-    page = resources.files("mnist_gluon").joinpath("page.html").read_text(encoding="utf-8")
+    page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
 
     async def lifespan(app):
         await engine.start()
@@ -391,7 +391,7 @@ def listen(host: str, port: int) -> socket.socket:
 def run_server(app, sock: socket.socket, access_log: bool, limits: ConnectionLimits) -> None:
     import uvicorn
 
-    from .http_connections import guarded_protocol, usable_connections
+    from .connections import guarded_protocol, usable_connections
 
     limits = dataclasses.replace(limits,
                                  max_connections=usable_connections(limits.max_connections))
@@ -409,8 +409,8 @@ def url_of(sock: socket.socket) -> str:
 
 def serve_checkpoint(params_path: Path, host: str, port: int, options: ServeOptions,
                      device: str, bare_normalization, access_log: bool, say) -> None:
-    from .inference import load_classifier
-    from .predict import probabilities
+    from ..inference.classifier import load_classifier
+    from ..inference.predict import probabilities
 
     classifier, checkpoint = load_classifier(params_path, device, bare_normalization)
     probabilities(classifier, np.zeros((1, PIXELS), np.float32))  # builds the graph once

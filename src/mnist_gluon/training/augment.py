@@ -23,9 +23,9 @@ import math
 
 import numpy as np
 
-from .config import AugmentConfig
-from .data import IMAGE_SIZE, PIXELS, Normalization, normalise
-from .mxnet_compat import gluon
+from ..config import AugmentConfig
+from ..data import IMAGE_SIZE, PIXELS, Normalization, normalise
+from ..mxnet_compat import gluon
 
 
 def padded_size(shift: int) -> int:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint
-from .data import DATASETS
-from .errors import ConfigError, OutputError
-from .files import atomic_write_text, sha256_of
+from ..checkpoint import Checkpoint
+from ..data import DATASETS
+from ..errors import ConfigError, OutputError
+from ..files import atomic_write_text, sha256_of
 
 PREFIX = "mnist-mlp"
 FORMATS = ("mxnet", "onnx")
@@ -82,7 +82,7 @@ def untyped_input_allowed():
 
 
 def export_mxnet(network, prefix: Path) -> list[Path]:
-    from .mxnet_compat import mx
+    from ..mxnet_compat import mx
 
     network.hybridize(static_alloc=True, static_shape=True)
     network(mx.nd.zeros((1, 784)))  # the graph is traced on a first call
@@ -96,7 +96,7 @@ def export_onnx(symbol_file: Path, params_file: Path, onnx_file: Path) -> Path:
     try:
         import onnx
 
-        from .mxnet_compat import onnx_exporter
+        from ..mxnet_compat import onnx_exporter
 
         mx_onnx = onnx_exporter()
     except ImportError:
@@ -127,7 +127,7 @@ def export_onnx(symbol_file: Path, params_file: Path, onnx_file: Path) -> Path:
 
 def quantize_int8(classifier, calibration: np.ndarray):
     """MXNet's own INT8 quantization (MKLDNN), calibrated on training images (min/max)."""
-    from .mxnet_compat import mx
+    from ..mxnet_compat import mx
 
     if calibration is None or not len(calibration):
         raise ConfigError("int8 needs calibration images; the training split was not found")
@@ -141,7 +141,7 @@ def quantize_int8(classifier, calibration: np.ndarray):
 
 def compare(float_net, int8_net, pixels: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy and inference time of both networks on the same images, one batch each."""
-    from .mxnet_compat import mx
+    from ..mxnet_compat import mx
 
     data = mx.nd.array(pixels, dtype="float32")
     figures = {}

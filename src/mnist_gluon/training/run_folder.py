@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .checkpoint import PREVIOUS, RUN_FILES
-from .errors import OutputError
+from ..checkpoint import PREVIOUS, RUN_FILES
+from ..errors import OutputError
 
 
 def check_run_dir(out: Path, force: bool) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import IMAGE_SIZE, PIXELS, parse_idx, read_file_bytes
-from .errors import DataError
+from ..data import IMAGE_SIZE, PIXELS, parse_idx, read_file_bytes
+from ..errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ARRAY_SUFFIXES = (".npy",)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
+from ..files import atomic_write
 
 INSTALL = "pictures need matplotlib: pip install 'mnist-gluon[plot]'"
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..metrics import softmax
 from .images import Input
-from .metrics import softmax
 
 
 @dataclass
@@ -33,7 +33,7 @@ def answer_dict(best: list[tuple[int, float]]) -> dict:
 
 def probabilities(classifier, pixels: np.ndarray) -> np.ndarray:
     """Class probabilities (N x classes) for N x 784 raw pixels, 0-255."""
-    from .mxnet_compat import mx
+    from ..mxnet_compat import mx
 
     ctx = classifier.net.fc1.weight.list_ctx()[0]
     return softmax(classifier(mx.nd.array(pixels, ctx=ctx)).asnumpy())
