@@ -13,10 +13,9 @@ from support import BIN, snapshot
 
 
 def checkpoint_logits(model: Path, pixels: np.ndarray) -> np.ndarray:
-    from mnist_gluon.inference.classifier import load_classifier
+    from mnist_gluon.inference.classifier import load
 
-    classifier, _ = load_classifier(model)
-    return classifier(mx.nd.array(pixels)).asnumpy()
+    return load(model).pixel_net(mx.nd.array(pixels)).asnumpy()
 
 
 def test_the_mxnet_export_loads_back_and_gives_the_checkpoints_outputs(model, test_set,

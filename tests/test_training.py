@@ -12,7 +12,7 @@ from mnist_gluon.cli import run, train_command
 from mnist_gluon.config import load_config
 from mnist_gluon.data import DATASETS, Normalization, normalise, read_split, split_validation
 from mnist_gluon.errors import ConfigError
-from mnist_gluon.inference.evaluate import evaluate_checkpoint
+from mnist_gluon.inference.evaluate import evaluate
 from mnist_gluon.model import Architecture, build_model
 from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.training.augment import (
@@ -49,8 +49,8 @@ def test_a_short_real_run_learns_and_writes_its_run_folder(small_config, tmp_pat
     assert sidecar["architecture"]["hidden"] == 32
     assert {"config", "epoch", "metrics", "data", "versions", "normalization"} <= set(sidecar)
     assert sidecar["versions"]["mxnet"] == mx.__version__
-    evaluation = evaluate_checkpoint(run / "best.params")
-    assert evaluation.report.accuracy > 0.8
+    report = evaluate(run / "best.params")
+    assert report.accuracy > 0.8
 
 
 def test_best_checkpoint_is_the_epoch_with_the_best_validation_accuracy(small_config, tmp_path):
@@ -99,7 +99,7 @@ def test_resuming_a_finished_run_trains_no_further(small_config, tmp_path):
     run_training(config, tmp_path / "run", quiet=True)
     before = (tmp_path / "run/last.params").read_bytes()
     summary = run_training(config, tmp_path / "run", resume=True, quiet=True)
-    assert summary.epochs[-1].epoch == 1
+    assert summary.history[-1].epoch == 1
     assert (tmp_path / "run/last.params").read_bytes() == before
 
 

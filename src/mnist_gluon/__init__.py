@@ -1,3 +1,57 @@
-"""Train and evaluate an MLP on MNIST with Apache MXNet Gluon."""
+"""Train and evaluate an MLP on MNIST with Apache MXNet Gluon, from Python as from the command
+line: each function below is what the command of the same job runs.
+
+    import mnist_gluon
+
+    run = mnist_gluon.train("base", "runs/quick", train={"epochs": 2})  # mnist-train
+    report = mnist_gluon.evaluate(run.best_checkpoint)                   # mnist-eval
+    print(report.accuracy, report.confusion)
+    classifier = mnist_gluon.load(run.best_checkpoint)                   # mnist-predict
+    labels, probabilities = classifier.predict("digit.png")
+    mnist_gluon.export(run.best_checkpoint, "export", "onnx")            # mnist-export
+
+    from mnist_gluon import mx  # MXNet itself, importable beside numpy 2
+
+A mistake the user can fix raises a `UserError` (`mnist_gluon.errors` has its kinds) whose
+message is the line the commands print. Nothing here imports MXNet until it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .errors import UserError
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "train": "training.train", "Run": "training.run",
+    "load": "inference.classifier", "Classifier": "inference.classifier",
+    "Predictions": "inference.classifier",
+    "evaluate": "inference.evaluate", "Report": "inference.evaluate",
+    "export": "inference.export", "Exported": "inference.export",
+    "mx": "mxnet_compat",
+}
+__all__ = ["Classifier", "Exported", "Predictions", "Report", "Run", "UserError", "evaluate",
+           "export", "load", "mx", "train"]
+
+if TYPE_CHECKING:
+    from .inference.classifier import Classifier, Predictions, load
+    from .inference.evaluate import Report, evaluate
+    from .inference.export import Exported, export
+    from .mxnet_compat import mx
+    from .training.run import Run
+    from .training.train import train
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

@@ -153,13 +153,14 @@ def config_file(name_or_path: str | Path) -> Path:
     return Path(str(bundled))
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Defaults, then the YAML file at `path`, then each `key.sub=value` override, checked."""
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
+                values: typing.Iterable[tuple[str, Any]] = ()) -> Config:
+    """Defaults, then the YAML file at `path`, then each `key.sub=value` override, then each
+    (`key.sub`, value) pair, checked."""
     raw: dict[str, Any] = {}
     if path is not None:
         raw = read_yaml(Path(path))
-    for override in overrides:
-        key, value = parse_override(override)
+    for key, value in [*map(parse_override, overrides), *values]:
         set_dotted(raw, key, value)
     return config_from_dict(raw)
 

@@ -42,7 +42,9 @@ class ClassScores:
 
 
 @dataclass
-class Report:
+class Scores:
+    """A classifier's figures on a labelled set."""
+
     accuracy: float
     loss: float
     per_class: list[ClassScores]
@@ -87,12 +89,12 @@ def scores_from_confusion(confusion: np.ndarray) -> list[ClassScores]:
     ]
 
 
-def classification_report(logits: np.ndarray, labels: np.ndarray) -> Report:
+def classification_report(logits: np.ndarray, labels: np.ndarray) -> Scores:
     classes = logits.shape[1]
     predictions = logits.argmax(axis=1)
     confusion = confusion_matrix(labels, predictions, classes)
     per_class = scores_from_confusion(confusion)
-    return Report(
+    return Scores(
         accuracy=float(np.mean(predictions == labels)),
         loss=softmax_cross_entropy(logits, labels),
         per_class=per_class,
@@ -103,7 +105,7 @@ def classification_report(logits: np.ndarray, labels: np.ndarray) -> Report:
     )
 
 
-def format_report(report: Report, title: str = "") -> str:
+def format_report(report: Scores, title: str = "") -> str:
     """The report as a human-readable table."""
     lines = []
     if title:

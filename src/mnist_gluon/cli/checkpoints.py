@@ -42,40 +42,19 @@ def eval_command(checkpoint_path, data_root, dataset, device, bare_normalization
                  as_json, plot_dir):
     """Evaluate a checkpoint on the test set: accuracy, loss, per-class precision, recall and
     F1, macro averages and the confusion matrix."""
-    engine.choose(engine.inference_settings(device))
-    from ..inference.evaluate import evaluate_checkpoint
-    from ..metrics import format_report
+    from ..inference.evaluate import evaluate
 
-    evaluation = evaluate_checkpoint(checkpoint_path, data_root, device, dataset,
-                                     bare_normalization, download=not no_download)
-    if as_json:
-        payload = {"checkpoint": str(evaluation.checkpoint), "dataset": evaluation.dataset,
-                   **evaluation.report.to_dict()}
-        click.echo(json.dumps(payload))
-    else:
-        click.echo(format_report(evaluation.report,
-                                 f"{evaluation.checkpoint} on the {evaluation.dataset} test set"))
+    report = evaluate(checkpoint_path, dataset, data_root=data_root, device=device,
+                      normalization=bare_normalization, download=not no_download)
+    click.echo(json.dumps(report.to_dict()) if as_json else str(report))
     if plot_dir is not None:
-        write_eval_plots(evaluation, Path(plot_dir))
+        from ..inference.plots import missing
 
-
-def write_eval_plots(evaluation, folder: Path) -> None:
-    from ..errors import OutputError
-    from ..inference.plots import missing, plot_confusion, plot_mistakes
-    from ..metrics import softmax
-
-    if (note := missing()) is not None:
-        click.echo(f"mnist-eval: no pictures written; {note}", err=True)
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"--plot folder {folder} cannot be created ({error.strerror})") from None
-    classes = list(evaluation.class_names)
-    plot_confusion(evaluation.report.confusion, classes, folder / "confusion.png")
-    plot_mistakes(evaluation.images, evaluation.labels, softmax(evaluation.logits), classes,
-                  folder / "mistakes.png")
-    click.echo(f"wrote {folder / 'confusion.png'} and {folder / 'mistakes.png'}", err=True)
+        if (note := missing()) is not None:
+            click.echo(f"mnist-eval: no pictures written; {note}", err=True)
+            return
+        confusion, mistakes = report.plot(plot_dir)
+        click.echo(f"wrote {confusion} and {mistakes}", err=True)
 
 
 @click.command("mnist-predict", context_settings=CONTEXT)
@@ -94,13 +73,12 @@ def predict_command(checkpoint_path, inputs, top_k, device, bare_normalization, 
     inverted, cropped and centred the way MNIST's digits are), .npy arrays and IDX files of
     28x28 images, or folders of them. A file that cannot be read is reported and skipped;
     the exit status is then 1."""
-    engine.choose(engine.inference_settings(device))
     from ..errors import DataError
-    from ..inference.classifier import load_classifier
+    from ..inference.classifier import load
     from ..inference.images import expand, load_inputs
     from ..inference.predict import predict
 
-    classifier, _ = load_classifier(checkpoint_path, device, bare_normalization)
+    classifier = load(checkpoint_path, device, bare_normalization)
     paths = expand([Path(p) for p in inputs])
     if not paths:
         raise DataError(f"no files to classify in {', '.join(inputs)}")
@@ -138,16 +116,10 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normaliz
     """Export a checkpoint for serving. The exported model takes raw pixels (float32, 0-255,
     N x 784) with the normalisation inside the graph, and returns logits; model.json beside
     it describes input, output and class names."""
-    engine.choose(engine.inference_settings("cpu"))
-    from ..inference.classifier import load_classifier
-    from ..inference.export import export_checkpoint
+    from ..inference.export import export
 
-    classifier, checkpoint = load_classifier(checkpoint_path, "cpu", bare_normalization)
-    calibration = test = None
-    if quantize:
-        calibration, test = quantization_data(checkpoint, data_root)
-    exported = export_checkpoint(classifier, checkpoint, Path(out), fmt, quantize, calibration,
-                                 test, force)
+    exported = export(checkpoint_path, Path(out), fmt, quantize, data_root=data_root,
+                      normalization=bare_normalization, force=force)
     for path in exported.files:
         click.echo(f"wrote {path}")
     if exported.figures:
@@ -230,12 +202,3 @@ def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_
     serve_checkpoint(Path(checkpoint_path), host, port, options, device, bare_normalization,
                      access_log, say)
 
-
-def quantization_data(checkpoint, data_root):
-    """5,000 training images to calibrate on, and the test set to check the result with."""
-    from ..inference.classifier import checkpoint_split
-
-    train = checkpoint_split(checkpoint, "train", data_root)
-    test = checkpoint_split(checkpoint, "test", data_root)
-    calibration = train.images[:5000].reshape(-1, 784)
-    return calibration, (test.images.reshape(-1, 784).astype("float32"), test.labels)

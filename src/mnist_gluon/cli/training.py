@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import signal
 from pathlib import Path
 
 import click
 
-from ..errors import Interrupted, Stopped
 from ..sweep.search import SAMPLERS
 from ..sweep.study import INSTALL
 from ..training.trial import PRUNERS
@@ -39,93 +36,39 @@ def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir,
                   print_config, quiet):
     """Train the MLP on MNIST (or Fashion-MNIST) and write a run folder: config.yaml,
     metrics.jsonl, last.params and best.params (best validation accuracy)."""
-    from ..config import config_to_yaml, fit_warmup
+    from ..training.train import plan_run, train
 
-    overrides = list(overrides) + ([f"data.root={data_root}"] if data_root else [])
-    config, run_dir, refit_of = resolve_run(config_path, overrides, out, resume_dir, refit_dir)
-    if config.data.root is not None:  # so that eval and --resume find it from any folder
-        config.data.root = str(Path(config.data.root).expanduser().resolve())
-    if (note := fit_warmup(config)) is not None:
-        click.echo(f"mnist-train: {note}", err=True)
+    if refit_dir is not None and (config_path is not None or resume_dir is not None):
+        raise click.UsageError("--refit uses the run's saved config; drop --config and --resume")
+    if resume_dir is not None and config_path is not None:
+        raise click.UsageError("--resume uses the run's saved config; drop --config")
+    overrides = [*overrides, *([f"data.root={data_root}"] if data_root else [])]
+    out = resume_dir if resume_dir is not None else out
     if print_config:
+        from ..config import config_to_yaml, fit_warmup
+
+        config, _, _ = plan_run(config_path, out, resume_dir is not None, refit_dir, overrides)
+        if (note := fit_warmup(config)) is not None:
+            click.echo(f"mnist-train: {note}", err=True)
         click.echo(config_to_yaml(config), nl=False)
         return
-
-    from .. import engine
-
-    engine.choose(engine.training_settings(config.train.batch_size, config.device,
-                                           config.train.kvstore))
-    from ..training.run import run_training
-    from ..training.signals import StopSignals
-    from ..training.trial import TrialJudge
-
-    judge = TrialJudge.from_environment(config.train.epochs)  # None outside mnist-sweep
-    try:
-        with StopSignals("mnist-train") as signals:
-            summary = run_training(config, run_dir, resume=resume_dir is not None, force=force,
-                                   quiet=quiet, stop_signal=signals.received, judge=judge,
-                                   refit_of=refit_of)
-    except KeyboardInterrupt:
-        kept = (f"the last checkpoint is intact; continue with: mnist-train --resume {run_dir}"
-                if (run_dir / "last.params").exists() else
-                "no checkpoint had been written; mnist-train --resume "
-                f"{run_dir} starts it again")
-        raise Interrupted(f"interrupted; {kept}") from None
-    from ..inference.plots import missing, plot_curves
-
-    if not summary.wrote:
+    run = train(config_path, out, set=overrides, resume=resume_dir is not None,
+                refit=refit_dir, force=force, quiet=quiet,
+                say=lambda text: click.echo(f"mnist-train: {text}", err=True))
+    if not run.written:
         return
-    if (note := missing()) is None:
-        plot_curves([dataclasses.asdict(r) for r in summary.epochs], run_dir / "curves.png")
-    else:
+    from ..inference.plots import missing
+
+    if (note := missing()) is not None:
         click.echo(f"no curves.png written; {note}")
-    if refit_of is not None:
-        click.echo(f"refit on the whole training set for the {config.train.epochs} epochs "
-                   f"that validation chose in {refit_of}; this model has no validation figure")
-    best = summary.best_val_accuracy
-    click.echo(f"done: best validation accuracy {best:.4f} at epoch {summary.best_epoch}; "
-               if best is not None else "done: ", nl=False)
-    click.echo(f"evaluate with: mnist-eval --checkpoint {summary.best_checkpoint}")
-
-
-def resolve_run(config_path, overrides: list[str], out, resume_dir, refit_dir):
-    """(config, run folder, the run a refit's epochs come from) for train's options."""
-    from ..config import config_file, load_config
-
     if refit_dir is not None:
-        if config_path is not None or resume_dir is not None:
-            raise click.UsageError("--refit uses the run's saved config; drop --config and "
-                                   "--resume")
-        refit_of, epochs = Path(refit_dir), chosen_epochs(Path(refit_dir))
-        config = load_config(refit_of / "config.yaml",
-                             [*overrides, "data.val_size=0", f"train.epochs={epochs}"])
-        return config, Path(out) if out else refit_of.parent / f"{refit_of.name}-refit", refit_of
-    if resume_dir is not None:
-        if config_path is not None:
-            raise click.UsageError("--resume uses the run's saved config; drop --config")
-        run_dir = Path(resume_dir)
-        saved = run_dir / "config.yaml"
-        if not saved.exists():
-            raise click.UsageError(f"{run_dir} holds no run to resume (no config.yaml); pass "
-                                   "a folder that mnist-train wrote")
-        return load_config(saved, overrides), run_dir, None
-    config = load_config(config_file(config_path) if config_path else None, overrides)
-    name = Path(config_path).stem if config_path else "default"
-    return config, Path(out) if out else Path("runs") / name, None
-
-
-def chosen_epochs(run_dir: Path) -> int:
-    """The epoch whose validation accuracy was best in `run_dir`: how long a refit trains."""
-    from ..checkpoint import read_sidecar
-
-    if not (run_dir / "best.json").exists() or not (run_dir / "config.yaml").exists():
-        raise click.UsageError(f"{run_dir} holds no finished run (no best.json or "
-                               "config.yaml); pass a folder that mnist-train wrote")
-    best = read_sidecar(run_dir / "best.params")
-    if best.best_val_accuracy is None:
-        raise click.UsageError(f"{run_dir} was trained without a validation set, so no epoch "
-                               "count was chosen there; refit a run that had one")
-    return best.best_epoch
+        click.echo(f"refit on the whole training set for the {run.config.train.epochs} "
+                   f"epochs that validation chose in {Path(refit_dir)}; this model has no "
+                   "validation figure")
+    best = run.best_val_accuracy
+    click.echo(f"done: best validation accuracy {best:.4f} at epoch {run.best_epoch}; "
+               if best is not None else "done: ", nl=False)
+    click.echo(f"evaluate with: mnist-eval --checkpoint {run.best_checkpoint}")
 
 
 @click.command("mnist-sweep", context_settings=CONTEXT)
@@ -170,52 +113,27 @@ def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner,
     except ImportError:
         raise click.UsageError(f"mnist-sweep needs optuna: {INSTALL}") from None
     from ..config import config_file
-    from ..files import atomic_write_text
-    from ..sweep.search import Search, parse_grid, parse_ranges, prepare
-    from ..sweep.study import (
-        Sweep,
-        Terminated,
-        best_trial,
-        open_study,
-        results,
-        terminate_on_sigterm,
-        write_results,
-    )
+    from ..sweep.search import Search, parse_grid, parse_ranges
+    from ..sweep.study import run_sweep
 
-    out_dir = Path(out)
     base = list(overrides) + ([f"data.root={Path(data_root).resolve()}"] if data_root else [])
     axes = parse_grid(list(grid)) + parse_ranges(list(ranges))
     sampler = sampler or ("random" if random_count else "tpe" if ranges else "grid")
     search = Search(config_file(config_path).resolve(), tuple(base), tuple(axes), sampler,
                     pruner, seed)
-    prepare(out_dir, search)
-    storage = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
-    study = open_study(search, storage, study_name or out_dir.resolve().name)
-    say = lambda text: click.echo(f"mnist-sweep: {text}", err=True)  # noqa: E731
-    continuing = "the trials saved checkpoints: run the same command again to continue"
-    terminate_on_sigterm()
-    try:
-        statuses = Sweep(study, search, out_dir, storage, say).run(random_count or trials,
-                                                                   jobs)
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; {continuing}") from None
-    except Terminated:
-        raise Stopped(f"stopped by SIGTERM; {continuing}", signal.SIGTERM) from None
-    rows = results(study, search)
-    if rows:
-        write_results(rows, out_dir)
-        keys = [k for k in rows[0] if k not in ("trial", "finished")]
+    done = run_sweep(search, Path(out), storage, study_name, random_count or trials, jobs,
+                     lambda text: click.echo(f"mnist-sweep: {text}", err=True))
+    if done.rows:
+        keys = [k for k in done.rows[0] if k not in ("trial", "finished")]
         click.echo("  ".join(["trial", *keys]))
-        for row in sorted(rows, key=lambda r: -(r["best_val_accuracy"] or 0)):
+        for row in sorted(done.rows, key=lambda r: -(r["best_val_accuracy"] or 0)):
             click.echo("  ".join([row["trial"], *(str(row[k]) for k in keys)]))
-    best = best_trial(study)
-    if best is not None:
-        name, accuracy, text = best
-        atomic_write_text(out_dir / "best.yaml", text)
+    if done.best is not None:
+        name, accuracy, text = done.best
         click.echo(f"\n# best: {name}, validation accuracy {accuracy:.4f} (written to "
-                   f"{out_dir / 'best.yaml'})")
+                   f"{Path(out) / 'best.yaml'})")
         click.echo(text, nl=False)
-    return 1 if any(code != 0 for code in statuses.values()) else 0
+    return 1 if done.failed else 0
 
 
 @click.command("mnist-launch", context_settings={**CONTEXT, "ignore_unknown_options": True})

@@ -1,30 +1,97 @@
-"""A checkpoint put to use: the classifier it makes (on raw pixels) and the data it was
-trained on, found the way its run found it. Evaluation, prediction, export, quantization and
-the server all start here, so they treat a checkpoint and `--normalize` alike."""
+"""A checkpoint put to use: `load` makes it a `Classifier` of raw pixels, and `checkpoint_split`
+finds the data it was trained on the way its run found it. Evaluation, prediction, export,
+quantization and the server all start here, so they treat a checkpoint and `--normalize`
+alike."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..checkpoint import Checkpoint, load_network, read_checkpoint
+import numpy as np
+
+from .. import engine
 from ..config import DataConfig
 from ..data import DATASETS, Normalization, Split, read_split
-from ..device import resolve_contexts
 from ..errors import ConfigError
-from ..model import PixelClassifier, pixel_classifier
+from ..metrics import softmax
+from .images import inputs_of
+
+if TYPE_CHECKING:  # these import MXNet, which `load` imports only once the engine is chosen
+    from ..checkpoint import Checkpoint
+    from ..model import MLP, Architecture, PixelClassifier
 
 
-def load_classifier(params_path: str | Path, device: str = "cpu",
-                    bare_normalization: Normalization | None = None
-                    ) -> tuple[PixelClassifier, Checkpoint]:
-    """(classifier taking raw 0-255 pixels, the checkpoint it came from). A normalisation is
-    given only for a bare .params file: a sidecar records its own."""
-    checkpoint = read_checkpoint(params_path, bare_normalization)
-    if bare_normalization is not None and checkpoint.sidecar is not None:
-        raise ConfigError(f"--normalize is for bare .params files; {params_path} has a sidecar "
+class Predictions(NamedTuple):
+    """What `Classifier.predict` answers, one row per image."""
+
+    labels: np.ndarray  # int64, N
+    probabilities: np.ndarray  # float64, N x classes
+
+
+class Classifier:
+    """A checkpoint loaded for prediction, as `load` returns it.
+
+    `net` is the Gluon block as trained: it takes normalised images, N x 784 float32 (see
+    `normalization`). `pixel_net` takes raw pixels instead (0-255, N x 784, any dtype), with
+    the normalisation folded into its first layer: what `predict`, mnist-eval, mnist-predict,
+    mnist-serve and mnist-export run.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, net: MLP, pixel_net: PixelClassifier):
+        self.checkpoint, self.net, self.pixel_net = checkpoint, net, pixel_net
+
+    @property
+    def architecture(self) -> Architecture:
+        return self.checkpoint.architecture
+
+    @property
+    def normalization(self) -> Normalization:
+        return self.checkpoint.normalization
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return DATASETS[self.checkpoint.dataset].class_names
+
+    def predict(self, images: Any) -> Predictions:
+        """Labels and class probabilities for `images`: a numpy array (N x 28 x 28, N x 784,
+        or one 28 x 28 image; uint8 or float, 0-255 or 0-1), a PIL image, a path (an image
+        file, a .npy, an IDX file, or a folder of them), or a list of these. Photos and
+        drawings are made to look like MNIST first, as mnist-predict does."""
+        inputs = inputs_of(images)
+        if not inputs:
+            return Predictions(np.zeros(0, np.int64),
+                               np.zeros((0, self.architecture.classes), np.float64))
+        rows = self.probabilities(np.stack([item.pixels for item in inputs]))
+        return Predictions(rows.argmax(axis=1), rows)
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities (N x classes) for N x 784 raw pixels, 0-255."""
+        from ..mxnet_compat import mx
+
+        ctx = self.pixel_net.net.fc1.weight.list_ctx()[0]
+        return softmax(self.pixel_net(mx.nd.array(pixels, ctx=ctx)).asnumpy())
+
+
+def load(checkpoint: str | Path, device: str = "cpu",
+         normalization: Normalization | tuple[float, float] | None = None) -> Classifier:
+    """Load a checkpoint for prediction: a `.params` file that mnist-train wrote (with its
+    `.json` sidecar), or a bare one from a plain Gluon script of the same MLP. `device` is
+    auto, cpu, gpu or gpu:N. `normalization` (mean, std of pixels scaled to [0, 1]) is only
+    for a bare file; a sidecar records its own. Raises CheckpointError for a file that is
+    missing, damaged or of another model."""
+    engine.choose(engine.inference_settings(device))
+    from ..checkpoint import load_network, read_checkpoint
+    from ..device import resolve_contexts
+    from ..model import pixel_classifier
+
+    bare = Normalization(*normalization) if isinstance(normalization, tuple) else normalization
+    read = read_checkpoint(checkpoint, bare)
+    if bare is not None and read.sidecar is not None:
+        raise ConfigError(f"--normalize is for bare .params files; {checkpoint} has a sidecar "
                           "that records its normalisation: drop --normalize")
-    ctx = resolve_contexts(device)[0]
-    return pixel_classifier(load_network(checkpoint, ctx), checkpoint.normalization), checkpoint
+    net = load_network(read, resolve_contexts(device)[0])
+    return Classifier(read, net, pixel_classifier(net, read.normalization))
 
 
 def checkpoint_split(checkpoint: Checkpoint, split: str, data_root: str | None = None,
@@ -40,3 +107,4 @@ def checkpoint_split(checkpoint: Checkpoint, split: str, data_root: str | None =
                       root=data_root if data_root is not None else data.root,
                       download=download and data.download, verify=data.verify,
                       mirrors=data.mirrors, classes=checkpoint.architecture.classes)
+

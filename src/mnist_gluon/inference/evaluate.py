@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a dataset's test split."""
+"""`evaluate`: a checkpoint scored on a dataset's test split, as mnist-eval reports it."""
 
 from __future__ import annotations
 
@@ -8,34 +8,80 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DATASETS, PIXELS, Normalization
-from ..metrics import Report, classification_report
-from ..model import predict_logits
-from ..mxnet_compat import mx
-from .classifier import checkpoint_split, load_classifier
+from ..metrics import ClassScores, Scores, classification_report, format_report, softmax
+from .classifier import checkpoint_split, load
+from .plots import missing, plot_confusion, plot_mistakes
 
 
 @dataclass
-class Evaluation:
+class Report:
+    """A checkpoint on a test set: `scores` (accuracy, loss, per-class precision, recall and
+    F1, the confusion matrix), and the images, labels and logits they come from.
+    `to_dict()` is `mnist-eval --json`; `str()` is mnist-eval's tables."""
+
     checkpoint: Path
     dataset: str
     class_names: tuple[str, ...]
-    report: Report
+    scores: Scores
     images: np.ndarray  # the test images, uint8 N x 28 x 28
     labels: np.ndarray
     logits: np.ndarray
 
+    @property
+    def accuracy(self) -> float:
+        return self.scores.accuracy
 
-def evaluate_checkpoint(params_path: str | Path, data_root: str | None = None,
-                        device: str = "auto", dataset: str | None = None,
-                        bare_normalization: Normalization | None = None,
-                        download: bool = True) -> Evaluation:
-    """Rebuild the model from the checkpoint alone and score it on the test split."""
-    classifier, checkpoint = load_classifier(params_path, device, bare_normalization)
-    name = dataset or checkpoint.dataset
-    test = checkpoint_split(checkpoint, "test", data_root, name, download)
-    ctx = classifier.net.fc1.weight.list_ctx()[0]
+    @property
+    def per_class(self) -> list[ClassScores]:
+        return self.scores.per_class
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """Counts: a row per true class, a column per predicted class."""
+        return self.scores.confusion
+
+    def to_dict(self) -> dict:
+        return {"checkpoint": str(self.checkpoint), "dataset": self.dataset,
+                **self.scores.to_dict()}
+
+    def __str__(self) -> str:
+        return format_report(self.scores, f"{self.checkpoint} on the {self.dataset} test set")
+
+    def plot(self, folder: str | Path) -> tuple[Path, Path]:
+        """Write confusion.png and mistakes.png (the most confidently wrong test images) into
+        `folder`; needs matplotlib (the plot extra)."""
+        from ..errors import OutputError
+
+        if (note := missing()) is not None:
+            raise OutputError(f"no pictures written; {note}")
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"--plot folder {folder} cannot be created ({error.strerror})"
+                              ) from None
+        confusion, mistakes = folder / "confusion.png", folder / "mistakes.png"
+        plot_confusion(self.confusion, list(self.class_names), confusion)
+        plot_mistakes(self.images, self.labels, softmax(self.logits), list(self.class_names),
+                      mistakes)
+        return confusion, mistakes
+
+
+def evaluate(checkpoint: str | Path, dataset: str | None = None, *, data_root: str | None = None,
+             device: str = "auto", normalization: Normalization | tuple[float, float] | None = None,
+             download: bool = True) -> Report:
+    """Score a checkpoint on the test split of the dataset it was trained on (or `dataset`:
+    mnist or fashion-mnist), rebuilt from the checkpoint alone: what mnist-eval reports.
+    `data_root` is where the dataset's IDX files are (default: where the run found them);
+    `normalization` is for a bare .params file, as in `load`."""
+    classifier = load(checkpoint, device, normalization)
+    from ..model import predict_logits
+    from ..mxnet_compat import mx
+
+    name = dataset or classifier.checkpoint.dataset
+    test = checkpoint_split(classifier.checkpoint, "test", data_root, name, download)
+    ctx = classifier.pixel_net.net.fc1.weight.list_ctx()[0]
     pixels = mx.nd.array(test.images.reshape(len(test.images), PIXELS), ctx=ctx, dtype="uint8")
-    logits = predict_logits(classifier, pixels)
-    return Evaluation(Path(params_path), name, DATASETS[name].class_names,
-                      classification_report(logits, test.labels), test.images, test.labels,
-                      logits)
+    logits = predict_logits(classifier.pixel_net, pixels)
+    return Report(Path(checkpoint), name, DATASETS[name].class_names,
+                  classification_report(logits, test.labels), test.images, test.labels, logits)

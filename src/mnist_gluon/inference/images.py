@@ -12,6 +12,7 @@ import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -199,15 +200,38 @@ def read_npy(path: Path) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as error:
         raise DataError(f"{path} is not a readable .npy file ({error})") from None
+    return pixel_values(array, path)
+
+
+def pixel_values(array: np.ndarray, name: str | Path) -> np.ndarray:
+    """An array of pixel values as float32, 0-255."""
     if not np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_:
-        raise DataError(f"{path} holds {array.dtype} values, not pixel values")
+        raise DataError(f"{name} holds {array.dtype} values, not pixel values")
     array = array.astype(np.float32)
     if array.size and np.nanmax(array) <= 1.0:
         array = array * 255.0  # 0-1 floats, as ToTensor gives
     return array
 
 
-def from_stack(path: Path, array: np.ndarray) -> list[Input]:
+def inputs_of(images: Any) -> list[Input]:
+    """What `Classifier.predict` takes, as inputs: a numpy array of one or more images, a PIL
+    image, a path (a folder is its files), or a list of these."""
+    import PIL.Image
+
+    if isinstance(images, (str, Path)):
+        return [item for path in expand([Path(images)]) for item in load_inputs(path)]
+    if isinstance(images, PIL.Image.Image):
+        return [Input("image", None, mnist_like(grey_pixels(images)).reshape(-1))]
+    if isinstance(images, (list, tuple)) and not all(
+            isinstance(item, (int, float, list, tuple)) for item in images):
+        return [item for part in images for item in inputs_of(part)]
+    if isinstance(images, (np.ndarray, list, tuple)):
+        return from_stack("the array", pixel_values(np.asarray(images), "the array"))
+    raise DataError(f"cannot classify a {type(images).__name__}; pass a numpy array, a PIL "
+                    "image, a path, or a list of these")
+
+
+def from_stack(path: str | Path, array: np.ndarray) -> list[Input]:
     """Images from an array shaped 28x28, Nx28x28, 784 or Nx784."""
     if array.shape in ((IMAGE_SIZE, IMAGE_SIZE), (PIXELS,)):
         return [Input(str(path), None, check_pixels(path, array.reshape(-1)))]
@@ -219,7 +243,7 @@ def from_stack(path: Path, array: np.ndarray) -> list[Input]:
                     "784 or Nx784 pixels")
 
 
-def check_pixels(path: Path, pixels: np.ndarray) -> np.ndarray:
+def check_pixels(path: str | Path, pixels: np.ndarray) -> np.ndarray:
     pixels = pixels.astype(np.float32)
     if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
         raise DataError(f"{path} has pixel values outside 0-255")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics import softmax
+from .classifier import Classifier
 from .images import Input
 
 
@@ -31,23 +31,16 @@ def answer_dict(best: list[tuple[int, float]]) -> dict:
             "top_k": [{"label": label, "probability": p} for label, p in best]}
 
 
-def probabilities(classifier, pixels: np.ndarray) -> np.ndarray:
-    """Class probabilities (N x classes) for N x 784 raw pixels, 0-255."""
-    from ..mxnet_compat import mx
-
-    ctx = classifier.net.fc1.weight.list_ctx()[0]
-    return softmax(classifier(mx.nd.array(pixels, ctx=ctx)).asnumpy())
-
-
 def ranked(row: np.ndarray, top_k: int) -> list[tuple[int, float]]:
     """The `top_k` most probable classes, best first; ties keep class order."""
     return [(int(i), float(row[i])) for i in np.argsort(-row, kind="stable")[:top_k]]
 
 
-def predict(classifier, inputs: list[Input], top_k: int = 3) -> list[Prediction]:
+def predict(classifier: Classifier, inputs: list[Input], top_k: int = 3) -> list[Prediction]:
+    """Each input's `top_k` classes, as mnist-predict prints them."""
     if not inputs:
         return []
-    rows = probabilities(classifier, np.stack([item.pixels for item in inputs]))
+    rows = classifier.probabilities(np.stack([item.pixels for item in inputs]))
     out = []
     for item, row in zip(inputs, rows, strict=True):
         best = ranked(row, top_k)

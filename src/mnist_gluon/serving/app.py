@@ -23,6 +23,7 @@ import numpy as np
 
 from ..data import PIXELS
 from ..errors import UserError
+from ..inference.classifier import Classifier, load
 from .inputs import (
     ApiError,
     RequestGuard,
@@ -51,7 +52,8 @@ class Engine:
     uploaded images (with Pillow, not MXNet), so that small requests never queue behind big
     uploads."""
 
-    def __init__(self, classifier, max_batch: int, max_wait_ms: float, on_forward=None):
+    def __init__(self, classifier: Classifier, max_batch: int, max_wait_ms: float,
+                 on_forward=None):
         self.classifier = classifier
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.on_forward = on_forward or (lambda rows: None)
@@ -79,10 +81,8 @@ class Engine:
                                                                 raw, max_pixels)
 
     def forward(self, pixels: np.ndarray) -> np.ndarray:
-        from ..inference.predict import probabilities
-
         self.on_forward(len(pixels))
-        return probabilities(self.classifier, pixels)
+        return self.classifier.probabilities(pixels)
 
     async def classify(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for N x 784 raw pixels."""
@@ -188,15 +188,15 @@ def openapi_predict(limits: Limits) -> dict[str, Any]:
     }
 
 
-def create_app(classifier, checkpoint, options: ServeOptions):
-    """The FastAPI application serving `classifier` (from `inference.load_classifier`)."""
+def create_app(classifier: Classifier, options: ServeOptions):
+    """The FastAPI application serving `classifier`."""
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi.responses import JSONResponse
 
     from ..inference.predict import answer_dict, ranked
 
-    info = model_info(checkpoint)
-    classes = checkpoint.architecture.classes
+    info = model_info(classifier.checkpoint)
+    classes = classifier.architecture.classes
     metrics = Metrics()
     engine = Engine(classifier, options.max_batch, options.max_wait_ms,
                     metrics.forward_rows.observe)
@@ -409,16 +409,13 @@ def url_of(sock: socket.socket) -> str:
 
 def serve_checkpoint(params_path: Path, host: str, port: int, options: ServeOptions,
                      device: str, bare_normalization, access_log: bool, say) -> None:
-    from ..inference.classifier import load_classifier
-    from ..inference.predict import probabilities
-
-    classifier, checkpoint = load_classifier(params_path, device, bare_normalization)
-    probabilities(classifier, np.zeros((1, PIXELS), np.float32))  # builds the graph once
+    classifier = load(params_path, device, bare_normalization)
+    classifier.probabilities(np.zeros((1, PIXELS), np.float32))  # builds the graph once
     sock = listen(host, port)
     loopback = ipaddress.ip_address(sock.getsockname()[0]).is_loopback
     if not options.allowed_hosts and loopback:
         options = dataclasses.replace(options, allowed_hosts=LOOPBACK_NAMES)
-    app = create_app(classifier, checkpoint, options)
+    app = create_app(classifier, options)
     url = url_of(sock)
     if options.token is None and not loopback:
         say(f"warning: listening on {host} without --token: anyone who reaches it can use it")

@@ -26,14 +26,15 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import engine
 from ..config import load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupted, Stopped
 from ..files import atomic_write_text
 from ..training.trial import ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, make_pruner
-from .search import Search
+from .search import Search, prepare
 
 INSTALL = "pip install 'mnist-gluon[sweep]'"
 INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)  # a trial stopped with a checkpoint
@@ -213,6 +214,38 @@ class Sweep:
             return f"pruned at epoch {frozen.user_attrs['pruned_at_epoch']}"
         self.study.tell(number, record["best_val_accuracy"])
         return f"done, best validation accuracy {record['best_val_accuracy']:.4f}"
+
+
+@dataclass
+class SweepResult:
+    rows: list[dict]  # one per trial, as results.csv holds them
+    best: tuple[str, float, str] | None  # the best finished trial: name, accuracy, config
+    failed: bool  # some trial this process ran failed
+
+
+def run_sweep(search: Search, out: Path, storage: str | None, study_name: str | None,
+              trials: int | None, jobs: int, say) -> SweepResult:
+    """Run `search` in the folder `out` (which holds this search or nothing) on the study
+    `study_name` in `storage` (by default sqlite in `out`, named after it): `trials` in all
+    (the whole grid if None), `jobs` at once. Writes results.csv, results.json and best.yaml."""
+    prepare(out, search)
+    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    study = open_study(search, storage, study_name or out.resolve().name)
+    continuing = "the trials saved checkpoints: run the same command again to continue"
+    terminate_on_sigterm()
+    try:
+        statuses = Sweep(study, search, out, storage, say).run(trials, jobs)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; {continuing}") from None
+    except Terminated:
+        raise Stopped(f"stopped by SIGTERM; {continuing}", signal.SIGTERM) from None
+    rows = results(study, search)
+    if rows:
+        write_results(rows, out)
+    best = best_trial(study)
+    if best is not None:
+        atomic_write_text(out / "best.yaml", best[2])
+    return SweepResult(rows, best, any(code != 0 for code in statuses.values()))
 
 
 def stopped_with_parent() -> None:

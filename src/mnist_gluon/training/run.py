@@ -3,8 +3,6 @@ epoch plan, train, validate, update the run's state and save."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import random
 import signal
@@ -40,6 +38,7 @@ from .loop import PROGRESS_EVERY, StepControl, train_epoch
 from .optim import Updater, learning_rate
 from .progress import Log, format_epoch
 from .resume import history_until, read_resumable, saved_at
+from .saver import Saver, StopRequests
 from .server_update import DistUpdater
 from .state import RunState
 from .step import TrainStep, plan_epoch, train_step_graph
@@ -47,21 +46,31 @@ from .tracking import NoTracking, TensorBoard, open_tracking
 
 
 @dataclass
-class TrainSummary:
-    run_dir: Path
-    epochs: list[EpochResult]
+class Run:
+    """A run folder that training wrote: the run's config, its epochs' figures, and its
+    checkpoints (`best.params` by validation accuracy, and `last.params`)."""
+
+    folder: Path
+    config: Config
+    history: list[EpochResult]  # one per epoch trained, as in metrics.jsonl
     best_epoch: int
-    best_val_accuracy: float | None
-    best_checkpoint: Path
-    last_checkpoint: Path
-    wrote: bool = True  # False on the workers of a distributed run other than rank 0
+    best_val_accuracy: float | None  # None without a validation set (a refit)
+    written: bool = True  # False on the workers of a distributed run other than rank 0
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.folder / "best.params"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.folder / "last.params"
 
 
 def run_training(config: Config, run_dir: Path, *, resume: bool = False, force: bool = False,
                  quiet: bool = False,
                  stop_signal: Callable[[], int | None] | None = None,
                  judge: Callable[[int, float | None], str | None] | None = None,
-                 refit_of: Path | None = None) -> TrainSummary:
+                 refit_of: Path | None = None) -> Run:
     """Train `config` into `run_dir`, from scratch or continuing the run saved there.
 
     `stop_signal` is asked after every step; a signal number from it ends the run after a
@@ -94,12 +103,12 @@ def run_training(config: Config, run_dir: Path, *, resume: bool = False, force: 
             os.close(run.lock)
     if run.cluster.kvstore is not None:
         run.log.line(f"parameters sha256 {parameters_digest(run.trainer.net)}")
-    return TrainSummary(run_dir, state.history, state.best_epoch, state.best_val_accuracy,
-                        run_dir / "best.params", run_dir / "last.params", run.cluster.writer)
+    return Run(run_dir, config, state.history, state.best_epoch, state.best_val_accuracy,
+               run.cluster.writer)
 
 
 def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool,
-           refit_of: Path | None = None) -> tuple[Run, RunState]:
+           refit_of: Path | None = None) -> tuple[Training, RunState]:
     """Everything a run needs before its first step, checked in the order that leaves
     nothing behind when a check fails; and where the run stands."""
     ctxs = resolve_contexts(config.device)
@@ -139,19 +148,16 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     # On resume too: `--set` may have changed the config (e.g. more epochs).
     if cluster.writer:
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
-    average = None
-    if tcfg.average.start_epoch is not None:
-        average = WeightAverage(trainer.architecture, ctxs[0], tcfg.average.start_epoch)
-        if resumed and resumed.sidecar.average_count:
-            average.load(ckpt.average_path(resumed.params_path), resumed.sidecar.average_count)
+    average = weight_average(config, trainer.architecture, ctxs[0], resumed)
     if resumed and resumed.sidecar.refit_of:
         refit_of = Path(resumed.sidecar.refit_of)
-    saver = Saver(run_dir, trainer, run_sidecar(config, trainer.architecture, data, refit_of),
-                  cluster.writer, config.checkpoint.keep, last, average)
+    saver = Saver(run_dir, trainer.net, trainer.updater,
+                  run_sidecar(config, trainer.architecture, data, refit_of), cluster.writer,
+                  config.checkpoint.keep, last, average)
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
-    run = Run(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
-              Log(quiet, cluster.prefix), tracker, average, lock)
+    run = Training(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
+                   Log(quiet, cluster.prefix), tracker, average, lock)
     run.announce(resumed, state)
     if resume and resumed is None:
         run.log.line(f"mnist-train: {run_dir} holds no checkpoint yet; training it from the "
@@ -159,6 +165,18 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if note is not None:
         run.log.line(note)
     return run, state
+
+
+def weight_average(config: Config, arch: Architecture, ctx,
+                   resumed: ckpt.Checkpoint | None) -> WeightAverage | None:
+    """The run's weight average (train.average), as the resumed checkpoint left it."""
+    start = config.train.average.start_epoch
+    if start is None:
+        return None
+    average = WeightAverage(arch, ctx, start)
+    if resumed and resumed.sidecar.average_count:
+        average.load(ckpt.average_path(resumed.params_path), resumed.sidecar.average_count)
+    return average
 
 
 @dataclass
@@ -202,7 +220,7 @@ def run_sidecar(config: Config, arch: Architecture, data: TrainingData,
 
 
 @dataclass
-class Run:
+class Training:
     """A run set up: what its epochs train with, and where they report and save."""
 
     config: Config
@@ -336,66 +354,6 @@ class Run:
             self.log.line(f"early stopping: validation accuracy has not risen by more than "
                           f"{stopping.min_delta} for {stopping.patience} epochs; the best is "
                           f"epoch {state.best_epoch}")
-
-
-class StopRequests:
-    """Asked after every step: "stop" once a signal came (kept in `signalled`), "save" every
-    `every` steps inside an epoch, else None."""
-
-    def __init__(self, stop_signal: Callable[[], int | None] | None, every: int | None,
-                 steps: int):
-        self.stop_signal, self.every, self.steps = stop_signal, every, steps
-        self.signalled: int | None = None
-
-    def __call__(self, step: int) -> str | None:
-        signum = self.stop_signal() if self.stop_signal is not None else None
-        if signum:
-            self.signalled = signum
-            return "stop"
-        return "save" if self.every and step % self.every == 0 and step % self.steps else None
-
-
-class Saver:
-    """Writes the run's checkpoints and metrics (rank 0 only) and knows the last one saved."""
-
-    def __init__(self, run_dir: Path, trainer: Trainer, run: Sidecar, writer: bool, keep: int,
-                 last: str | None, average: WeightAverage | None = None):
-        self.run_dir, self.trainer, self.run, self.writer = run_dir, trainer, run, writer
-        self.keep, self.last, self.average = keep, last, average
-
-    def mid_epoch(self, state: RunState, step: int, now: EpochProgress) -> None:
-        if not self.writer:
-            return
-        sidecar = state.sidecar(self.run, step, now)
-        self.save("last", sidecar, keep_previous=True)
-        self.last = saved_at(self.run_dir / "last.params", sidecar)
-
-    def end_of_epoch(self, state: RunState, result: EpochResult, improved: bool) -> None:
-        """metrics.jsonl's line, then `epoch-NNNN` (the last `keep` are kept), `best` when
-        validation accuracy improved, and `last`, which `--resume` continues from."""
-        sidecar = state.sidecar(self.run, result.step)
-        if self.writer:
-            # Metrics first: a crash before the checkpoint leaves a line that resume drops.
-            with open(self.run_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(dataclasses.asdict(result)) + "\n")
-            if self.keep > 0:
-                self.save(f"epoch-{result.epoch:04d}", sidecar)
-                for old in sorted(self.run_dir.glob("epoch-*.params"))[:-self.keep]:
-                    for path in (old, ckpt.states_path(old), ckpt.sidecar_path(old),
-                                 ckpt.average_path(old)):
-                        path.unlink(missing_ok=True)
-            if improved:  # the best weights: live, or their average
-                weights = state.best_weights
-                self.save("best", dataclasses.replace(sidecar, weights=weights),
-                          net=self.average.net if weights == "average" else None)
-            self.save("last", sidecar, keep_previous=True)
-        self.last = saved_at(self.run_dir / "last.params", sidecar)
-
-    def save(self, name: str, sidecar: Sidecar, keep_previous: bool = False,
-             net: MLP | None = None) -> None:
-        average = self.average if self.average is not None and self.average.count else None
-        ckpt.save_checkpoint(self.run_dir / f"{name}.params", net or self.trainer.net,
-                             self.trainer.updater, sidecar, keep_previous, average)
 
 
 def seed_everything(seed: int) -> None:

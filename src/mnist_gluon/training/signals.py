@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -35,6 +36,8 @@ class StopSignals:
               "saving a checkpoint (Ctrl-C again quits at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may catch signals: a caller's thread gets none
         for signum in STOP_SIGNALS:
             self.previous[signum] = signal.signal(signum, self._handle)
         return self

@@ -1,0 +1,124 @@
+"""`train`: the whole run that mnist-train makes, from a config's name to a finished run folder,
+for the command line and for Python alike."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import engine
+from ..config import Config, config_file, config_to_dict, fit_warmup, load_config
+from ..errors import ConfigError, Interrupted
+from ..inference.plots import missing, plot_curves
+from .signals import StopSignals
+from .trial import TrialJudge
+
+if TYPE_CHECKING:  # MXNet is imported only once the engine is chosen
+    from .run import Run
+
+
+def train(config: str | Path | Config | None = "base", out: str | Path | None = None, *,
+          set: Sequence[str] = (), resume: bool = False, refit: str | Path | None = None,
+          force: bool = False, quiet: bool = False, say: Callable[[str], None] | None = None,
+          **overrides: Any) -> Run:
+    """Train a model and return its run folder as a `Run`: the run `mnist-train` makes.
+
+    `config` is a YAML file, the name of a bundled config (`"base"`, `"best"`, ...), a `Config`,
+    or None for the defaults. `out` is the run folder (default `runs/<config name>`).
+    `set` takes mnist-train's `--set` strings (`["train.lr=0.01"]`, values read as YAML), and
+    `overrides` then set config keys from Python values: `seed=1`, `train={"epochs": 2}` (a
+    mapping sets the keys it holds, leaving the section's others), or dotted,
+    `**{"train.epochs": 2}`.
+
+    `resume=True` continues the run saved in `out` with its saved config (`overrides` still
+    apply); `refit` names a finished run folder whose config is trained again on the whole
+    training set, for the epochs its validation chose. `force` replaces a run already in
+    `out`. The progress bar shows on a terminal unless `quiet`; `say` takes the notes that
+    mnist-train prints on stderr (default: stderr).
+
+    SIGINT or SIGTERM ends the run after a checkpoint (`Stopped`); a loss that stops being
+    finite raises `Diverged`; a config, data or folder the run cannot use raises the
+    `UserError` that mnist-train prints as one line.
+    """
+    say = say or (lambda text: print(f"mnist_gluon.train: {text}", file=sys.stderr))
+    config, run_dir, refit_of = plan_run(config, out, resume, refit, set, overrides)
+    if (note := fit_warmup(config)) is not None:
+        say(note)
+    engine.choose(engine.training_settings(config.train.batch_size, config.device,
+                                           config.train.kvstore))
+    from .run import run_training
+
+    judge = TrialJudge.from_environment(config.train.epochs)  # None outside mnist-sweep
+    try:
+        with StopSignals("mnist-train") as signals:
+            run = run_training(config, run_dir, resume=resume, force=force, quiet=quiet,
+                               stop_signal=signals.received, judge=judge, refit_of=refit_of)
+    except KeyboardInterrupt:
+        kept = (f"the last checkpoint is intact; continue with: mnist-train --resume {run_dir}"
+                if (run_dir / "last.params").exists() else
+                "no checkpoint had been written; mnist-train --resume "
+                f"{run_dir} starts it again")
+        raise Interrupted(f"interrupted; {kept}") from None
+    if run.written and missing() is None:
+        plot_curves([vars(epoch) for epoch in run.history], run.folder / "curves.png")
+    return run
+
+
+def plan_run(config: str | Path | Config | None, out: str | Path | None = None,
+             resume: bool = False, refit: str | Path | None = None, strings: Sequence[str] = (),
+             overrides: Mapping[str, Any] | None = None) -> tuple[Config, Path, Path | None]:
+    """(the run's config, its folder, the run a refit's epochs come from): what `train`
+    would run, checked, without running it. `strings` and `overrides` are `train`'s `set` and
+    `overrides`."""
+    settings = list(flat(overrides or {}))
+    if refit is not None:
+        refit_of = Path(refit)
+        epochs = chosen_epochs(refit_of)
+        config = load_config(refit_of / "config.yaml", strings,
+                             [*settings, ("data.val_size", 0), ("train.epochs", epochs)])
+        run_dir = Path(out) if out else refit_of.parent / f"{refit_of.name}-refit"
+    elif resume:
+        if out is None:
+            raise ConfigError("resuming needs the run folder to continue; pass it as out")
+        run_dir, refit_of = Path(out), None
+        saved = run_dir / "config.yaml"
+        if not saved.exists():
+            raise ConfigError(f"{run_dir} holds no run to resume (no config.yaml); pass a "
+                              "folder that mnist-train wrote")
+        config = load_config(saved, strings, settings)
+    else:
+        refit_of, path = None, None
+        if isinstance(config, Config):  # checked again, with the overrides on top
+            settings = [*flat(config_to_dict(config)), *settings]
+        elif config is not None:
+            path = config_file(config)
+        run_dir = Path(out) if out else Path("runs") / (path.stem if path else "default")
+        config = load_config(path, strings, settings)
+    if config.data.root is not None:  # so that eval and --resume find it from any folder
+        config.data.root = str(Path(config.data.root).expanduser().resolve())
+    return config, run_dir, refit_of
+
+
+def chosen_epochs(run_dir: Path) -> int:
+    """The epoch whose validation accuracy was best in `run_dir`: how long a refit trains."""
+    from ..checkpoint import read_sidecar
+
+    if not (run_dir / "best.json").exists() or not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"{run_dir} holds no finished run (no best.json or config.yaml); "
+                          "pass a folder that mnist-train wrote")
+    best = read_sidecar(run_dir / "best.params")
+    if best.best_val_accuracy is None:
+        raise ConfigError(f"{run_dir} was trained without a validation set, so no epoch count "
+                          "was chosen there; refit a run that had one")
+    return best.best_epoch
+
+
+def flat(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """`{"train": {"lr": 0.1}}` and `{"train.lr": 0.1}` alike -> ("train.lr", 0.1)."""
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            yield from flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
