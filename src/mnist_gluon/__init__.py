@@ -19,12 +19,13 @@ message is the line the commands print. Nothing here imports MXNet until it is u
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from .errors import UserError
 
 __version__ = "0.1.0"
 
+# Each public name, and the module that defines it: imported when the name is first used, so
+# that a command's start-up, and a function's choice of MXNet's engine, come before MXNet.
 _PUBLIC = {
     "train": "training.train", "Run": "training.run",
     "load": "inference.classifier", "Classifier": "inference.classifier",
@@ -35,14 +36,6 @@ _PUBLIC = {
 }
 __all__ = ["Classifier", "Exported", "Predictions", "Report", "Run", "UserError", "evaluate",
            "export", "load", "mx", "train"]
-
-if TYPE_CHECKING:
-    from .inference.classifier import Classifier, Predictions, load
-    from .inference.evaluate import Report, evaluate
-    from .inference.export import Exported, export
-    from .mxnet_compat import mx
-    from .training.run import Run
-    from .training.train import train
 
 
 def __getattr__(name: str):
