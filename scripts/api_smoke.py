@@ -18,15 +18,10 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
+from smoke import check  # scripts/smoke.py
 
 import mnist_gluon
 from mnist_gluon import mx
-
-
-def check(ok: bool, what: str) -> None:
-    if not ok:
-        sys.exit(f"api smoke: {what}")
-    print(f"ok: {what}", flush=True)
 
 
 def main() -> None:
