@@ -57,7 +57,8 @@ class Classifier:
         """Labels and class probabilities for `images`: a numpy array (N x 28 x 28, N x 784,
         or one 28 x 28 image; uint8 or float, 0-255 or 0-1), a PIL image, a path (an image
         file, a .npy, an IDX file, or a folder of them), or a list of these. Photos and
-        drawings are made to look like MNIST first, as mnist-predict does."""
+        drawings are made to look like MNIST first, as mnist-predict does. What cannot be
+        read as images raises DataError."""
         inputs = inputs_of(images)
         if not inputs:
             return Predictions(np.zeros(0, np.int64),
