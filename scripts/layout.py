@@ -2,6 +2,7 @@
 cycles) and the rules the layout keeps.
 
     python scripts/layout.py [REPO]   # exit status 1 if a rule is broken
+    python scripts/layout.py --by-folder [REPO]   # each subpackage counted as one node
 
 The rules: imports point down the layers of LAYERS and form no cycle; at most MAX_AT_ROOT
 modules sit directly in src/mnist_gluon/; no function is longer than MAX_FUNCTION lines and no
@@ -103,11 +104,30 @@ def long_definitions(path: Path) -> list[str]:
     return found
 
 
+def by_folder(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph with each subpackage drawn as one node, as a folder is seen from outside."""
+    def unit(name: str) -> str:
+        return ".".join(name.split(".")[:2])
+
+    folded: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        folded.setdefault(unit(name), set()).update(unit(t) for t in targets)
+    return {name: targets - {name} for name, targets in folded.items()}
+
+
 def main() -> int:
-    repo = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent)
+    args = sys.argv[1:]
+    folders = "--by-folder" in args
+    args = [a for a in args if a != "--by-folder"]
+    repo = Path(args[0]) if args else Path(__file__).resolve().parent.parent
     package = repo / "src" / "mnist_gluon"
     known = modules(package)
     graph = {name: imports(name, path, known) for name, path in known.items()}
+    if folders:
+        folded = by_folder(graph)
+        print(f"{len(folded)} modules and folders, {max(levels(folded).values())} levels, "
+              f"{sum(map(len, folded.values()))} imports, {len(cycles(folded))} cycles")
+        return 0
     at_root = [name for name, path in known.items() if path.parent == package]
     upward = [f"{a} -> {b}" for a, targets in graph.items() for b in sorted(targets)
               if layer(b) > layer(a)]
