@@ -41,7 +41,9 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parts + ([node.module] if node.module else []))
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            # `from . import a, b` imports modules a and b; `from .m import f`, module m.
+            targets = [f"{base}.{alias.name}" for alias in node.names
+                       if f"{base}.{alias.name}" in known] or [base]
         elif isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
@@ -51,7 +53,6 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
                 target = target.rpartition(".")[0]
             if target and target != name:
                 found.add(target)
-                break
     return found
 
 

@@ -50,8 +50,9 @@ class Classifier:
         return self.checkpoint.normalization
 
     @property
-    def class_names(self) -> tuple[str, ...]:
-        return DATASETS[self.checkpoint.dataset].class_names
+    def context(self):
+        """The MXNet context the networks are on."""
+        return self.pixel_net.net.fc1.weight.list_ctx()[0]
 
     def predict(self, images: Any) -> Predictions:
         """Labels and class probabilities for `images`: a numpy array (N x 28 x 28, N x 784,
@@ -70,8 +71,7 @@ class Classifier:
         """Class probabilities (N x classes) for N x 784 raw pixels, 0-255."""
         from ..mxnet_compat import mx
 
-        ctx = self.pixel_net.net.fc1.weight.list_ctx()[0]
-        return softmax(self.pixel_net(mx.nd.array(pixels, ctx=ctx)).asnumpy())
+        return softmax(self.pixel_net(mx.nd.array(pixels, ctx=self.context)).asnumpy())
 
 
 def load(checkpoint: str | Path, device: str = "cpu",

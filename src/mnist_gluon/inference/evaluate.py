@@ -80,8 +80,8 @@ def evaluate(checkpoint: str | Path, dataset: str | None = None, *, data_root: s
 
     name = dataset or classifier.checkpoint.dataset
     test = checkpoint_split(classifier.checkpoint, "test", data_root, name, download)
-    ctx = classifier.pixel_net.net.fc1.weight.list_ctx()[0]
-    pixels = mx.nd.array(test.images.reshape(len(test.images), PIXELS), ctx=ctx, dtype="uint8")
+    pixels = mx.nd.array(test.images.reshape(len(test.images), PIXELS), ctx=classifier.context,
+                         dtype="uint8")
     logits = predict_logits(classifier.pixel_net, pixels)
     return Report(Path(checkpoint), name, DATASETS[name].class_names,
                   classification_report(logits, test.labels), test.images, test.labels, logits)
