@@ -320,7 +320,7 @@ TRAIN_CASES = {
     "seed too large": (lambda s: s.on_small("--set", "seed=1180591620717411303424"),
                        r"seed is 1180591620717411303424; it must be in"),
     "learning rate .inf (YAML)": (lambda s: s.on_small("--set", "train.lr=.inf"),
-                               r"train\.lr is inf; it must be a finite number greater than 0"),
+                               r"train\.lr must be a finite number, got inf"),
     "huge hidden layer": (lambda s: s.on_small("--set", "model.hidden=1000000000000"),
                           r"model\.hidden is 1000000000000; it must be in \[1, 100000\]"),
     "tab in YAML": (lambda s: ["--config", s.file("c.yaml", "train:\n\tlr: 0.1\n")],
@@ -402,7 +402,7 @@ TRAIN_CASES = {
     "skip_nonfinite not a boolean": (lambda s: ["--set", "train.skip_nonfinite=maybe"],
                                      r"train\.skip_nonfinite must be true or false"),
     "infinite learning rate": (lambda s: ["--set", "train.lr=inf"],
-                               r"train\.lr must be a number, got 'inf'"),
+                               r"train\.lr must be a finite number, got 'inf'"),
     "dropout of 1 or more": (lambda s: ["--set", "model.dropout=1.5"],
                              r"model\.dropout is 1\.5"),
     "distributed kvstore without a cluster": (

@@ -215,19 +215,40 @@ def test_divergence_stops_with_exit_1_naming_the_step_and_the_intact_checkpoint(
     assert err.strip() == (
         f"mnist-train: error: the loss became non-finite at step 52 (epoch 2); "
         f"the last good checkpoint is {run_dir / 'last.params'} (end of epoch 1); lower "
-        "train.lr, set train.clip_gradient, or set train.skip_nonfinite=true")
+        "train.lr or set train.clip_gradient, or set train.skip_nonfinite=true")
     assert snapshot(run_dir, exclude={"config.yaml"}) == kept
 
 
-def test_skip_nonfinite_skips_the_bad_batches_and_keeps_the_parameters_finite(small_config,
-                                                                              tmp_path, capsys):
+def test_an_epoch_that_skips_most_of_its_batches_ends_the_run_as_diverged(small_config,
+                                                                         tmp_path, capsys):
+    # Adam at lr 1e17: the weights stay finite but nearly every loss overflows, so nearly
+    # every batch is skipped; the run used to finish "done" on weights it barely trained.
     run_dir = tmp_path / "run"
     code = run(train_command, ["--config", str(small_config), "--out", str(run_dir),
-                               "--set", "train.lr=1e38", "--set", "train.skip_nonfinite=true",
+                               "--set", "train.lr=1e17", "--set", "train.skip_nonfinite=true",
                                "--set", "train.epochs=1", "--quiet"])
-    assert code == 0
-    assert re.search(r"\((\d+) non-finite batches skipped\)", capsys.readouterr().out)
-    assert all(np.isfinite(v).all() for v in params_of(run_dir / "last.params").values())
+    assert code == 1
+    err = capsys.readouterr().err
+    assert re.search(r"more than half the batches had a non-finite loss in epoch 1 \((\d+) of "
+                     r"50 batches were skipped", err), err
+    assert "set train.skip_nonfinite=true" not in err  # it is set already
+
+
+def test_weights_that_blow_up_despite_skip_nonfinite_end_the_run_as_diverged(small_config,
+                                                                          tmp_path, capsys):
+    # SGD at lr 1e30: the first update is finite but makes every logit overflow; every later
+    # batch is then skipped, and the run used to finish "done" with val_loss nan and exit 0.
+    run_dir = tmp_path / "run"
+    args = ["--config", str(small_config), "--out", str(run_dir), "--set", "train.lr=1e30",
+            "--set", "train.optimizer=sgd", "--set", "train.skip_nonfinite=true", "--quiet"]
+    assert run(train_command, args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeWarning" not in err
+    assert "the weights blew up in epoch 1 (" in err and "the validation loss is not finite" in err
+    # A run that never reached a checkpoint leaves nothing behind: the same command, fixed,
+    # is not refused as "already holds a run".
+    assert not run_dir.exists()
+    assert run(train_command, [*args[:4], "--set", "train.epochs=1", "--quiet"]) == 0
 
 
 def test_a_refit_trains_on_all_the_data_for_the_epochs_validation_chose(small_config,

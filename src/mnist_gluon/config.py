@@ -6,10 +6,12 @@ is a ConfigError that names the key, never a silently ignored setting.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib.resources
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,12 +23,26 @@ import yaml
 from .data import DATASETS as DATASET_SPECS
 from .device import parse_device
 from .errors import ConfigError
+from .files import read_regular
 
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
 LR_SCHEDULES = ("none", "step", "cosine")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
 DATASETS = tuple(DATASET_SPECS)
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
+# What a config may cost to read. Ours are a few hundred bytes, 4 levels deep; an alias
+# repeats its anchor's whole value, so a short file can stand for billions of values.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+MAX_OVERRIDE_CHARS = 10_000
+FLOAT32_MAX = 3.4028234663852886e38  # what MXNet's float32 parameters can hold
+INT32_MAX = 2**31 - 1
+# Sizes that set how much is allocated: far beyond any MNIST-like use, short of exhausting
+# memory on a typo.
+MAX_CLASSES = 1000
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
 
 
 @dataclass
@@ -166,23 +182,13 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    raw = read_regular(path, MAX_CONFIG_BYTES, ConfigError, "config file")
     try:
-        text = path.read_text(encoding="utf-8-sig")  # whatever the locale; a BOM is skipped
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file"
-                          ) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        text = raw.decode("utf-8-sig")  # whatever the locale; a BOM is skipped
+    except UnicodeDecodeError as error:
         raise ConfigError(f"config file {path} cannot be read ({error}); pass a YAML file"
                           ) from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        where = getattr(error, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        if "\\t" in problem or "\t" in problem:
-            problem += " (indent with spaces, not tabs)"
-        raise ConfigError(f"config file {path} is not valid YAML{line}: {problem}") from None
+    loaded = parse_yaml(text, f"config file {path}")
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -193,16 +199,73 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a document nested more than MAX_DEPTH deep or standing
+    for more than MAX_VALUES values once its aliases are expanded. Both are counted while the
+    document is composed, before any Python value is built, in time linear in the text."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+        self.sizes: dict[int, int] = {}  # id(node) -> the values it stands for
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ConfigError(f"is nested more than {MAX_DEPTH} levels deep")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = []
+        size = 1 + sum(self.sizes.get(id(child), 1) for child in children)
+        if size > MAX_VALUES:
+            raise ConfigError(f"stands for more than {MAX_VALUES:,} values once its aliases "
+                              "are expanded")
+        self.sizes[id(node)] = size
+        return node
+
+
+def parse_yaml(text: str, what: str, plain: bool = False) -> Any:
+    """`text` as YAML, bounded (BoundedLoader); any problem is a ConfigError naming `what`.
+    With `plain`, text that is not YAML (`a: b:`) is that string."""
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except ConfigError as error:
+        raise ConfigError(f"{what} {error}; write the values out plainly") from None
+    except yaml.YAMLError as error:
+        if plain:
+            return text
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        if "\\t" in problem or "\t" in problem:
+            problem += " (indent with spaces, not tabs)"
+        raise ConfigError(f"{what} is not valid YAML{line}: {problem}") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        problem = ("a number of more than 4,300 digits" if "digits" in str(error)
+                   else f"a value that cannot be converted ({str(error)[:80]})")
+        raise ConfigError(f"{what} holds {problem}; write plain values") from None
+    finally:
+        loader.dispose()
+
+
 def parse_override(override: str) -> tuple[str, Any]:
     """`train.lr=0.01` -> ("train.lr", 0.01); the value is read as YAML (`null`, `[1,2]`)."""
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(
             f"override {override!r} is not KEY=VALUE; write e.g. --set train.lr=0.01")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
+    if len(text) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"--set {key.strip()} has a value of {len(text):,} characters; "
+                          f"a value may have up to {MAX_OVERRIDE_CHARS:,}")
+    value = parse_yaml(text, f"--set {key.strip()}", plain=True) if text.strip() else ""
     return key.strip(), value
 
 
@@ -268,6 +331,17 @@ def unknown_key_message(key: str, known: list[str]) -> str:
     return f"unknown config key {key}; {hint}"
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlong = 24
+_SHORT.maxlevel = 2
+
+
+def shown(value: Any) -> str:
+    """`repr(value)`, cut short: a message must stay one line whatever the value."""
+    return _SHORT.repr(value)
+
+
 def coerce(key: str, value: Any, hint: Any) -> Any:
     """Return `value` as type `hint`, or raise a ConfigError naming the key and the type."""
     args = typing.get_args(hint)
@@ -278,31 +352,33 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         return coerce(key, value, inner)
     if typing.get_origin(hint) is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {shown(value)}")
         return [coerce(f"{key}[{i}]", item, args[0]) for i, item in enumerate(value)]
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {shown(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
+            return value  # each integer's range is checked by `validate`
+        raise ConfigError(f"{key} must be an integer, got {shown(value)}")
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
+        number = math.nan
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = float(value) if abs(value) < 2**1000 else FLOAT32_MAX * 2
+        elif isinstance(value, (float, str)):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            with contextlib.suppress(ValueError):
                 number = float(value)
-            except ValueError:
-                number = math.nan
-            if math.isfinite(number):
-                return number
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {shown(value)}")
+        if abs(number) > FLOAT32_MAX:
+            raise ConfigError(f"{key} is {shown(value)}; MXNet computes in float32, which "
+                              f"holds numbers up to {FLOAT32_MAX:.4g}")
+        return number
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key} must be a string, got {value!r}")
+        raise ConfigError(f"{key} must be a string, got {shown(value)}")
     raise TypeError(f"unsupported config type {hint} for {key}")
 
 
@@ -315,13 +391,16 @@ def validate(config: Config) -> None:
     require_choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     require_choice("train.kvstore", t.kvstore, KVSTORES)
     require(0 <= config.seed < 2**32, "seed", config.seed, "in [0, 2**32)")
-    require(config.data.val_size >= 0, "data.val_size", config.data.val_size, "0 or more")
+    require(0 <= config.data.val_size <= INT32_MAX, "data.val_size", config.data.val_size,
+            "0 or more (and fewer than the training images)")
     require(1 <= config.model.hidden <= 100_000, "model.hidden", config.model.hidden,
             "in [1, 100000]")
     require(0 <= config.model.dropout < 1, "model.dropout", config.model.dropout, "in [0, 1)")
-    require(config.model.classes >= 2, "model.classes", config.model.classes, "2 or more")
-    require(t.epochs >= 1, "train.epochs", t.epochs, "1 or more")
-    require(t.batch_size >= 1, "train.batch_size", t.batch_size, "1 or more")
+    require(2 <= config.model.classes <= MAX_CLASSES, "model.classes", config.model.classes,
+            f"in [2, {MAX_CLASSES}]")
+    require(1 <= t.epochs <= MAX_EPOCHS, "train.epochs", t.epochs, f"in [1, {MAX_EPOCHS}]")
+    require(1 <= t.batch_size <= MAX_BATCH, "train.batch_size", t.batch_size,
+            f"in [1, {MAX_BATCH}]")
     require(0 < t.lr < math.inf, "train.lr", t.lr, "a finite number greater than 0")
     require(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
     require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "0 or more")
@@ -343,7 +422,7 @@ def validate(config: Config) -> None:
             augment.elastic.sigma, "in [0.5, 10] pixels")
     require(0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "in [0, 1)")
     if t.early_stopping.patience is not None:
-        require(t.early_stopping.patience >= 1, "train.early_stopping.patience",
+        require(1 <= t.early_stopping.patience <= MAX_EPOCHS, "train.early_stopping.patience",
                 t.early_stopping.patience, "null or 1 or more")
     if t.average.start_epoch is not None:
         require(1 <= t.average.start_epoch <= t.epochs, "train.average.start_epoch",
@@ -351,11 +430,12 @@ def validate(config: Config) -> None:
     require(t.early_stopping.min_delta >= 0, "train.early_stopping.min_delta",
             t.early_stopping.min_delta, "0 or more")
     if config.checkpoint.every_steps is not None:
-        require(config.checkpoint.every_steps >= 1, "checkpoint.every_steps",
+        require(1 <= config.checkpoint.every_steps <= INT32_MAX, "checkpoint.every_steps",
                 config.checkpoint.every_steps, "null or 1 or more")
-    require(config.checkpoint.keep >= 0, "checkpoint.keep", config.checkpoint.keep, "0 or more")
-    require(config.track.every_steps >= 1, "track.every_steps", config.track.every_steps,
-            "1 or more")
+    require(0 <= config.checkpoint.keep <= MAX_EPOCHS, "checkpoint.keep",
+            config.checkpoint.keep, f"in [0, {MAX_EPOCHS}]")
+    require(1 <= config.track.every_steps <= INT32_MAX, "track.every_steps",
+            config.track.every_steps, "1 or more")
     if config.data.mirrors is not None:
         for mirror in config.data.mirrors:
             require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors",
@@ -376,14 +456,14 @@ def fit_warmup(config: Config) -> str | None:
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key} is {value!r}; it must be {allowed}")
+        raise ConfigError(f"{key} is {shown(value)}; it must be {allowed}")
 
 
 def require_choice(key: str, value: str, choices: typing.Sequence[str]) -> None:
     if value not in choices:
         close = difflib.get_close_matches(value, choices, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"{key} is {value!r}; choose one of {', '.join(choices)}{hint}")
+        raise ConfigError(f"{key} is {shown(value)}; choose one of {', '.join(choices)}{hint}")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

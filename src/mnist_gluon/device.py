@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from .errors import ConfigError, DeviceError
 
 DEVICE_FORMS = "auto, cpu, gpu, gpu:0, gpu:0,1 or cpu:0,1"
+# Each id is a context holding a copy of the model: more than a machine has GPUs, and more
+# CPU contexts than any data-parallel test of one needs, is a typo.
+MAX_DEVICE_ID = 63
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,9 @@ class DeviceSpec:
 def parse_device(text: str) -> DeviceSpec:
     """Parse a device string without touching MXNet, so config typos fail early."""
     text = text.strip().lower()
+    if len(text) > 200:
+        raise ConfigError(f"device is {text[:40]!r}... ({len(text)} characters); use one of "
+                          f"{DEVICE_FORMS}")
     if text == "auto":
         return DeviceSpec("auto")
     kind, colon, ids_text = text.partition(":")
@@ -31,6 +37,9 @@ def parse_device(text: str) -> DeviceSpec:
         raise ConfigError(f"device is {text!r}; use one of {DEVICE_FORMS}") from None
     if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
         raise ConfigError(f"device {text!r} lists a negative or repeated id; use e.g. gpu:0,1")
+    if max(ids) > MAX_DEVICE_ID:
+        raise ConfigError(f"device {text!r} names id {max(ids)}; ids go from 0 to "
+                          f"{MAX_DEVICE_ID}, e.g. gpu:0,1")
     return DeviceSpec(kind, ids)
 
 

@@ -19,8 +19,9 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Log class probabilities from logits, row by row, computed stably in float64."""
     shifted = np.asarray(logits, dtype=np.float64)
-    shifted = shifted - shifted.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    with np.errstate(invalid="ignore"):  # infinite logits give nan, which the caller judges
+        shifted = shifted - shifted.max(axis=1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

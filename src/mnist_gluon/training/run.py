@@ -79,6 +79,15 @@ def run_training(config: Config, run_dir: Path, *, resume: bool = False, force: 
     as early stopping does. `refit_of` is the run folder whose validation chose this run's
     epochs, for a run on the whole training set.
     """
+    with folders.unmade_on_failure(run_dir, fresh=not resume and folders.is_fresh(run_dir)):
+        return train_epochs(config, run_dir, resume, force, quiet, stop_signal, judge,
+                            refit_of)
+
+
+def train_epochs(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool,
+                 stop_signal: Callable[[], int | None] | None,
+                 judge: Callable[[int, float | None], str | None] | None,
+                 refit_of: Path | None) -> Run:
     run, state = set_up(config, run_dir, resume, force, quiet, refit_of)
     stops = StopRequests(stop_signal, config.checkpoint.every_steps, run.steps)
     trained = False
@@ -270,14 +279,15 @@ class Training:
         except Diverged as error:
             kept = (f"the last good checkpoint is {self.saver.last}" if self.saver.last
                     else "no checkpoint was written")
-            raise Diverged(f"{error} (epoch {epoch}); {kept}; lower train.lr, set "
-                           "train.clip_gradient, or set train.skip_nonfinite=true") from None
+            skip = "" if tcfg.skip_nonfinite else ", or set train.skip_nonfinite=true"
+            raise Diverged(f"{error} (epoch {epoch}); {kept}; lower train.lr or set "
+                           f"train.clip_gradient{skip}") from None
         finally:
             self.log.end_epoch()
         if stopped:
             name = signal.Signals(stops.signalled).name
             raise Stopped(f"stopped by {name} at epoch {epoch}, step "
-                          f"{first_step + progress.steps_done}; saved "
+                          f"{progress.steps_done} of {self.steps}; saved "
                           f"{self.run_dir / 'last.params'}; continue with: "
                           f"mnist-train --resume {self.run_dir}", stops.signalled)
         return progress
@@ -286,7 +296,22 @@ class Training:
         """The finished epoch's figures, validation included: of the live weights, and of
         their average once it has started (which this takes the epoch's weights into)."""
         steps, batch_size = self.steps, self.config.train.batch_size
-        val_loss, val_acc = validation_scores(self.trainer.net, self.data)
+        # Skipping non-finite batches cannot undo an update that already made the weights
+        # blow up: every later batch would be skipped, and the run would end looking done.
+        finite = all(np.isfinite(p.data(self.ctxs[0]).asnumpy()).all()
+                     for p in self.trainer.net.collect_params().values())
+        val_loss, val_acc = (validation_scores(self.trainer.net, self.data) if finite
+                             else (None, None))
+        blew_up = not finite or val_loss is not None and not np.isfinite(val_loss)
+        if blew_up or progress.skipped > steps / 2:
+            kept = (f"the last good checkpoint is {self.saver.last}" if self.saver.last
+                    else "no checkpoint was written")
+            what = ("the weights blew up" if blew_up
+                    else "more than half the batches had a non-finite loss")
+            raise Diverged(f"{what} in epoch {epoch} ({progress.skipped} of {steps} batches "
+                           f"were skipped as non-finite"
+                           f"{'; the validation loss is not finite' if blew_up else ''}); "
+                           f"{kept}; lower train.lr or set train.clip_gradient")
         average = (None, None)
         if self.average is not None and self.average.add(self.trainer.net, epoch):
             average = validation_scores(self.average.net, self.data)

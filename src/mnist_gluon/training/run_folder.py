@@ -3,11 +3,13 @@ a run uses them, and swept of what a killed writer left."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..checkpoint import PREVIOUS, RUN_FILES
-from ..errors import OutputError
+from ..errors import Interrupted, OutputError, Stopped
 
 
 def check_run_dir(out: Path, force: bool) -> None:
@@ -95,3 +97,27 @@ def is_run_file(path: Path) -> bool:
     checkpoint_name = path.stem in ("last", "best", PREVIOUS) or path.stem.startswith("epoch-")
     return checkpoint_name and path.suffix in (".params", ".states", ".json", ".average")
 
+
+
+@contextlib.contextmanager
+def unmade_on_failure(run_dir: Path, fresh: bool) -> Iterator[None]:
+    """A new run that fails before its first checkpoint (a value MXNet refuses, data that
+    turns out wrong) takes away what it wrote, so the same command can simply be run again.
+    A stop (Ctrl-C, a signal) keeps the folder: `--resume` starts it again from the beginning."""
+    try:
+        yield
+    except (Stopped, Interrupted, KeyboardInterrupt):
+        raise
+    except BaseException:
+        if fresh and run_dir.is_dir() and not any(run_dir.glob("*.params")):
+            for path in run_dir.iterdir():
+                if is_run_file(path) or path.name == LOCK:
+                    path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if nothing else is there
+        raise
+
+
+def is_fresh(run_dir: Path) -> bool:
+    """Whether `run_dir` does not exist yet or is empty: a run made there is all ours."""
+    return not run_dir.exists() or run_dir.is_dir() and not any(run_dir.iterdir())

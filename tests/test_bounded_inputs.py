@@ -1,0 +1,107 @@
+"""Small inputs that could cost unbounded memory or time, and values that pass a type check
+but not MXNet: each, through the real command, is one line on stderr and exit status 2, with
+peak memory well under 300 MB and nothing left on disk."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from support import BIN
+
+PEAK_LIMIT_MB = 300
+
+
+# Started from a small Python process: a child forked straight from pytest would count
+# pytest's own pages (MXNet loaded, hundreds of MB) in its peak until it execs.
+MEASURE = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def run_bounded(name, *args, timeout=120, cwd=None):
+    """(exit status, stderr, peak resident MB) of one real process."""
+    try:
+        done = subprocess.run([sys.executable, "-c", MEASURE, str(BIN / name), *map(str, args)],
+                              capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name} {' '.join(map(str, args))[:200]} ran past {timeout} s")
+    code, peak_kb = done.stdout.split()
+    return int(code), done.stderr, int(peak_kb) / 1024
+
+
+def refused(name, *args, says, cwd=None):
+    """Assert the command refuses its input as the contract says; returns the line."""
+    code, stderr, peak = run_bounded(name, *args, cwd=cwd)
+    lines = stderr.strip().splitlines()
+    assert code == 2, stderr[-2000:]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert says in lines[0], lines[0]
+    assert peak < PEAK_LIMIT_MB, f"peak {peak:.0f} MB"
+    return lines[0]
+
+
+def billion_laughs(levels=9):
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]")
+    lines.append(f"seed: *a{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
+# --- configs and --set values ----------------------------------------------------------------
+
+def test_a_config_of_nested_aliases_is_refused_before_it_is_expanded(tmp_path):
+    config = tmp_path / "laughs.yaml"
+    config.write_text(billion_laughs())
+    assert config.stat().st_size < 1000
+    refused("mnist-train", "--config", config, "--out", tmp_path / "run",
+            says="once its aliases are expanded")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value, says", [
+    ("9" * 5000, "more than 4,300 digits"),
+    ("[" * 20000 + "]" * 20000, "a value may have up to 10,000"),
+    ("[" * 4000 + "]" * 4000, "nested more than 32 levels deep"),
+    ("1e39", "float32"),
+])
+def test_a_huge_or_deep_set_value_is_one_line(tmp_path, value, says):
+    refused("mnist-train", "--out", tmp_path / "run", "--set", f"seed={value}"
+            if not value.startswith("1e") else f"train.weight_decay={value}", says=says)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("train.weight_decay=1e39", "MXNet computes in float32"),
+    ("train.lr=1e39", "MXNet computes in float32"),
+    ("train.clip_gradient=" + "9" * 400, "MXNet computes in float32"),
+    ("device=cpu:2147483648", "ids go from 0 to 63"),
+    ("model.classes=3000000", "model.classes is 3000000; it must be in [2, 1000]"),
+    ("train.batch_size=2147483648", "train.batch_size"),
+    ("checkpoint.every_steps=9999999999", "checkpoint.every_steps is 9999999999"),
+])
+def test_values_mxnet_cannot_hold_are_refused_before_any_folder_is_made(tmp_path, setting, says):
+    refused("mnist-train", "--out", tmp_path / "run", "--set", setting, says=says)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_device_file_as_config_is_refused_without_reading_it(tmp_path):
+    refused("mnist-train", "--config", "/dev/zero", "--out", tmp_path / "run",
+            says="config file /dev/zero is a device, not a file")
+
+
+def test_a_fifo_as_config_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    refused("mnist-train", "--config", fifo, "--out", tmp_path / "run", says="is a FIFO")
+
+
+def test_a_config_larger_than_a_megabyte_is_refused(tmp_path):
+    config = tmp_path / "big.yaml"
+    config.write_text("# " + "x" * (1 << 20) + "\nseed: 1\n")
+    refused("mnist-train", "--config", config, "--out", tmp_path / "run",
+            says="more than the 1,048,576 bytes")
