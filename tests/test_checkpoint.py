@@ -1,11 +1,12 @@
 import contextlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnist_gluon.checkpoint import Sidecar, read_checkpoint, save_checkpoint
+from mnist_gluon.checkpoint import Sidecar, read_checkpoint, save_checkpoint, signed
 from mnist_gluon.config import TrainConfig
 from mnist_gluon.data import Normalization
 from mnist_gluon.errors import CheckpointError, OutputError
@@ -41,14 +42,15 @@ def test_a_checkpoint_reads_back_with_its_meaning(saved):
 
 
 @contextlib.contextmanager
-def edited_sidecar(params_path: Path, keep_checksum: bool = True):
+def edited_sidecar(params_path: Path, resign: bool = False):
     """The sidecar of `params_path` as parsed JSON, written back changed on leaving, as a hand
-    with a text editor would; without its own checksum unless `keep_checksum`."""
+    with a text editor would; with `resign`, its own checksum is made to match again, as one
+    who knows the format would."""
     sidecar_path = params_path.with_suffix(".json")
     sidecar = json.loads(sidecar_path.read_text())
     yield sidecar
-    if not keep_checksum:
-        del sidecar["sidecar_sha256"]
+    if resign:
+        sidecar = signed(sidecar)
     sidecar_path.write_text(json.dumps(sidecar))
 
 
@@ -63,8 +65,7 @@ def test_a_changed_params_file_is_refused_not_loaded(saved):
 
 def test_a_sidecar_that_disagrees_with_its_params_is_refused(saved):
     path, _ = saved
-    # as a sidecar from before the sidecar had its own checksum
-    with edited_sidecar(path, keep_checksum=False) as sidecar:
+    with edited_sidecar(path, resign=True) as sidecar:
         sidecar["architecture"]["hidden"] = 64
     with pytest.raises(CheckpointError, match=r"fc1\.weight has shape \(16, 784\) but the "
                                               r"architecture says \(64, 784\)"):
@@ -86,15 +87,46 @@ def test_an_edited_sidecar_is_refused_not_believed(saved, key, value, message):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("normalization", {"mean": 0.1, "std": 0}, r"impossible normalization 0\.1, 0 "),
+    ("normalization", {"mean": 0.1, "std": 0}, r"impossible normalization 0\.1, 0\.0 "),
     ("architecture", {"inputs": 784, "hidden": 16, "activation": "bogus", "classes": 10,
                       "dropout": 0.0}, "impossible activation 'bogus'"),
 ])
-def test_a_sidecar_without_its_checksum_is_still_checked_for_sense(saved, key, value, message):
+def test_a_re_signed_sidecar_is_still_checked_for_sense(saved, key, value, message):
     path, _ = saved
-    with edited_sidecar(path, keep_checksum=False) as sidecar:
+    with edited_sidecar(path, resign=True) as sidecar:
         sidecar[key] = value
     with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("normalization", {"mean": "0.1307", "std": 0.3081},
+     "garbles normalization.mean: '0.1307' is not a number"),
+    ("architecture", {"inputs": 784, "hidden": 16.5, "activation": "relu", "classes": 10,
+                      "dropout": 0.0}, "garbles architecture.hidden: 16.5 is not an integer"),
+    ("architecture", {"inputs": 784, "hidden": 16, "activation": "relu", "classes": 10,
+                      "dropout": 0.0, "heads": 2}, "garbles architecture.: unknown key 'heads'"),
+    ("epoch", "3", "garbles epoch: '3' is not an integer"),
+    ("metrics", [1, 2], "garbles metrics.: not an object"),
+    ("data", {"name": "mnist", "sha1": {"x": 1}}, "garbles data.sha1: {'x': 1} is not an object"),
+    ("versions", None, "garbles versions: None is not an object"),
+])
+def test_a_re_signed_sidecar_of_the_wrong_types_is_refused_by_name(saved, key, value, message):
+    """`"mean": "0.1307"`, re-signed, crashed every command that read it with a TypeError."""
+    path, _ = saved
+    with edited_sidecar(path, resign=True) as sidecar:
+        sidecar[key] = value
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        read_checkpoint(path)
+
+
+def test_a_sidecar_without_its_own_checksum_is_refused(saved):
+    """Without `sidecar_sha256` the integrity check was skipped altogether."""
+    path, _ = saved
+    with edited_sidecar(path) as sidecar:
+        del sidecar["sidecar_sha256"]
+        sidecar["normalization"]["std"] = 0.5  # what the check would have caught
+    with pytest.raises(CheckpointError, match="has no sidecar_sha256, so nothing proves it"):
         read_checkpoint(path)
 
 

@@ -35,6 +35,15 @@ def test_a_client_that_never_finishes_its_headers_gets_a_408_and_is_disconnected
         assert fetch(url + "healthz")[0] == 200  # the server goes on
 
 
+def test_connections_that_never_send_a_byte_are_closed_after_the_header_timeout(model):
+    with serving(model, "--header-timeout", "1") as (url, _, _):
+        silent = [connect(url) for _ in range(300)]
+        assert fetch(url + "healthz")[0] == 200
+        for sock in silent:  # each recv waits up to the socket's 30 s timeout
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
+            sock.close()
+
+
 def test_a_body_slower_than_the_body_timeout_is_cut_off(model):
     with serving(model, "--body-timeout", "0.5") as (url, _, _):
         sock = connect(url)

@@ -111,13 +111,31 @@ def test_fifos_devices_and_enormous_images_are_skipped_not_read(model, test_set,
     assert f"skipped: {huge} is 5000 x 4000 pixels, more than the 16,777,216 allowed" in err
 
 
-def test_a_png_the_decoder_would_refuse_is_skipped_not_guessed(model, tmp_path, capsys):
+def test_a_png_the_decoder_would_refuse_is_refused_not_guessed(model, tmp_path, capsys):
     tall = tmp_path / "tall.png"
     Image.new("L", (1, 2_000_000), 255).save(tall)
-    code, out, err = predictions(capsys, "--checkpoint", model, tall)
-    assert code == 1 and out == []
-    assert (f"skipped: {tall} is 1 x 2000000 pixels; a side over 1,000,000 pixels cannot be "
-            "decoded") in err
+    assert run(predict_command, ["--checkpoint", str(model), str(tall)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"mnist-predict: error: {tall} is 1 x 2000000 pixels; a side "
+                                 "over 1,000,000 pixels cannot be decoded\n")
+
+
+def test_an_image_with_nothing_drawn_is_refused_not_given_a_label(model, test_set, tmp_path,
+                                                                   capsys):
+    """A fully transparent PNG (an empty canvas export) was predicted "5 (0.665)"."""
+    empty = tmp_path / "empty.png"
+    Image.new("RGBA", (280, 280), (0, 0, 0, 0)).save(empty)
+    blank_paper = tmp_path / "paper.jpg"
+    Image.new("RGB", (300, 300), (250, 250, 250)).save(blank_paper)
+    good = tmp_path / "good.png"
+    Image.fromarray(as_drawn(test_set.images[0])).save(good)
+    code, out, err = predictions(capsys, "--checkpoint", model, empty, blank_paper, good)
+    assert code == 1 and [Path(o["path"]).name for o in out] == ["good.png"]
+    assert f"skipped: {empty} has nothing drawn on it" in err
+    assert f"skipped: {blank_paper} has nothing drawn on it" in err
+    # Alone, it is the command's error: one line, exit 2.
+    assert run(predict_command, ["--checkpoint", str(model), str(empty)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_a_digit_drawn_on_a_transparent_background_is_read_as_drawn(model, test_set, tmp_path,

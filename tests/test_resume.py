@@ -72,7 +72,7 @@ def test_a_run_stopped_at_any_step_resumes_to_bit_identical_parameters(small_con
     reference = uninterrupted(*overrides)
     run_dir = tmp_path / "stopped"
     with pytest.raises(Stopped, match=f"stopped by SIGTERM at epoch {1 + step // 51}, "
-                                      f"step {step}; saved"):
+                                      f"step {(step - 1) % 50 + 1} of 50; saved"):
         run_training(load_config(small_config, overrides), run_dir, quiet=True,
                      stop_signal=stop_at(step))
     meta = json.loads((run_dir / "last.json").read_text())
@@ -129,16 +129,21 @@ def test_a_signal_finishes_the_step_saves_and_says_how_to_resume(small_config, t
     assert process.returncode == status, err
     name = signal.Signals(signum).name
     last = err.strip().splitlines()[-1]
-    match = re.fullmatch(rf"mnist-train: stopped by {name} at epoch (\d+), step (\d+); saved "
+    match = re.fullmatch(rf"mnist-train: stopped by {name} at epoch (\d+), step (\d+) of 50; saved "
                          rf"{re.escape(str(run_dir / 'last.params'))}; continue with: "
                          rf"mnist-train --resume {re.escape(str(run_dir))}", last)
     assert match, err
     assert "Traceback" not in err
     meta = json.loads((run_dir / "last.json").read_text())
-    assert meta["step"] == int(match[2]) and meta["in_epoch"]["epoch"] == int(match[1])
+    # The step is counted within its epoch, as the resume counts it.
+    assert meta["in_epoch"]["steps_done"] == int(match[2])
+    assert meta["in_epoch"]["epoch"] == int(match[1])
     epochs = int(match[1])
-    assert run(train_command, ["--resume", str(run_dir), "--set", f"train.epochs={epochs}",
-                               "--quiet"]) == 0
+    resumed = subprocess.run([str(BIN / "mnist-train"), "--resume", str(run_dir), "--set",
+                              f"train.epochs={epochs}"], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at epoch {epochs}, step {int(match[2]) + 1} of 50" in resumed.stdout
     assert json.loads((run_dir / "last.json").read_text())["epoch"] == epochs
 
 

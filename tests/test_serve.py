@@ -184,8 +184,10 @@ def damaged(data: bytes, at: int) -> bytes:
     return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
 
 
-A_PNG = encoded(np.full((28, 28), 200, np.uint8), "PNG")
-A_JPEG = encoded(np.full((28, 28), 200, np.uint8), "JPEG")
+A_STROKE = np.zeros((28, 28), np.uint8)
+A_STROKE[4:24, 12:16] = 255  # a 1, of sorts: something is drawn
+A_PNG = encoded(A_STROKE, "PNG")
+A_JPEG = encoded(A_STROKE, "JPEG")
 
 
 ZEROS = [0] * 784
@@ -214,6 +216,14 @@ REQUESTS = {
                 "other than numbers"),
     "out of range": ("application/json", {"pixels": [ZEROS, [0] * 783 + [256]]}, {}, TOKEN,
                      422, "pixels[1] has values outside 0-255"),
+    "ragged pixels": ("application/json", {"pixels": [[[0, 0]] + [0] * 783]}, {}, TOKEN, 422,
+                      "pixels[0] holds something other than numbers"),
+    "true and false as pixels": ("application/json", {"pixels": [[True] * 392 + [0] * 392]},
+                                 {}, TOKEN, 422, "holds true or false"),
+    "nothing drawn": ("image/png", encoded(np.full((50, 50), 255, np.uint8), "PNG"), {}, TOKEN,
+                      422, "the upload has nothing drawn on it"),
+    "two IHDR chunks": ("image/png", A_PNG[:33] + A_PNG[8:33] + A_PNG[33:], {}, TOKEN, 400,
+                        "second IHDR chunk"),
     "top_k too big": ("application/json", {"pixels": [ZEROS]}, {"top_k": 11}, TOKEN, 422,
                       "top_k"),
     "top_k not a number": ("application/json", {"pixels": [ZEROS]}, {"top_k": "x"}, TOKEN,
@@ -358,6 +368,15 @@ def test_deeply_nested_json_is_a_400_before_parsing_and_the_server_goes_on(serve
                             {"Content-Type": "application/json"})
     assert status == 400
     assert json.loads(body)["error"].startswith("the JSON nests 1000 levels deep")
+    assert fetch(server + "healthz")[0] == 200
+
+
+def test_the_json_checks_cost_time_linear_in_the_body_and_the_server_goes_on(server):
+    """4 MB of escaped quotes: the depth check once re-scanned the body from every quote, and
+    kept the event loop (and /healthz) busy for hours at this size."""
+    status, _, body = fetch(server + "v1/predict", "POST", b'{"pixels": "' + b'\\"' * 2**20,
+                            {"Content-Type": "application/json"})
+    assert status == 400 and json.loads(body)["error"] == "the body is not valid JSON"
     assert fetch(server + "healthz")[0] == 200
 
 

@@ -15,16 +15,18 @@ import json
 import os
 import shutil
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import ACTIVATIONS, Config, config_from_dict, config_to_dict
+from .config import ACTIVATIONS, Config, config_from_dict, config_to_dict, shown
 from .data import PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
-from .files import commit, sha256_of, stage
+from .files import check_regular, commit, read_regular, sha256_of, stage
 from .model import Architecture
 
 SIDECAR_FORMAT = "mnist-gluon-checkpoint"
@@ -32,6 +34,7 @@ SIDECAR_VERSION = 1
 # How the `.states` file is laid out (optim.Updater.save); resume needs the same layout.
 STATES_FORMAT = "mnist-gluon-updater-1"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.params", "best.params")
+MAX_SIDECAR_BYTES = 1 << 20  # ours are about 4 KB
 PREVIOUS = "previous"  # the `last` checkpoint before the newest, kept while it is replaced
 # The normalisation of Gluon's MNIST examples (ToTensor, then Normalize(0.13, 0.31)): assumed
 # for a bare .params file that came without a sidecar, unless the user says otherwise.
@@ -131,27 +134,76 @@ class Sidecar:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], sidecar: Path) -> Sidecar:
-        typed = {"architecture": Architecture, "normalization": Normalization,
-                 "in_epoch": EpochProgress, "metrics": EpochResult,
-                 "early_stopping": EarlyStopping, "data": DataRecord}
+        """The sidecar's JSON, each value checked against the type its field declares."""
         values = {f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name in raw}
-        try:
-            for name, kind in typed.items():
-                if values.get(name) is not None:
-                    values[name] = kind(**values[name])
-            if values.get("config") is not None:
-                values["config"] = config_from_dict(values["config"])
-            return cls(**values)
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"sidecar {sidecar} lacks or garbles {error}; restore it"
-                                  ) from None
-        except ConfigError as error:
-            raise CheckpointError(f"sidecar {sidecar} holds a config this version cannot read "
-                                  f"({error})") from None
+        return typed(cls, values, str(sidecar), "")
 
     @property
     def dataset(self) -> str:
         return self.data.name
+
+
+def typed(cls: type, raw: Any, sidecar: str, where: str) -> Any:
+    """`raw` as the dataclass `cls`; a value of the wrong type (say a string for a mean) is a
+    CheckpointError naming it, so no command meets it later as a TypeError."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"sidecar {sidecar} garbles {where or 'its content'}: not an "
+                              "object; restore it")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(raw) - names):
+        raise CheckpointError(f"sidecar {sidecar} garbles {where or 'its content'}: unknown "
+                              f"key {unknown[0]!r}; restore it")
+    values = {name: typed_value(hints[name], value, sidecar, f"{where}{name}")
+              for name, value in raw.items()}
+    try:
+        return cls(**values)
+    except TypeError:
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in raw
+                   and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        raise CheckpointError(f"sidecar {sidecar} lacks {where}{missing[0]}; restore it"
+                              ) from None
+
+
+def typed_value(hint: Any, value: Any, sidecar: str, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Config:
+        try:
+            return config_from_dict(value)
+        except ConfigError as error:
+            raise CheckpointError(f"sidecar {sidecar} holds a config this version cannot "
+                                  f"read ({error})") from None
+    if dataclasses.is_dataclass(hint):
+        return typed(hint, value, sidecar, f"{where}.")
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return typed_value(inner, value, sidecar, where)
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is list or origin is list:
+        ok = isinstance(value, list)
+    elif origin is dict:
+        ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, args[1])
+                                             for k, v in value.items())
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise CheckpointError(f"sidecar {sidecar} garbles {where}: {shown(value)} is not "
+                              f"{type_name(hint)}; restore it, or move it away to evaluate the "
+                              ".params file bare")
+    return value
+
+
+def type_name(hint: Any) -> str:
+    names = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+    return names.get(hint, "a list" if hint is list or typing.get_origin(hint) is list
+                     else "an object")
 
 
 def sidecar_path(params_path: Path) -> Path:
@@ -251,6 +303,7 @@ def read_checkpoint(params_path: str | Path, bare_normalization: Normalization |
                               "written by mnist-train (e.g. runs/base/best.params)")
     if params_path.is_dir():
         raise CheckpointError(f"checkpoint {params_path} is a directory; pass its .params file")
+    check_regular(params_path, CheckpointError, "checkpoint")  # a FIFO would hang MXNet's read
     sidecar = read_sidecar(params_path) if sidecar_path(params_path).exists() else None
     layers = named_layers(read_param_arrays(params_path), params_path)
     if sidecar is not None:
@@ -298,8 +351,8 @@ def read_sidecar(params_path: Path) -> Sidecar:
     """The sidecar of `params_path`, checked against the file it describes."""
     sidecar = sidecar_path(params_path)
     try:
-        meta = json.loads(sidecar.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        meta = json.loads(read_regular(sidecar, MAX_SIDECAR_BYTES, CheckpointError, "sidecar"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(f"sidecar {sidecar} is not readable JSON ({error}); restore it, "
                               "or move it away to evaluate the .params file bare") from None
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
@@ -313,13 +366,14 @@ def read_sidecar(params_path: Path) -> Sidecar:
             f"{params_path} does not match the checksum in {sidecar.name}: the file was "
             "changed or damaged after it was written; use another checkpoint"
         )
-    if SIGNATURE in meta and meta[SIGNATURE] != content_digest(meta):
+    if SIGNATURE not in meta:
+        raise CheckpointError(f"sidecar {sidecar} has no {SIGNATURE}, so nothing proves it is "
+                              "the one mnist-train wrote; restore it, or move it away to "
+                              "evaluate the .params file bare")
+    if meta[SIGNATURE] != content_digest(meta):
         raise CheckpointError(f"sidecar {sidecar} was changed after it was written (its "
                               f"{SIGNATURE} does not match its content); restore it, or move "
                               "it away to evaluate the .params file bare")
-    for name in ("architecture", "normalization"):
-        if not isinstance(meta.get(name), dict):
-            raise CheckpointError(f"sidecar {sidecar} lacks or garbles {name!r}; restore it")
     return check_meaning(Sidecar.from_json(meta, sidecar), sidecar)
 
 

@@ -5,7 +5,6 @@ Everything up to `normalise` is numpy only; batching works on MXNet arrays held 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import zlib
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .files import atomic_write
+from .files import atomic_write, read_regular
 
 IMAGE_SIZE = 28
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -32,10 +31,16 @@ IDX_TYPES = {
 }
 
 
-def parse_idx(raw: bytes, name: str) -> np.ndarray:
-    """Decode IDX bytes; any inconsistency is a DataError naming `name`."""
+# The most an IDX file may hold, inflated: over twice MNIST's 47 MB of training images, and
+# little enough that no file, however small and however compressed, costs more.
+MAX_IDX_BYTES = 128 << 20
+
+
+def idx_header(raw: bytes, name: str) -> tuple[np.dtype, tuple[int, ...], int] | None:
+    """(item type, dimensions, total bytes) that an IDX file's first bytes promise; None
+    until `raw` holds the whole header. A DataError for what no IDX file starts with."""
     if len(raw) < 4:
-        raise DataError(f"{name} is not an IDX file: only {len(raw)} bytes")
+        return None
     if raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES or raw[3] == 0:
         magic = int.from_bytes(raw[:4], "big")
         raise DataError(
@@ -45,38 +50,86 @@ def parse_idx(raw: bytes, name: str) -> np.ndarray:
     dtype, ndim = IDX_TYPES[raw[2]], raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"{name} is truncated: its header needs {header} bytes, it has {len(raw)}")
+        return None
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=object)) * dtype.itemsize
+    size = header + int(np.prod(dims, dtype=object)) * dtype.itemsize
+    if size > MAX_IDX_BYTES:
+        raise DataError(f"{name}'s header claims {'x'.join(map(str, dims))} items ({size:,} "
+                        f"bytes), more than the {MAX_IDX_BYTES:,} bytes an IDX file may hold "
+                        "here; its dimensions are wrong, or split the file")
+    return dtype, dims, size
+
+
+def parse_idx(raw: bytes, name: str) -> np.ndarray:
+    """Decode IDX bytes; any inconsistency is a DataError naming `name`."""
+    if len(raw) < 4:
+        raise DataError(f"{name} is not an IDX file: only {len(raw)} bytes")
+    promised = idx_header(raw, name)
+    if promised is None:
+        raise DataError(f"{name} is truncated: its header needs {4 + 4 * raw[3]} bytes, it "
+                        f"has {len(raw)}")
+    dtype, dims, expected = promised
     if len(raw) != expected:
-        state = "truncated" if len(raw) < expected else "longer than its header says"
+        state = ("truncated, or its header's dimensions are wrong" if len(raw) < expected
+                 else "longer than its header says")
         raise DataError(
             f"{name} is {state}: header says {'x'.join(map(str, dims))} items "
             f"({expected} bytes), file has {len(raw)} bytes"
         )
-    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    array = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * len(dims)).reshape(dims)
     return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def promise(prefix: bytes) -> int | None:
+    """The size an IDX file's header promises, or None: not IDX, or not all of it yet."""
+    try:
+        header = idx_header(prefix, "")
+    except DataError:
+        return None
+    return header[2] if header is not None else None
 
 
 def read_file_bytes(path: Path) -> tuple[bytes, bytes]:
     """(bytes on disk, content): content is decompressed when the file is gzip."""
-    try:
-        stored = path.read_bytes()
-    except IsADirectoryError:
-        raise DataError(f"{path} is a directory, not a data file") from None
-    except OSError as error:
-        raise DataError(f"{path} cannot be read: {error.strerror or error}") from None
+    stored = read_regular(path, MAX_IDX_BYTES, DataError, "data file")
     return stored, decompressed(stored, str(path))
 
 
 def decompressed(stored: bytes, name: str) -> bytes:
-    """The content of a data file: gunzipped when it is gzip, else as stored."""
+    """The content of a data file: gunzipped when it is gzip, else as stored. Inflating stops
+    as soon as there is more than an IDX header promises, or than MAX_IDX_BYTES: a small gzip
+    file (or many gzip members one after another) can stand for gigabytes of zeros."""
     if stored[:2] != b"\x1f\x8b":
         return stored
+    out, bound, promised = bytearray(), MAX_IDX_BYTES, False
+    pending = memoryview(stored)
+    inflater, in_member = zlib.decompressobj(wbits=31), False
     try:
-        return gzip.decompress(stored)
-    except (EOFError, OSError, zlib.error) as error:
+        while pending or inflater.unconsumed_tail:
+            if inflater.unconsumed_tail:
+                data = inflater.unconsumed_tail
+            else:
+                data, pending = pending[: 1 << 16], pending[1 << 16 :]
+            in_member = True
+            out += inflater.decompress(data, min(bound - len(out) + 1, 1 << 22))
+            if not promised and len(out) >= 4:
+                header = promise(bytes(out[:64]))
+                promised = header is not None or len(out) >= 64
+                bound = header if header is not None else bound
+            if len(out) > bound:
+                limit = ("its IDX header promises" if bound < MAX_IDX_BYTES
+                         else "an IDX file may hold here")
+                raise DataError(f"{name} inflates to more than the {bound:,} bytes {limit}; "
+                                "replace it")
+            if inflater.eof:  # another gzip member may follow
+                rest = inflater.unused_data
+                inflater, in_member = zlib.decompressobj(wbits=31), False
+                pending = memoryview(rest + bytes(pending)) if rest else pending
+    except zlib.error as error:
         raise DataError(f"{name} is a damaged gzip file ({error}); replace it") from None
+    if in_member:
+        raise DataError(f"{name} is a damaged gzip file (it ends early); replace it")
+    return bytes(out)
 
 
 @dataclass(frozen=True)

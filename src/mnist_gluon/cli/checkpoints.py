@@ -72,7 +72,7 @@ def predict_command(checkpoint_path, inputs, top_k, device, bare_normalization, 
     """Classify images: PNG/JPEG/BMP files of any size (a dark digit on light paper is
     inverted, cropped and centred the way MNIST's digits are), .npy arrays and IDX files of
     28x28 images, or folders of them. A file that cannot be read is reported and skipped;
-    the exit status is then 1."""
+    the exit status is then 1, or 2 when no file could be read."""
     from ..errors import DataError
     from ..inference.classifier import load
     from ..inference.images import expand, load_inputs
@@ -87,8 +87,12 @@ def predict_command(checkpoint_path, inputs, top_k, device, bare_normalization, 
         try:
             results.extend(predict(classifier, load_inputs(path), top_k))
         except DataError as error:
+            if len(paths) == 1:
+                raise  # nothing else to classify: an error, exit status 2
             failed += 1
             click.echo(f"mnist-predict: skipped: {error}", err=True)
+    if failed == len(paths):
+        return 2
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results]))
     else:

@@ -27,6 +27,9 @@ BOX = 20  # MNIST fits each digit's ink into 20 x 20 pixels
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGE_SIDE = 1_000_000  # libpng's limit (PNG_USER_WIDTH_MAX, PNG_USER_HEIGHT_MAX)
 INK = 0.2  # of the image's range: what counts as ink when cropping
+# Less contrast than this many grey levels is an empty sheet (a transparent PNG, a blank
+# canvas): stretched to the full range, its noise would be classified with confidence.
+BLANK_RANGE = 8.0
 
 
 @dataclass
@@ -48,7 +51,7 @@ def load_inputs(path: Path) -> list[Input]:
                         "mnist-predict)")
     check_regular_file(path)
     if suffix in IMAGE_SUFFIXES:
-        return [Input(str(path), None, mnist_like(read_image(path)).reshape(-1))]
+        return [Input(str(path), None, mnist_like(read_image(path), str(path)).reshape(-1))]
     if suffix in ARRAY_SUFFIXES:
         return from_stack(path, read_npy(path))
     _, content = read_file_bytes(path)
@@ -116,6 +119,11 @@ def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.nda
                             f"{max_pixels:,} allowed; send a smaller image")
     try:
         with PIL.Image.open(io.BytesIO(raw)) as image:
+            # Pillow's idea of the size, which is what it decodes, checked as ours was.
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise DataError(f"{name} is {width} x {height} pixels, more than the "
+                                f"{max_pixels:,} allowed; send a smaller image")
             image.load()
             grey = grey_pixels(image)
     except (OSError, ValueError, PIL.Image.DecompressionBombError):
@@ -167,6 +175,8 @@ def damage_in(raw: bytes, kind: str) -> str | None:
                 return f"its {chunk[:4].decode('latin-1')!r} chunk fails its checksum"
             if chunk[:4] == b"IEND":
                 return None
+            if chunk[:4] == b"IHDR" and at != 8:
+                return "it has a second IHDR chunk (the PNG standard allows one, first)"
             at += 12 + length
         return "its PNG data ends early"
     if kind == "JPEG":
@@ -221,7 +231,7 @@ def inputs_of(images: Any) -> list[Input]:
     if isinstance(images, (str, Path)):
         return [item for path in expand([Path(images)]) for item in load_inputs(path)]
     if isinstance(images, PIL.Image.Image):
-        return [Input("image", None, mnist_like(grey_pixels(images)).reshape(-1))]
+        return [Input("image", None, mnist_like(grey_pixels(images), "the image").reshape(-1))]
     if isinstance(images, (list, tuple)) and not all(
             isinstance(item, (int, float, list, tuple)) for item in images):
         return [item for part in images for item in inputs_of(part)]
@@ -250,14 +260,16 @@ def check_pixels(path: str | Path, pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
-def mnist_like(image: np.ndarray) -> np.ndarray:
-    """A greyscale image of any size -> 28 x 28 float32, white digit on black, centred."""
+def mnist_like(image: np.ndarray, name: str) -> np.ndarray:
+    """A greyscale image of any size -> 28 x 28 float32, white digit on black, centred. An
+    image with nothing drawn on it (`name` says which) is a DataError, not a guess."""
     image = image.astype(np.float32)
     if border_is_light(image):
         image = 255.0 - image  # people draw dark digits on light paper
     low, high = float(image.min()), float(image.max())
-    if high - low < 1e-6:
-        return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    if high - low < BLANK_RANGE:
+        raise DataError(f"{name} has nothing drawn on it (its grey levels span "
+                        f"{high - low:.0f} of 255); send an image of a digit")
     image = (image - low) * (255.0 / (high - low))
     if image.shape == (IMAGE_SIZE, IMAGE_SIZE):
         return image  # already MNIST's size: taken as it is

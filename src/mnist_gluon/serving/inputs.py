@@ -4,7 +4,6 @@ says what to send instead."""
 
 import hmac
 import json
-import re
 import urllib.parse
 
 import numpy as np
@@ -54,20 +53,36 @@ async def read_body(request, limit: int) -> bytes:
 
 CLIENT_CLOSED = 499  # nginx's status for a request its client abandoned
 MAX_JSON_DEPTH = 8  # pixels nest 3 deep: {"pixels": [[...], ...]}
-JSON_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
 
 
-def json_depth(body: bytes) -> int:
-    """How deep the brackets of a JSON text nest, strings aside: measured before parsing,
-    which recurses once per level."""
-    codes = np.frombuffer(JSON_STRING.sub(b'""', body), dtype=np.uint8)
+def outside_strings(codes: np.ndarray) -> np.ndarray:
+    """Which bytes of a JSON text lie outside its strings (quotes included in neither), in
+    one vectorised pass: a quote is escaped when an odd run of backslashes precedes it."""
+    positions = np.arange(len(codes))
+    backslash = codes == ord("\\")
+    last_other = np.maximum.accumulate(np.where(backslash, -1, positions))
+    run = positions - 1 - np.concatenate(([-1], last_other[:-1]))  # backslashes just before
+    quote = (codes == ord('"')) & (run % 2 == 0)
+    opened = np.cumsum(quote) % 2  # 1 from an opening quote up to its closing one
+    return (opened == 0) & ~quote
+
+
+def json_shape(body: bytes) -> tuple[int, bool]:
+    """(how deep the brackets nest, whether a true or false appears), strings aside: found
+    in time linear in the body, before parsing, which recurses once per level."""
+    codes = np.frombuffer(body, dtype=np.uint8)
+    if not len(codes):
+        return 0, False
+    outside = outside_strings(codes)
     steps = (np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
-             - np.isin(codes, (ord("]"), ord("}"))))
-    return int(np.cumsum(steps).max()) if len(steps) else 0
+             - np.isin(codes, (ord("]"), ord("}")))) * outside
+    boolean = bool((np.isin(codes, (ord("t"), ord("f"))) & outside).any())
+    return int(np.cumsum(steps).max()), boolean
 
 
 def pixels_from_json(body: bytes, max_images: int) -> np.ndarray:
-    if (depth := json_depth(body)) > MAX_JSON_DEPTH:
+    depth, boolean = json_shape(body)
+    if depth > MAX_JSON_DEPTH:
         raise ApiError(400, f"the JSON nests {depth} levels deep; pixels nest 3 deep: "
                             '{"pixels": [[784 values], ...]}')
     try:
@@ -77,6 +92,8 @@ def pixels_from_json(body: bytes, max_images: int) -> np.ndarray:
     shape = 'send {"pixels": [[784 values 0-255, row by row], ...]}'
     if not isinstance(payload, dict) or "pixels" not in payload:
         raise ApiError(422, f"no 'pixels' key; {shape}")
+    if boolean:
+        raise ApiError(422, f"the body holds true or false; pixel values are numbers; {shape}")
     rows = payload["pixels"]
     if not isinstance(rows, list) or not rows:
         raise ApiError(422, f"'pixels' must be a non-empty list of images; {shape}")
@@ -88,7 +105,10 @@ def pixels_from_json(body: bytes, max_images: int) -> np.ndarray:
                             "are taken: split the batch")
     # numpy checks the values in C: a string makes the array's dtype text, a list nests it.
     shaped = all(isinstance(row, list) and len(row) == PIXELS for row in rows)
-    pixels = np.array(rows) if shaped else None
+    try:
+        pixels = np.array(rows) if shaped else None
+    except ValueError:  # ragged: a value that is itself a list
+        pixels = None
     if pixels is None or pixels.dtype.kind not in "iuf" or pixels.ndim != 2:
         raise ApiError(422, what_is_wrong(rows))
     bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 255)
@@ -134,9 +154,13 @@ def image_pixels(raw: bytes, max_pixels: int) -> np.ndarray:
     from ..inference.images import decode_image, mnist_like
 
     try:
-        return mnist_like(decode_image(raw, "the upload", max_pixels)).reshape(1, -1)
+        grey = decode_image(raw, "the upload", max_pixels)
     except DataError as error:
         raise ApiError(400, str(error)) from None
+    try:
+        return mnist_like(grey, "the upload").reshape(1, -1)
+    except DataError as error:  # a well-formed image with nothing drawn
+        raise ApiError(422, str(error)) from None
 
 
 class RequestGuard:

@@ -103,11 +103,12 @@ def is_run_file(path: Path) -> bool:
 def unmade_on_failure(run_dir: Path, fresh: bool) -> Iterator[None]:
     """A new run that fails before its first checkpoint (a value MXNet refuses, data that
     turns out wrong) takes away what it wrote, so the same command can simply be run again.
-    A stop (Ctrl-C, a signal) keeps the folder: `--resume` starts it again from the beginning."""
+    A stop (Ctrl-C, a signal) or a full disk keeps the folder: `--resume` starts it again from
+    the beginning."""
     try:
         yield
-    except (Stopped, Interrupted, KeyboardInterrupt):
-        raise
+    except (Stopped, Interrupted, KeyboardInterrupt, OutputError):
+        raise  # an OutputError (a full disk) says to free space and --resume
     except BaseException:
         if fresh and run_dir.is_dir() and not any(run_dir.glob("*.params")):
             for path in run_dir.iterdir():
