@@ -170,6 +170,18 @@ def unwritable(folder: Path):
         subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
+@contextlib.contextmanager
+def tiny_disk(mount: Path, size: str):
+    """A real file system of `size` (tmpfs, e.g. "160k") mounted at `mount`: a disk that fills."""
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                   check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
 def snapshot(folder: Path, exclude: set[str] = frozenset()) -> dict[str, bytes]:
     """Every file under `folder` (but those named in `exclude`) with its bytes, to prove
     nothing changed. A run folder's `.lock` is left out: each run that opens the folder

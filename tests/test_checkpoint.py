@@ -105,9 +105,9 @@ def test_a_re_signed_sidecar_is_still_checked_for_sense(saved, key, value, messa
     ("architecture", {"inputs": 784, "hidden": 16.5, "activation": "relu", "classes": 10,
                       "dropout": 0.0}, "garbles architecture.hidden: 16.5 is not an integer"),
     ("architecture", {"inputs": 784, "hidden": 16, "activation": "relu", "classes": 10,
-                      "dropout": 0.0, "heads": 2}, "garbles architecture.: unknown key 'heads'"),
+                      "dropout": 0.0, "heads": 2}, "garbles architecture: unknown key 'heads'"),
     ("epoch", "3", "garbles epoch: '3' is not an integer"),
-    ("metrics", [1, 2], "garbles metrics.: not an object"),
+    ("metrics", [1, 2], "garbles metrics: not an object"),
     ("data", {"name": "mnist", "sha1": {"x": 1}}, "garbles data.sha1: {'x': 1} is not an object"),
     ("versions", None, "garbles versions: None is not an object"),
 ])

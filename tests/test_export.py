@@ -9,7 +9,7 @@ import pytest
 
 from mnist_gluon.cli import export_command, run
 from mnist_gluon.mxnet_compat import mx
-from support import BIN, snapshot
+from support import BIN, snapshot, tiny_disk, unwritable
 
 
 def checkpoint_logits(model: Path, pixels: np.ndarray) -> np.ndarray:
@@ -88,3 +88,29 @@ def test_an_existing_export_is_not_overwritten_without_force(model, tmp_path, ca
     assert "already holds an export" in capsys.readouterr().err
     assert snapshot(out) == before
     assert run(export_command, ["--checkpoint", str(model), "--out", str(out), "--force"]) == 0
+
+
+@pytest.mark.parametrize("fmt", ["mxnet", "onnx"])
+def test_an_export_onto_a_full_disk_leaves_no_file_under_a_final_name(model, tmp_path, fmt):
+    """The parameters (400 KB) do not fit: a truncated .params and a symbol file were left
+    under their final names."""
+    with tiny_disk(tmp_path / "disk", "200k") as disk:
+        out = disk / "export"
+        done = subprocess.run([str(BIN / "mnist-export"), "--checkpoint", str(model), "--out",
+                               str(out), "--format", fmt], capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (f"mnist-export: error: cannot write into {out}: the disk "
+                               "holding it is full; free some space and run the command "
+                               "again\n")
+        assert list(out.iterdir()) == []
+
+
+def test_an_export_into_a_read_only_folder_is_one_line(model, tmp_path):
+    out = tmp_path / "export"
+    out.mkdir()
+    with unwritable(out):
+        done = subprocess.run([str(BIN / "mnist-export"), "--checkpoint", str(model), "--out",
+                               str(out)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"mnist-export: error: cannot write into {out} (")
+    assert done.stderr.count("\n") == 1 and list(out.iterdir()) == []

@@ -16,7 +16,7 @@ from mnist_gluon.config import load_config
 from mnist_gluon.errors import Stopped
 from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.training.run import run_training
-from support import BIN, stop_at, write_small_config
+from support import BIN, snapshot, stop_at, tiny_disk, write_small_config
 
 STEPS_PER_EPOCH = 50  # small_config: 2,500 training images in batches of 50
 
@@ -219,16 +219,9 @@ def test_a_folder_in_use_is_refused_to_resume_and_force_naming_its_process(small
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 160 KB file system (tmpfs): room for a run's config and metrics, not for its
-    first checkpoint."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)],
-                   check=True)
-    try:
+    """Room for a run's config and metrics, not for its first checkpoint."""
+    with tiny_disk(tmp_path / "disk", "160k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def test_a_full_disk_is_one_line_and_the_folder_resumes_from_the_beginning(small_config,
@@ -252,3 +245,33 @@ def test_a_full_disk_is_one_line_and_the_folder_resumes_from_the_beginning(small
     assert again.returncode == 0, again.stderr
     assert "holds no checkpoint yet; training it from the beginning" in again.stdout + again.stderr
     assert (moved / "best.params").exists()
+
+
+def test_switching_the_optimizer_on_resume_is_refused(small_config, tmp_path, capsys):
+    """NAG's saved momentum is not SGD's (SGD's holds lr-scaled steps): a switch from NAG to
+    SGD was accepted silently, though one to Adam was refused."""
+    run_dir = tmp_path / "run"
+    run_training(load_config(small_config, ["train.epochs=1", "train.optimizer=nag",
+                                            "train.lr=0.05"]), run_dir, quiet=True)
+    kept = snapshot(run_dir)
+    code = run(train_command, ["--resume", str(run_dir), "--set", "train.optimizer=sgd",
+                               "--set", "train.epochs=2", "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "mnist-train: error: train.optimizer was 'nag' in the run being resumed, now 'sgd'; it "
+        "cannot change on --resume: start a new run with --out DIR\n")
+    assert snapshot(run_dir) == kept
+
+
+def test_metrics_a_newer_version_wrote_do_not_stop_a_resume_and_are_kept(small_config,
+                                                                          tmp_path):
+    run_dir = tmp_path / "run"
+    run_training(load_config(small_config, ["train.epochs=1"]), run_dir, quiet=True)
+    metrics = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    metrics.write_text("".join(json.dumps({**row, "val_top5": 0.99}) + "\n" for row in rows))
+    assert run(train_command, ["--resume", str(run_dir), "--set", "train.epochs=2",
+                               "--quiet"]) == 0
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [row["epoch"] for row in lines] == [1, 2]
+    assert lines[0]["val_top5"] == 0.99  # the newer version's figure is not thrown away

@@ -136,25 +136,25 @@ class Sidecar:
     def from_json(cls, raw: dict[str, Any], sidecar: Path) -> Sidecar:
         """The sidecar's JSON, each value checked against the type its field declares."""
         values = {f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name in raw}
-        return typed(cls, values, str(sidecar), "")
+        return typed(cls, values, f"sidecar {sidecar}", "")
 
     @property
     def dataset(self) -> str:
         return self.data.name
 
 
-def typed(cls: type, raw: Any, sidecar: str, where: str) -> Any:
+def typed(cls: type, raw: Any, source: str, where: str) -> Any:
     """`raw` as the dataclass `cls`; a value of the wrong type (say a string for a mean) is a
     CheckpointError naming it, so no command meets it later as a TypeError."""
     if not isinstance(raw, dict):
-        raise CheckpointError(f"sidecar {sidecar} garbles {where or 'its content'}: not an "
+        raise CheckpointError(f"{source} garbles {where or 'its content'}: not an "
                               "object; restore it")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     if unknown := sorted(set(raw) - names):
-        raise CheckpointError(f"sidecar {sidecar} garbles {where or 'its content'}: unknown "
+        raise CheckpointError(f"{source} garbles {where or 'its content'}: unknown "
                               f"key {unknown[0]!r}; restore it")
-    values = {name: typed_value(hints[name], value, sidecar, f"{where}{name}")
+    values = {name: typed_value(hints[name], value, source, f"{where}.{name}" if where else name)
               for name, value in raw.items()}
     try:
         return cls(**values)
@@ -162,25 +162,25 @@ def typed(cls: type, raw: Any, sidecar: str, where: str) -> Any:
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in raw
                    and f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING]
-        raise CheckpointError(f"sidecar {sidecar} lacks {where}{missing[0]}; restore it"
-                              ) from None
+        field = f"{where}.{missing[0]}" if where else missing[0]
+        raise CheckpointError(f"{source} lacks {field}; restore it") from None
 
 
-def typed_value(hint: Any, value: Any, sidecar: str, where: str) -> Any:
+def typed_value(hint: Any, value: Any, source: str, where: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Config:
         try:
             return config_from_dict(value)
         except ConfigError as error:
-            raise CheckpointError(f"sidecar {sidecar} holds a config this version cannot "
+            raise CheckpointError(f"{source} holds a config this version cannot "
                                   f"read ({error})") from None
     if dataclasses.is_dataclass(hint):
-        return typed(hint, value, sidecar, f"{where}.")
+        return typed(hint, value, source, where)
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:
             return None
         (inner,) = [arg for arg in args if arg is not type(None)]
-        return typed_value(inner, value, sidecar, where)
+        return typed_value(inner, value, source, where)
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
@@ -194,9 +194,8 @@ def typed_value(hint: Any, value: Any, sidecar: str, where: str) -> Any:
     else:
         ok = isinstance(value, hint)
     if not ok:
-        raise CheckpointError(f"sidecar {sidecar} garbles {where}: {shown(value)} is not "
-                              f"{type_name(hint)}; restore it, or move it away to evaluate the "
-                              ".params file bare")
+        raise CheckpointError(f"{source} garbles {where}: {shown(value)} is not "
+                              f"{type_name(hint)}; restore it")
     return value
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import stat
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import OutputError, UserError
@@ -92,6 +95,35 @@ def commit(staged: list[tuple[Path, Path]]) -> None:
             os.fsync(handle)
         finally:
             os.close(handle)
+
+
+@contextlib.contextmanager
+def staging_folder(out: Path) -> Iterator[Path]:
+    """A hidden folder inside `out` for writing several files whose final names only
+    `commit` gives them; removed afterwards, with whatever a failure left in it. A folder
+    that cannot be written, or a disk that fills up, is an OutputError."""
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    except OSError as error:
+        raise OutputError(f"cannot write into {out} ({error.strerror}); pass --out DIR "
+                          "somewhere you can write") from None
+    try:
+        yield staging
+    except Exception:
+        if disk_full(out):
+            raise OutputError(f"cannot write into {out}: the disk holding it is full; free "
+                              "some space and run the command again") from None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def commit_files(pairs: list[tuple[Path, Path]]) -> None:
+    """fsync each written (temporary, path) pair, then rename them into place in order."""
+    for temporary, _ in pairs:
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+    commit(pairs)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

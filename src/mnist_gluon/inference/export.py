@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data import DATASETS, Normalization
 from ..errors import ConfigError, OutputError
-from ..files import atomic_write_text, sha256_of
+from ..files import commit_files, sha256_of, staging_folder
 from .classifier import checkpoint_split, load
 
 if TYPE_CHECKING:
@@ -60,20 +60,23 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
         calibration, test = quantization_data(classifier.checkpoint, data_root)
     out = Path(out)
     prepare_out(out, force)
-    if quantize == "int8":
-        network = quantize_int8(classifier.pixel_net, calibration)
-        prefix = out / f"{PREFIX}-int8"
-    else:
-        network, prefix = classifier.pixel_net, out / PREFIX
-    files = export_mxnet(network, prefix)
-    if format == "onnx":
-        files = [export_onnx(*files, out / f"{PREFIX}.onnx")]
-        for path in (out / f"{PREFIX}-symbol.json", out / f"{PREFIX}-0000.params"):
-            path.unlink()
-    figures = compare(classifier.pixel_net, network, *test) if quantize else {}
-    description = model_description(classifier.checkpoint, format, quantize, files, figures)
-    atomic_write_text(out / "model.json", json.dumps(description, indent=2) + "\n")
-    return Exported([*files, out / "model.json"], description, figures)
+    # Everything is written in a hidden folder inside `out` first, and renamed into place only
+    # once all of it is whole: a full disk leaves no truncated file under a final name.
+    with staging_folder(out) as staging:
+        if quantize == "int8":
+            network = quantize_int8(classifier.pixel_net, calibration)
+            prefix = staging / f"{PREFIX}-int8"
+        else:
+            network, prefix = classifier.pixel_net, staging / PREFIX
+        files = export_mxnet(network, prefix)
+        if format == "onnx":
+            files = [export_onnx(*files, staging / f"{PREFIX}.onnx")]
+        figures = compare(classifier.pixel_net, network, *test) if quantize else {}
+        description = model_description(classifier.checkpoint, format, quantize, files, figures)
+        (staging / "model.json").write_text(json.dumps(description, indent=2) + "\n")
+        files.append(staging / "model.json")  # last: an export is complete once it is there
+        commit_files([(path, out / path.name) for path in files])
+    return Exported([out / path.name for path in files], description, figures)
 
 
 def quantization_data(checkpoint: Checkpoint, data_root: str | None):

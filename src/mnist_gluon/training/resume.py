@@ -10,12 +10,14 @@ from .. import checkpoint as ckpt
 from ..checkpoint import EpochResult, Sidecar
 from ..config import Config
 from ..errors import CheckpointError, ConfigError
-from ..files import atomic_write_text, sha256_of
+from ..files import atomic_write_text, read_regular, sha256_of
 
 # Changing these on resume would make the run another run: other examples held out, another
 # model, other batches.
+# And the optimizer: its saved state means something else to another (SGD's momentum holds
+# lr-scaled steps, NAG's the gradients), so a switch would continue from a wrong state.
 FIXED_ON_RESUME = ("seed", "data.name", "data.val_size", "model.hidden", "model.activation",
-                   "model.classes", "model.dropout", "train.batch_size")
+                   "model.classes", "model.dropout", "train.batch_size", "train.optimizer")
 
 
 def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:
@@ -79,18 +81,29 @@ def saved_at(params_path: Path, sidecar: Sidecar) -> str:
     return f"{params_path} ({at})"
 
 
+MAX_METRICS_BYTES = 64 << 20  # a line per epoch, a few hundred bytes each
+
+
 def history_until(path: Path, last_epoch: int) -> list[EpochResult]:
     """metrics.jsonl's results up to `last_epoch`, with any later lines (a crash may have
-    left some) removed from the file."""
+    left some) removed from the file. Keys this version does not know (a newer version's
+    metric) are kept in the file and left out of the results."""
     if not path.exists():
         return []
-    kept = []
-    for line in path.read_text().splitlines():
+    raw = read_regular(path, MAX_METRICS_BYTES, CheckpointError, "metrics file")
+    kept, lines = [], []
+    known = {f.name for f in dataclasses.fields(EpochResult)}
+    for number, line in enumerate(raw.decode(errors="replace").splitlines(), start=1):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("epoch", last_epoch + 1) <= last_epoch:
-            kept.append(EpochResult(**row))
-    atomic_write_text(path, "".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in kept))
+        except (json.JSONDecodeError, RecursionError):
+            continue  # a line a crash cut short
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise CheckpointError(f"{path} line {number} is not an epoch's metrics; restore "
+                                  "the file, or move it away to resume without the history")
+        if row["epoch"] <= last_epoch:
+            ours = {key: value for key, value in row.items() if key in known}
+            kept.append(ckpt.typed(EpochResult, ours, f"{path} line {number}", ""))
+            lines.append(line + "\n")
+    atomic_write_text(path, "".join(lines))
     return kept
