@@ -523,5 +523,27 @@ def test_eval_on_another_dataset_reads_that_dataset_not_the_runs_folder(trained,
     code = run(eval_command, ["--checkpoint", str(trained / "best.params"), "--dataset",
                               "fashion-mnist", "--json"])
     assert code == 0
-    result = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    result = json.loads(out)
     assert result["dataset"] == "fashion-mnist" and result["examples"] == 10000
+
+
+def test_eval_on_another_dataset_than_the_model_learned_says_so(trained, fashion_dir, capsys):
+    """An MNIST model reported 4.2% on Fashion-MNIST and exited 0 without a word."""
+    checkpoint = trained / "best.params"
+    code = run(eval_command, ["--checkpoint", str(checkpoint), "--dataset", "fashion-mnist",
+                              "--data-root", str(fashion_dir), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out)["trained_on"] == "mnist"
+    assert err == (f"mnist-eval: warning: {checkpoint} was trained on mnist, not fashion-mnist; "
+                   "these figures are for images it never learned\n")
+    assert run(eval_command, ["--checkpoint", str(checkpoint), "--json"]) == 0
+    assert capsys.readouterr().err == ""  # its own dataset: no word
+
+
+def test_a_one_epoch_try_of_the_best_recipe_is_fitted_not_refused(capsys):
+    assert run(train_command, ["--config", "best", "--set", "train.epochs=1",
+                               "--print-config"]) == 0
+    out, err = capsys.readouterr()
+    assert "averaging the weights from epoch 1 instead" in err
+    assert yaml.safe_load(out)["train"]["average"]["start_epoch"] == 1

@@ -5,7 +5,7 @@ from mnist_gluon.config import (
     bundled_configs,
     config_file,
     config_to_yaml,
-    fit_warmup,
+    fit_short_run,
     load_config,
 )
 from mnist_gluon.errors import ConfigError
@@ -52,11 +52,20 @@ def test_a_config_name_means_the_bundled_file_and_a_path_means_a_file(tmp_path, 
 
 def test_a_warmup_as_long_as_the_run_is_cut_to_half_the_run_and_said():
     config = load_config(config_file("base"), ["train.epochs=1"])
-    assert fit_warmup(config) == ("train.warmup_epochs=1 does not fit a 1-epoch run; warming "
-                                  "up for 0.5 epochs instead")
+    assert fit_short_run(config) == ["train.warmup_epochs=1 does not fit a 1-epoch run; "
+                                     "warming up for 0.5 epochs instead"]
     assert config.train.warmup_epochs == 0.5
     unchanged = load_config(config_file("base"))
-    assert fit_warmup(unchanged) is None and unchanged.train.warmup_epochs == 1
+    assert fit_short_run(unchanged) == [] and unchanged.train.warmup_epochs == 1
+
+
+def test_a_weight_average_starting_after_a_short_run_starts_halfway_and_is_said():
+    """`--config best --set train.epochs=1` was refused: its averaging starts at epoch 120."""
+    config = load_config(config_file("best"), ["train.epochs=4"])
+    start = load_config(config_file("best")).train.average.start_epoch
+    assert f"train.average.start_epoch={start} does not fit a 4-epoch run; averaging the " \
+           "weights from epoch 3 instead" in fit_short_run(config)
+    assert config.train.average.start_epoch == 3
 
 
 def test_base_config_trains_ten_epochs_on_mnist():

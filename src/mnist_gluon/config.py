@@ -424,8 +424,8 @@ def validate(config: Config) -> None:
     if t.early_stopping.patience is not None:
         require(1 <= t.early_stopping.patience <= MAX_EPOCHS, "train.early_stopping.patience",
                 t.early_stopping.patience, "null or 1 or more")
-    if t.average.start_epoch is not None:
-        require(1 <= t.average.start_epoch <= t.epochs, "train.average.start_epoch",
+    if t.average.start_epoch is not None:  # past the run's end: see fit_short_run
+        require(1 <= t.average.start_epoch <= MAX_EPOCHS, "train.average.start_epoch",
                 t.average.start_epoch, f"null or in [1, train.epochs={t.epochs}]")
     require(t.early_stopping.min_delta >= 0, "train.early_stopping.min_delta",
             t.early_stopping.min_delta, "0 or more")
@@ -443,15 +443,22 @@ def validate(config: Config) -> None:
     parse_device(config.device)  # so a typo fails before any data is read
 
 
-def fit_warmup(config: Config) -> str | None:
-    """A warm-up as long as the run or longer is cut to half the run, so that a short try of
-    a longer recipe (`--set train.epochs=1`) still trains; says so, or returns None."""
-    t = config.train
-    if t.warmup_epochs < t.epochs:
-        return None
-    before, t.warmup_epochs = t.warmup_epochs, t.epochs / 2
-    return (f"train.warmup_epochs={before:g} does not fit a {t.epochs}-epoch run; warming up "
-            f"for {t.warmup_epochs:g} epochs instead")
+def fit_short_run(config: Config) -> list[str]:
+    """A short try of a longer recipe (`--set train.epochs=1`) still trains as the recipe
+    would: a warm-up as long as the run or longer is cut to half the run, and a weight
+    average that would start after the run's end starts halfway through it instead. Returns
+    a line saying what changed, for each change."""
+    t, notes = config.train, []
+    if t.warmup_epochs >= t.epochs:
+        before, t.warmup_epochs = t.warmup_epochs, t.epochs / 2
+        notes.append(f"train.warmup_epochs={before:g} does not fit a {t.epochs}-epoch run; "
+                     f"warming up for {t.warmup_epochs:g} epochs instead")
+    start = t.average.start_epoch
+    if start is not None and start > t.epochs:
+        t.average.start_epoch = t.epochs // 2 + 1
+        notes.append(f"train.average.start_epoch={start} does not fit a {t.epochs}-epoch run; "
+                     f"averaging the weights from epoch {t.average.start_epoch} instead")
+    return notes
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:

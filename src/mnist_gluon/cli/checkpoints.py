@@ -46,6 +46,10 @@ def eval_command(checkpoint_path, data_root, dataset, device, bare_normalization
 
     report = evaluate(checkpoint_path, dataset, data_root=data_root, device=device,
                       normalization=bare_normalization, download=not no_download)
+    if report.foreign:
+        click.echo(f"mnist-eval: warning: {checkpoint_path} was trained on {report.trained_on}, "
+                   f"not {report.dataset}; these figures are for images it never learned",
+                   err=True)
     click.echo(json.dumps(report.to_dict()) if as_json else str(report))
     if plot_dir is not None:
         from ..inference.plots import missing

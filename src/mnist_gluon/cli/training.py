@@ -45,10 +45,10 @@ def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir,
     overrides = [*overrides, *([f"data.root={data_root}"] if data_root else [])]
     out = resume_dir if resume_dir is not None else out
     if print_config:
-        from ..config import config_to_yaml, fit_warmup
+        from ..config import config_to_yaml, fit_short_run
 
         config, _, _ = plan_run(config_path, out, resume_dir is not None, refit_dir, overrides)
-        if (note := fit_warmup(config)) is not None:
+        for note in fit_short_run(config):
             click.echo(f"mnist-train: {note}", err=True)
         click.echo(config_to_yaml(config), nl=False)
         return

@@ -26,6 +26,12 @@ class Report:
     images: np.ndarray  # the test images, uint8 N x 28 x 28
     labels: np.ndarray
     logits: np.ndarray
+    trained_on: str | None = None  # the checkpoint's dataset, from its sidecar (None: bare)
+
+    @property
+    def foreign(self) -> bool:
+        """Whether the test set is of another dataset than the one the model learned."""
+        return self.trained_on is not None and self.trained_on != self.dataset
 
     @property
     def accuracy(self) -> float:
@@ -42,7 +48,7 @@ class Report:
 
     def to_dict(self) -> dict:
         return {"checkpoint": str(self.checkpoint), "dataset": self.dataset,
-                **self.scores.to_dict()}
+                "trained_on": self.trained_on, **self.scores.to_dict()}
 
     def __str__(self) -> str:
         return format_report(self.scores, f"{self.checkpoint} on the {self.dataset} test set")
@@ -83,5 +89,7 @@ def evaluate(checkpoint: str | Path, dataset: str | None = None, *, data_root: s
     pixels = mx.nd.array(test.images.reshape(len(test.images), PIXELS), ctx=classifier.context,
                          dtype="uint8")
     logits = predict_logits(classifier.pixel_net, pixels)
+    sidecar = classifier.checkpoint.sidecar
     return Report(Path(checkpoint), name, DATASETS[name].class_names,
-                  classification_report(logits, test.labels), test.images, test.labels, logits)
+                  classification_report(logits, test.labels), test.images, test.labels, logits,
+                  sidecar.dataset if sidecar is not None else None)

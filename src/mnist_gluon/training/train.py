@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import engine
-from ..config import Config, config_file, config_to_dict, fit_warmup, load_config
+from ..config import Config, config_file, config_to_dict, fit_short_run, load_config
 from ..errors import ConfigError, Interrupted
 from ..inference.plots import missing, plot_curves
 from .signals import StopSignals
@@ -44,7 +44,7 @@ def train(config: str | Path | Config | None = "base", out: str | Path | None = 
     """
     say = say or (lambda text: print(f"mnist_gluon.train: {text}", file=sys.stderr))
     config, run_dir, refit_of = plan_run(config, out, resume, refit, set, overrides)
-    if (note := fit_warmup(config)) is not None:
+    for note in fit_short_run(config):
         say(note)
     engine.choose(engine.training_settings(config.train.batch_size, config.device,
                                            config.train.kvstore))
