@@ -112,26 +112,64 @@ def test_the_pruner_stops_poor_trials_early_from_inside_their_runs(small_config,
     assert best["train"]["lr"] == pytest.approx(complete["train.lr"])
 
 
-def test_two_sweeps_share_one_study_in_postgresql(small_config, tmp_path, postgres):
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_two_sweeps_share_one_study_in_postgresql(small_config, tmp_path, postgres, sampler):
     """Two processes, each in its own folder as on two machines, run 4 trials each of one
-    study; none runs a trial another ran, and best.yaml trains to what the study says."""
+    study; none runs a trial another ran, no two trials try the same point (both samplers
+    once proposed the same learning rates in lockstep: 8 trials, 4 distinct), and best.yaml
+    trains to what the study says."""
     common = ["--config", small_config, "--range", "train.lr=0.0001:0.01:log", "--sampler",
-              "tpe", "--trials", "4", "--set", "train.epochs=1", "--storage", postgres,
-              "--study", "shared"]
+              sampler, "--trials", "4", "--set", "train.epochs=1", "--storage", postgres,
+              "--study", f"shared-{sampler}"]
     sweeps = [mnist_sweep(*common, "--out", tmp_path / name) for name in ("a", "b")]
     for process in sweeps:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
-    study = optuna.load_study(study_name="shared", storage=postgres)
-    assert len(study.trials) == 8
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    ran = {name: sorted(p.name for p in (tmp_path / name).glob("trial-*") if p.is_dir())
-           for name in ("a", "b")}
-    assert len(ran["a"]) == len(ran["b"]) == 4 and not set(ran["a"]) & set(ran["b"])
-    assert sorted(ran["a"] + ran["b"]) == [f"trial-{n:03d}" for n in range(8)]
+    study = optuna.load_study(study_name=f"shared-{sampler}", storage=postgres)
+    ran = [t for t in study.trials if "discarded" not in t.user_attrs]
+    assert len(ran) == 8
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in ran)
+    assert len({t.params["train.lr"] for t in ran}) == 8
+    folders = {name: sorted(p.name for p in (tmp_path / name).glob("trial-*") if p.is_dir())
+               for name in ("a", "b")}
+    assert len(folders["a"]) == len(folders["b"]) == 4
+    assert not set(folders["a"]) & set(folders["b"])
     best = tmp_path / "best"
     run_training(load_config(tmp_path / "a" / "best.yaml"), best, quiet=True)
     assert read_checkpoint(best / "best.params").sidecar.best_val_accuracy == study.best_value
+
+
+def test_two_sweeps_share_a_grid_and_run_each_point_once(small_config, tmp_path, postgres):
+    common = ["--config", small_config, "--grid", "train.lr=0.001,0.002,0.003",
+              "--grid", "model.hidden=8,16", "--set", "train.epochs=1", "--storage", postgres,
+              "--study", "shared-grid"]
+    sweeps = [mnist_sweep(*common, "--out", tmp_path / name) for name in ("a", "b")]
+    for process in sweeps:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    study = optuna.load_study(study_name="shared-grid", storage=postgres)
+    points = [tuple(sorted(t.params.items())) for t in study.trials
+              if "discarded" not in t.user_attrs]
+    assert len(points) == len(set(points)) == 6
+
+
+def test_the_up_front_check_of_many_ranges_is_linear_not_one_config_per_corner():
+    """17 --range keys once meant 131,072 config loads before the first trial."""
+    from mnist_gluon.config import config_file
+    from mnist_gluon.sweep.search import Axis, Search
+
+    keys = ["train.lr", "train.momentum", "train.weight_decay", "train.warmup_epochs",
+            "train.lr_decay", "train.label_smoothing", "model.dropout", "model.hidden",
+            "train.clip_gradient", "data.augment.rotate", "data.augment.scale",
+            "data.augment.shift", "data.augment.elastic.alpha", "data.augment.elastic.sigma",
+            "train.early_stopping.min_delta", "train.epochs", "train.batch_size"]
+    axes = tuple(Axis(key, low=1, high=2) for key in keys)
+    search = Search(config_file("base"), (), axes, "tpe", "none", 0)
+    points = search.check_points()
+    assert len(points) <= 4 * len(keys)
+    for key in keys:  # each end of each range is in some point
+        for end in (1, 2):
+            assert any(f"{key}={end}" in point for point in points)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -142,6 +180,12 @@ def test_two_sweeps_share_one_study_in_postgresql(small_config, tmp_path, postgr
     (["--range", "train.lr=a:b"], "LOW and HIGH must be numbers"),
     (["--range", "train.lr=0.01:0.1", "--sampler", "grid"], "--sampler grid takes --grid"),
     (["--set", "train.epochs=2"], "give at least one --grid or --range"),
+    (["--range", "train.lr=0.01:0.1", "--random", "1", "--sampler", "tpe"],
+     "--random N is short for --sampler random --trials N; drop --sampler tpe"),
+    (["--range", "train.lr=0.01:0.1", "--random", "2", "--trials", "3"], "drop --trials"),
+    # each range's ends are checked beside the other ranges' ends
+    (["--range", "train.lr=0.01:0.1", "--range", "train.momentum=0.5:1.5"],
+     "train.momentum is 1.5"),
 ])
 def test_bad_sweeps_are_one_line_exit_2_before_any_trial_runs(small_config, tmp_path, capsys,
                                                               args, message):

@@ -118,6 +118,10 @@ def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner,
 
     base = list(overrides) + ([f"data.root={Path(data_root).resolve()}"] if data_root else [])
     axes = parse_grid(list(grid)) + parse_ranges(list(ranges))
+    if random_count is not None and (sampler not in (None, "random") or trials is not None):
+        given = f"--sampler {sampler}" if sampler not in (None, "random") else "--trials"
+        raise click.UsageError(f"--random N is short for --sampler random --trials N; drop "
+                               f"{given}, or --random")
     sampler = sampler or ("random" if random_count else "tpe" if ranges else "grid")
     search = Search(config_file(config_path).resolve(), tuple(base), tuple(axes), sampler,
                     pruner, seed)

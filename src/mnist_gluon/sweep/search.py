@@ -3,8 +3,8 @@ starts from, and `sweep.json`, which holds a sweep folder to one search."""
 
 from __future__ import annotations
 
-import itertools
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,11 +80,25 @@ class Search:
     pruner: str
     seed: int
 
-    def corners(self) -> list[list[str]]:
-        """Overrides that reach every value of every grid and both ends of every range."""
-        ends = [[f"{a.key}={v}" for v in (a.values if a.values is not None
-                                          else (a.low, a.high))] for a in self.axes]
-        return [list(combo) for combo in itertools.product(*ends)]
+    def check_points(self) -> list[list[str]]:
+        """Overrides that give every grid value and both ends of every range at least once,
+        each beside the other axes all at their low and all at their high end: 2 per value,
+        not the 2^N corners of N ranges, which a few more keys would make millions."""
+        ends = [list(a.values) if a.values is not None else [a.low, a.high] for a in self.axes]
+        points = []
+        for i, values in enumerate(ends):
+            for value in values:
+                for side in (0, -1):
+                    point = [e[side] for e in ends]
+                    point[i] = value
+                    if point not in points:
+                        points.append(point)
+        return [[f"{a.key}={v}" for a, v in zip(self.axes, point, strict=True)]
+                for point in points]
+
+    def grid_size(self) -> int:
+        """How many points a grid search has."""
+        return math.prod(len(a.values) for a in self.axes if a.values is not None)
 
     def plan(self) -> dict:
         return {"config": str(self.config), "set": list(self.base),
@@ -103,7 +117,7 @@ def check_search(search: Search) -> None:
     if search.sampler == "grid" and any(a.values is None for a in search.axes):
         raise ConfigError("--sampler grid takes --grid values only; use --sampler tpe or "
                           "random with --range")
-    for overrides in search.corners():  # every value a trial may get must make a config
+    for overrides in search.check_points():  # every value a trial may get must make a config
         load_config(search.config, [*search.base, *overrides])
 
 

@@ -38,23 +38,28 @@ from .search import Search, prepare
 
 INSTALL = "pip install 'mnist-gluon[sweep]'"
 INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)  # a trial stopped with a checkpoint
+DISCARDED = "discarded"  # a trial's attribute: why it repeated another and never ran
+MAX_ASKS = 20
+
+
+def kept(trials: list) -> list:
+    """The trials that are not discarded repeats."""
+    return [t for t in trials if DISCARDED not in t.user_attrs]
 
 
 def open_study(search: Search, storage: str, name: str):
     import optuna
 
+    from .samplers import make_sampler
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    grid = {a.key: list(a.values) for a in search.axes if a.values is not None}
-    sampler = {"grid": lambda: grid_sampler(grid, search.seed),
-               "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
-               "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed)}[search.sampler]()
     from sqlalchemy.exc import SQLAlchemyError
 
     epochs = load_config(search.config, list(search.base)).train.epochs
     for attempt in range(4):
         try:
             return optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                       sampler=sampler,
+                                       sampler=make_sampler(search),
                                        pruner=make_pruner(search.pruner, epochs),
                                        load_if_exists=True)
         except SQLAlchemyError as error:
@@ -67,19 +72,6 @@ def open_study(search: Search, storage: str, name: str):
             break
     raise ConfigError(f"the study {name!r} cannot be opened in {redacted(storage)} "
                       f"({str(failure).splitlines()[0]})")
-
-
-def grid_sampler(grid: dict, seed: int):
-    """Optuna's grid sampler: trial N of the study gets grid point N (in an order shuffled by
-    `seed`), whichever process asks. The sweep itself stops asking when the grid is given out:
-    the stock sampler calls `study.stop()`, which works only inside `study.optimize`."""
-    import optuna
-
-    class Grid(optuna.samplers.GridSampler):
-        def after_trial(self, study, trial, state, values) -> None:
-            pass
-
-    return Grid(grid, seed=seed)
 
 
 def redacted(storage: str) -> str:
@@ -116,6 +108,7 @@ class Sweep:
         self.running: dict[int, tuple[subprocess.Popen, object]] = {}
         self.statuses: dict[str, int] = {}
         self.engine: dict[str, str] = {}
+        self.exhausted = False
 
     def mine(self, states=None) -> list:
         """The study's trials whose run folder is in this sweep folder."""
@@ -150,14 +143,16 @@ class Sweep:
         return self.statuses
 
     def wants_more(self, trials: int | None) -> bool:
-        if self.search.sampler == "grid" and len(self.study.get_trials(deepcopy=False)) >= len(
-                self.search.corners()):
+        if self.exhausted or self.search.sampler == "grid" and len(
+                kept(self.study.get_trials(deepcopy=False))) >= self.search.grid_size():
             return False  # every grid point has been given to a trial, here or elsewhere
         return trials is None or len(self.mine()) < trials
 
     def start(self, resumed) -> None:
-        number, trial_id, params = ((resumed.number, resumed._trial_id, resumed.params)
-                                    if resumed is not None else self.ask())
+        asked = (resumed.number, resumed._trial_id, resumed.params) if resumed else self.ask()
+        if asked is None:
+            return
+        number, trial_id, params = asked
         run_dir = self.out / trial_name(number)
         overrides = [*self.search.base, *(f"{k}={v}" for k, v in params.items())]
         train = [str(Path(sys.executable).parent / "mnist-train"), "--quiet"]
@@ -176,11 +171,28 @@ class Sweep:
         settings = " ".join(f"{k}={v}" for k, v in params.items())
         self.say(f"{trial_name(number)}: {'resumed' if resumed else 'started'}  {settings}")
 
-    def ask(self) -> tuple[int, int, dict]:
-        trial = self.study.ask(self.distributions)
-        trial.set_user_attr("run_dir", str(self.out / trial_name(trial.number)))
-        trial.set_user_attr("host", socket.gethostname())
-        return trial.number, trial._trial_id, trial.params
+    def ask(self) -> tuple[int, int, dict] | None:
+        """A new trial of the study whose point no other trial has: a repeat (another process
+        proposed the same point first, or the grid is given out) is discarded, marked failed,
+        and another point asked for; None when no new point comes in MAX_ASKS asks."""
+        from optuna.trial import TrialState
+
+        for _ in range(MAX_ASKS):
+            trial = self.study.ask(self.distributions)
+            grid_done = self.search.sampler == "grid" and trial.number >= self.search.grid_size()
+            earlier = [t for t in self.study.get_trials(deepcopy=False)
+                       if t.number < trial.number and t.params == trial.params
+                       and DISCARDED not in t.user_attrs]
+            if not grid_done and not earlier:
+                trial.set_user_attr("run_dir", str(self.out / trial_name(trial.number)))
+                trial.set_user_attr("host", socket.gethostname())
+                return trial.number, trial._trial_id, trial.params
+            trial.set_user_attr(DISCARDED, "the grid is given out" if grid_done else
+                                f"the point of {trial_name(earlier[0].number)}")
+            self.study.tell(trial.number, state=TrialState.FAIL)
+        self.exhausted = True
+        self.say(f"no new point in {MAX_ASKS} asks: the search space is given out")
+        return None
 
     def reap(self) -> None:
         for number, (process, log) in list(self.running.items()):
@@ -268,7 +280,7 @@ def run_record(run_dir: Path) -> dict:
 def results(study, search: Search) -> list[dict]:
     """A row per trial of the study, wherever it ran, in trial order."""
     rows = []
-    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+    for trial in sorted(kept(study.get_trials(deepcopy=False)), key=lambda t: t.number):
         attrs = trial.user_attrs
         rows.append({
             "trial": trial_name(trial.number),
