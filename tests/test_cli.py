@@ -547,3 +547,14 @@ def test_a_one_epoch_try_of_the_best_recipe_is_fitted_not_refused(capsys):
     out, err = capsys.readouterr()
     assert "averaging the weights from epoch 1 instead" in err
     assert yaml.safe_load(out)["train"]["average"]["start_epoch"] == 1
+
+
+def test_the_recipe_script_fails_loudly_without_mnist_train(tmp_path):
+    """Outside a `make` venv it said "No such file or directory"; it must exit non-zero
+    with a line saying what to do."""
+    done = subprocess.run(["bash", str(REPO / "scripts" / "compare_recipes.sh")], cwd=tmp_path,
+                          capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "MNIST_TRAIN": str(tmp_path / "none")})
+    assert done.returncode == 2
+    assert done.stderr == ("compare_recipes.sh: error: no mnist-train found; run 'make train' "
+                           "first, or set MNIST_TRAIN=/path/to/mnist-train\n")
