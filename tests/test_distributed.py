@@ -86,6 +86,9 @@ def test_two_workers_train_their_own_shares_and_match_one_process(small_config, 
     for rank in ("0", "1"):
         assert (f"[rank {rank}/2] dist_sync: 2 workers; this one trains on its own 25 of each "
                 "global batch of 50, 1250 of the 2500 examples each epoch") in out
+    # Every line of the workers says whose it is, rank 0's final "done:" line included.
+    assert all(re.match(r"\[rank [01]/2\] ", line) for line in out.splitlines() if line), out
+    assert re.search(r"^\[rank 0/2\] done: best validation accuracy", out, re.MULTILINE)
 
     # One process with the global batch of 50 sees the same batches, each once.
     single = tmp_path / "single"

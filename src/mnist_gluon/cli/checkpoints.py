@@ -29,7 +29,7 @@ from .options import (
                   "[default: the checkpoint's, else $MXNET_HOME/datasets/<name>]")
 @click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
               help="Dataset to test on.  [default: the one the checkpoint was trained on]")
-@device_option("auto")
+@device_option()
 @normalize_option
 @click.option("--no-download", is_flag=True, help="Never download missing data files.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
@@ -66,7 +66,7 @@ def eval_command(checkpoint_path, data_root, dataset, device, bare_normalization
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", "top_k", type=click.IntRange(1, None), default=3, show_default=True,
               help="How many classes to show per image.")
-@device_option("cpu")
+@device_option()
 @normalize_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON list: one object per image with path, label and top_k.")
@@ -144,7 +144,8 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normaliz
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on; 0 picks a free one.")
 @click.option("--token", envvar="MNIST_SERVE_TOKEN", default=None,
-              help="Require 'Authorization: Bearer TOKEN' on /v1/*; better passed in "
+              help="Require 'Authorization: Bearer TOKEN' on /v1/* and /openapi.json; "
+                   "better passed in "
                    "$MNIST_SERVE_TOKEN, which other users cannot see in ps.  [default: none]")
 @click.option("--max-body", "max_body", type=click.IntRange(1024, None),
               default=Limits.max_body_bytes, show_default=True,
@@ -154,13 +155,14 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normaliz
 @click.option("--max-batch", type=click.IntRange(1, None), default=ServeOptions.max_batch,
               show_default=True,
               help="Answer up to this many waiting images in one forward pass (dynamic "
-                   "micro-batching: about 2x the requests/s of JSON pixels under load); 1 "
+                   "micro-batching: 1.65x the requests/s of JSON pixels from 16 clients, "
+                   "BENCHMARKS.md); 1 "
                    "answers each request on its own.")
 @click.option("--max-wait-ms", type=click.FloatRange(0, 1000),
               default=ServeOptions.max_wait_ms, show_default=True,
               help="How long a batch waits for more requests; 0 takes only those already "
                    "waiting, so a lone request is never delayed.")
-@device_option("cpu")
+@device_option()
 @normalize_option
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="A host name the server answers to; repeatable.  [default: the loopback "

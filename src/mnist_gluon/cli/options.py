@@ -53,9 +53,11 @@ normalize_option = click.option(
          "scaled to [0, 1] (0,1 for ToTensor alone).  [default: 0.1307,0.3081]")
 
 
-def device_option(default: str):
-    return click.option("--device", default=default, show_default=True, callback=check_device,
-                        help="auto, cpu, gpu or gpu:N.")
+def device_option():
+    """--device, the same in every command that runs a model."""
+    return click.option("--device", default="auto", show_default=True, callback=check_device,
+                        help="auto (GPU 0 when MXNet sees one, else the CPU), cpu, gpu or "
+                             "gpu:N.")
 
 
 def data_root_option(help: str):

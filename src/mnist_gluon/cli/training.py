@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -58,16 +59,20 @@ def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir,
     if not run.written:
         return
     from ..inference.plots import missing
+    from ..training.cluster import NUM_WORKER
 
+    # Rank 0 of a distributed run ends as it went on: every line says whose it is.
+    rank = (f"[rank 0/{os.environ.get(NUM_WORKER, '?')}] "
+            if run.config.train.kvstore.startswith("dist") else "")
     if (note := missing()) is not None:
-        click.echo(f"no curves.png written; {note}")
+        click.echo(f"{rank}no curves.png written; {note}")
     if refit_dir is not None:
-        click.echo(f"refit on the whole training set for the {run.config.train.epochs} "
+        click.echo(f"{rank}refit on the whole training set for the {run.config.train.epochs} "
                    f"epochs that validation chose in {Path(refit_dir)}; this model has no "
                    "validation figure")
     best = run.best_val_accuracy
-    click.echo(f"done: best validation accuracy {best:.4f} at epoch {run.best_epoch}; "
-               if best is not None else "done: ", nl=False)
+    click.echo(rank + (f"done: best validation accuracy {best:.4f} at epoch {run.best_epoch}; "
+                       if best is not None else "done: "), nl=False)
     click.echo(f"evaluate with: mnist-eval --checkpoint {run.best_checkpoint}")
 
 

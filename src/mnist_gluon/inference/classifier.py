@@ -74,7 +74,7 @@ class Classifier:
         return softmax(self.pixel_net(mx.nd.array(pixels, ctx=self.context)).asnumpy())
 
 
-def load(checkpoint: str | Path, device: str = "cpu",
+def load(checkpoint: str | Path, device: str = "auto",
          normalization: Normalization | tuple[float, float] | None = None) -> Classifier:
     """Load a checkpoint for prediction: a `.params` file that mnist-train wrote (with its
     `.json` sidecar), or a bare one from a plain Gluon script of the same MLP. `device` is
