@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from mnist_gluon import __version__
+from mnist_gluon.checkpoint import signed
 from mnist_gluon.cli import eval_command, run, train_command
 from mnist_gluon.mxnet_compat import autograd, gluon, mx
 from support import BIN, MNIST_FILES, REPO, snapshot, unwritable
@@ -234,7 +235,7 @@ def corrupt_sidecar(scene: Scene) -> list[str]:
     params = scene.checkpoint_copy()
     meta = json.loads(params.with_suffix(".json").read_text())
     meta["architecture"]["classes"] = 12
-    del meta["sidecar_sha256"]  # as an older sidecar, which had no checksum of its own
+    meta = signed(meta)  # re-signed, as one who knows the format would
     params.with_suffix(".json").write_text(json.dumps(meta))
     return ["--checkpoint", str(params)]
 
@@ -384,7 +385,7 @@ TRAIN_CASES = {
             "train-labels-idx1-ubyte.gz",
             gzip.compress(small_file(s, "train-labels-idx1-ubyte")))),
         r"train-(images|labels)-idx\d-ubyte(\.gz)? fails its checksum"),
-    "data file is a folder": (data_file_is_a_folder, "is a directory, not a data file"),
+    "data file is a folder": (data_file_is_a_folder, "is a directory, not a file"),
     "data file longer than its header": (
         lambda s: s.on_small("--data-root", s.data_with(
             "train-labels-idx1-ubyte", small_file(s, "train-labels-idx1-ubyte") + b"\0" * 5)),

@@ -45,7 +45,11 @@ def test_idx_other_item_types_decode_big_endian():
         (b"\x00\x00\x08\x01\x00\x00", r"x is truncated: its header needs 8 bytes"),
         (b"PK\x03\x04" + bytes(20), r"x is not an IDX file: bad magic number"),
         (b"\x00\x00\x07\x01" + bytes(8), r"bad magic number"),
-        (bytes([0, 0, 8, 1]) + (5).to_bytes(4, "big") + bytes(3), r"x is truncated: .*5 items"),
+        (bytes([0, 0, 8, 1]) + (5).to_bytes(4, "big") + bytes(3),
+         r"x is truncated, or its header's dimensions are wrong: .*5 items"),
+        # a header that claims more than any IDX file holds is not read on
+        (bytes([0, 0, 8, 3]) + (60000).to_bytes(4, "big") + (2800).to_bytes(4, "big") * 2,
+         r"x's header claims 60000x2800x2800 items .* its dimensions are wrong"),
         (bytes([0, 0, 8, 1]) + (2).to_bytes(4, "big") + bytes(3), r"longer than its header says"),
     ],
 )
@@ -137,7 +141,7 @@ def test_labels_beyond_the_classes_are_rejected(tmp_path):
 def test_a_directory_in_place_of_a_file_is_reported(tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").mkdir()
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(2, np.uint8))
-    with pytest.raises(DataError, match="is a directory, not a data file"):
+    with pytest.raises(DataError, match="is a directory, not a file"):
         read_split(MNIST, "test", tmp_path, download=False, verify=False)
 
 

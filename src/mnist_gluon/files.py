@@ -45,10 +45,11 @@ def read_regular(path: Path, limit: int, error: type[UserError], what: str) -> b
     except OSError as failure:
         check_regular(path, error, what)  # says what is wrong, if it can
         raise error(f"{what} {path} cannot be read: {failure.strerror}") from None
+    info = os.fstat(fd)
+    if (kind := not_regular(info.st_mode)) is not None:
+        os.close(fd)
+        raise error(f"{what} {path} is {kind}, not a file")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if (kind := not_regular(info.st_mode)) is not None:
-            raise error(f"{what} {path} is {kind}, not a file")
         if info.st_size > limit:
             raise error(f"{what} {path} is {info.st_size:,} bytes, more than the {limit:,} "
                         "bytes this command reads")
