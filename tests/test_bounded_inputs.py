@@ -2,13 +2,16 @@
 but not MXNet: each, through the real command, is one line on stderr and exit status 2, with
 peak memory well under 300 MB and nothing left on disk."""
 
+import gzip
 import os
 import subprocess
 import sys
+import zlib
 
+import numpy as np
 import pytest
 
-from support import BIN
+from support import BIN, idx_bytes
 
 PEAK_LIMIT_MB = 300
 
@@ -105,3 +108,63 @@ def test_a_config_larger_than_a_megabyte_is_refused(tmp_path):
     config.write_text("# " + "x" * (1 << 20) + "\nseed: 1\n")
     refused("mnist-train", "--config", config, "--out", tmp_path / "run",
             says="more than the 1,048,576 bytes")
+
+
+# --- data files, images and checkpoints --------------------------------------------------------
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def test_a_gzip_idx_of_many_members_inflates_only_to_what_its_header_promises(model, tmp_path):
+    """3 MB of concatenated gzip members, each of 64 MB of zeros, behind a header of 10 images:
+    it inflated without limit, to a MemoryError."""
+    bomb = tmp_path / "digits-idx3-ubyte.gz"
+    member = gzip.compress(b"\0" * (64 << 20), 9)
+    with open(bomb, "wb") as out:
+        out.write(gzip.compress(idx_bytes(np.zeros((10, 28, 28), np.uint8))))
+        for _ in range(45):
+            out.write(member)
+    assert bomb.stat().st_size < 3 << 20
+    refused("mnist-predict", "--checkpoint", model, bomb,
+            says="inflates to more than the 7,856 bytes its IDX header promises")
+
+
+def test_a_png_whose_second_header_claims_a_huge_image_is_refused(model, tmp_path):
+    """The first IHDR said 1 x 1, the second 12000 x 12000: the size check read the first,
+    Pillow decoded by the second (1.25 GB)."""
+    header = lambda w, h: png_chunk(b"IHDR", w.to_bytes(4, "big") + h.to_bytes(4, "big")  # noqa: E731
+                                    + bytes([8, 0, 0, 0, 0]))
+    pixels = zlib.compress((b"\0" * 12001) * 12000, 9)
+    png = tmp_path / "two-headers.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + header(1, 1) + header(12000, 12000)
+                    + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b""))
+    assert png.stat().st_size < 1 << 20
+    refused("mnist-predict", "--checkpoint", model, png, says="second IHDR chunk")
+
+
+def test_an_idx_header_claiming_terabytes_is_refused_from_the_header(model, tmp_path):
+    claim = tmp_path / "claims-idx3-ubyte"
+    claim.write_bytes(bytes([0, 0, 8, 3]) + (2**31).to_bytes(4, "big")
+                      + (28).to_bytes(4, "big") * 2 + bytes(784))
+    refused("mnist-predict", "--checkpoint", model, claim,
+            says="header claims 2147483648x28x28 items")
+
+
+def test_a_fifo_as_checkpoint_is_refused_without_waiting_for_a_writer(tmp_path, model):
+    fifo = tmp_path / "best.params"
+    os.mkfifo(fifo)
+    image = tmp_path / "digit.npy"
+    np.save(image, np.zeros((28, 28)))
+    for command in ("mnist-predict", "mnist-eval", "mnist-export"):
+        args = {"mnist-predict": [image], "mnist-eval": [], "mnist-export": [
+            "--out", tmp_path / "export"]}[command]
+        refused(command, "--checkpoint", fifo, *args,
+                says=f"checkpoint {fifo} is a FIFO, not a file")
+
+
+def test_a_fifo_as_sidecar_is_refused_without_waiting_for_a_writer(tmp_path, model):
+    params = tmp_path / "best.params"
+    params.write_bytes(model.read_bytes())
+    os.mkfifo(tmp_path / "best.json")
+    refused("mnist-eval", "--checkpoint", params, says="best.json is a FIFO, not a file")
