@@ -372,7 +372,7 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         if not math.isfinite(number):
             raise ConfigError(f"{key} must be a finite number, got {shown(value)}")
         if abs(number) > FLOAT32_MAX:
-            raise ConfigError(f"{key} is {shown(value)}; MXNet computes in float32, which "
+            raise ConfigError(f"{key} is {number:g}; MXNet computes in float32, which "
                               f"holds numbers up to {FLOAT32_MAX:.4g}")
         return number
     if hint is str:
