@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from .config import ACTIVATIONS, Config, config_from_dict, config_to_dict, shown
+from .config import ACTIVATIONS, Config, config_from_dict, config_to_dict
 from .data import PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
-from .files import check_regular, commit, read_regular, sha256_of, stage
+from .files import commit, sha256_of, stage
 from .model import Architecture
+from .reading import check_regular, read_regular, shown
 
 SIDECAR_FORMAT = "mnist-gluon-checkpoint"
 SIDECAR_VERSION = 1

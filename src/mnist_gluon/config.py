@@ -11,7 +11,6 @@ import dataclasses
 import difflib
 import importlib.resources
 import math
-import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,18 +22,15 @@ import yaml
 from .data import DATASETS as DATASET_SPECS
 from .device import parse_device
 from .errors import ConfigError
-from .files import read_regular
+from .reading import parse_yaml, read_regular, shown
 
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
 LR_SCHEDULES = ("none", "step", "cosine")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
 DATASETS = tuple(DATASET_SPECS)
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
-# What a config may cost to read. Ours are a few hundred bytes, 4 levels deep; an alias
-# repeats its anchor's whole value, so a short file can stand for billions of values.
+# What a config may cost to read: ours are a few hundred bytes (see reading.parse_yaml).
 MAX_CONFIG_BYTES = 1 << 20
-MAX_DEPTH = 32
-MAX_VALUES = 100_000
 MAX_OVERRIDE_CHARS = 10_000
 FLOAT32_MAX = 3.4028234663852886e38  # what MXNet's float32 parameters can hold
 INT32_MAX = 2**31 - 1
@@ -199,63 +195,6 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-class BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a document nested more than MAX_DEPTH deep or standing
-    for more than MAX_VALUES values once its aliases are expanded. Both are counted while the
-    document is composed, before any Python value is built, in time linear in the text."""
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self.depth = 0
-        self.sizes: dict[int, int] = {}  # id(node) -> the values it stands for
-
-    def compose_node(self, parent, index):
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise ConfigError(f"is nested more than {MAX_DEPTH} levels deep")
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-        if isinstance(node, yaml.SequenceNode):
-            children = node.value
-        elif isinstance(node, yaml.MappingNode):
-            children = [child for pair in node.value for child in pair]
-        else:
-            children = []
-        size = 1 + sum(self.sizes.get(id(child), 1) for child in children)
-        if size > MAX_VALUES:
-            raise ConfigError(f"stands for more than {MAX_VALUES:,} values once its aliases "
-                              "are expanded")
-        self.sizes[id(node)] = size
-        return node
-
-
-def parse_yaml(text: str, what: str, plain: bool = False) -> Any:
-    """`text` as YAML, bounded (BoundedLoader); any problem is a ConfigError naming `what`.
-    With `plain`, text that is not YAML (`a: b:`) is that string."""
-    loader = BoundedLoader(text)
-    try:
-        return loader.get_single_data()
-    except ConfigError as error:
-        raise ConfigError(f"{what} {error}; write the values out plainly") from None
-    except yaml.YAMLError as error:
-        if plain:
-            return text
-        where = getattr(error, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        if "\\t" in problem or "\t" in problem:
-            problem += " (indent with spaces, not tabs)"
-        raise ConfigError(f"{what} is not valid YAML{line}: {problem}") from None
-    except ValueError as error:  # e.g. an integer of more digits than Python converts
-        problem = ("a number of more than 4,300 digits" if "digits" in str(error)
-                   else f"a value that cannot be converted ({str(error)[:80]})")
-        raise ConfigError(f"{what} holds {problem}; write plain values") from None
-    finally:
-        loader.dispose()
-
-
 def parse_override(override: str) -> tuple[str, Any]:
     """`train.lr=0.01` -> ("train.lr", 0.01); the value is read as YAML (`null`, `[1,2]`)."""
     key, sep, text = override.partition("=")
@@ -331,17 +270,6 @@ def unknown_key_message(key: str, known: list[str]) -> str:
     return f"unknown config key {key}; {hint}"
 
 
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = 60
-_SHORT.maxlong = 24
-_SHORT.maxlevel = 2
-
-
-def shown(value: Any) -> str:
-    """`repr(value)`, cut short: a message must stay one line whatever the value."""
-    return _SHORT.repr(value)
-
-
 def coerce(key: str, value: Any, hint: Any) -> Any:
     """Return `value` as type `hint`, or raise a ConfigError naming the key and the type."""
     args = typing.get_args(hint)
@@ -382,65 +310,64 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     raise TypeError(f"unsupported config type {hint} for {key}")
 
 
+# Each number's range, as (key, test, what the message says it must be); null skips the test.
+RANGES = [
+    ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    ("data.val_size", lambda v: 0 <= v <= INT32_MAX,
+     "0 or more (and fewer than the training images)"),
+    ("model.hidden", lambda v: 1 <= v <= 100_000, "in [1, 100000]"),
+    ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.classes", lambda v: 2 <= v <= MAX_CLASSES, f"in [2, {MAX_CLASSES}]"),
+    ("train.epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS}]"),
+    ("train.batch_size", lambda v: 1 <= v <= MAX_BATCH, f"in [1, {MAX_BATCH}]"),
+    ("train.lr", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
+    ("train.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("train.warmup_epochs", lambda v: v >= 0, "0 or more"),
+    ("train.lr_decay", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("train.clip_gradient", lambda v: v > 0, "null or > 0"),
+    ("train.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.early_stopping.patience", lambda v: 1 <= v <= MAX_EPOCHS, "null or 1 or more"),
+    ("train.early_stopping.min_delta", lambda v: v >= 0, "0 or more"),
+    # past the run's end is fitted to it (fit_short_run)
+    ("train.average.start_epoch", lambda v: 1 <= v <= MAX_EPOCHS, "null or 1 or more"),
+    ("data.augment.shift", lambda v: 0 <= v <= 8, "in [0, 8] pixels"),
+    ("data.augment.rotate", lambda v: 0 <= v <= 45, "in [0, 45] degrees"),
+    ("data.augment.scale", lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
+    ("data.augment.elastic.alpha", lambda v: 0 <= v <= 100, "in [0, 100] pixels"),
+    ("data.augment.elastic.sigma", lambda v: 0.5 <= v <= 10, "in [0.5, 10] pixels"),
+    ("checkpoint.every_steps", lambda v: 1 <= v <= INT32_MAX, "null or 1 or more"),
+    ("checkpoint.keep", lambda v: 0 <= v <= MAX_EPOCHS, f"in [0, {MAX_EPOCHS}]"),
+    ("track.every_steps", lambda v: 1 <= v <= INT32_MAX, "1 or more"),
+]
+CHOICES = {"data.name": DATASETS, "model.activation": ACTIVATIONS,
+           "train.optimizer": OPTIMIZERS, "train.lr_schedule": LR_SCHEDULES,
+           "train.kvstore": KVSTORES}
+
+
 def validate(config: Config) -> None:
     """Range and choice checks that types alone cannot express."""
+    for key, choices in CHOICES.items():
+        require_choice(key, setting(config, key), choices)
+    for key, test, allowed in RANGES:
+        if (value := setting(config, key)) is not None:
+            require(test(value), key, value, allowed)
     t = config.train
-    require_choice("data.name", config.data.name, DATASETS)
-    require_choice("model.activation", config.model.activation, ACTIVATIONS)
-    require_choice("train.optimizer", t.optimizer, OPTIMIZERS)
-    require_choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
-    require_choice("train.kvstore", t.kvstore, KVSTORES)
-    require(0 <= config.seed < 2**32, "seed", config.seed, "in [0, 2**32)")
-    require(0 <= config.data.val_size <= INT32_MAX, "data.val_size", config.data.val_size,
-            "0 or more (and fewer than the training images)")
-    require(1 <= config.model.hidden <= 100_000, "model.hidden", config.model.hidden,
-            "in [1, 100000]")
-    require(0 <= config.model.dropout < 1, "model.dropout", config.model.dropout, "in [0, 1)")
-    require(2 <= config.model.classes <= MAX_CLASSES, "model.classes", config.model.classes,
-            f"in [2, {MAX_CLASSES}]")
-    require(1 <= t.epochs <= MAX_EPOCHS, "train.epochs", t.epochs, f"in [1, {MAX_EPOCHS}]")
-    require(1 <= t.batch_size <= MAX_BATCH, "train.batch_size", t.batch_size,
-            f"in [1, {MAX_BATCH}]")
-    require(0 < t.lr < math.inf, "train.lr", t.lr, "a finite number greater than 0")
-    require(0 <= t.momentum < 1, "train.momentum", t.momentum, "in [0, 1)")
-    require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "0 or more")
-    require(t.warmup_epochs >= 0, "train.warmup_epochs", t.warmup_epochs, "0 or more")
-    require(0 < t.lr_decay <= 1, "train.lr_decay", t.lr_decay, "in (0, 1]")
     for epoch in t.lr_step_epochs:
         require(0 < epoch < t.epochs, "train.lr_step_epochs", t.lr_step_epochs,
                 f"epochs in (0, train.epochs={t.epochs})")
-    if t.clip_gradient is not None:
-        require(t.clip_gradient > 0, "train.clip_gradient", t.clip_gradient, "null or > 0")
-    augment = config.data.augment
-    require(0 <= augment.shift <= 8, "data.augment.shift", augment.shift, "in [0, 8] pixels")
-    require(0 <= augment.rotate <= 45, "data.augment.rotate", augment.rotate,
-            "in [0, 45] degrees")
-    require(0 <= augment.scale <= 0.5, "data.augment.scale", augment.scale, "in [0, 0.5]")
-    require(0 <= augment.elastic.alpha <= 100, "data.augment.elastic.alpha",
-            augment.elastic.alpha, "in [0, 100] pixels")
-    require(0.5 <= augment.elastic.sigma <= 10, "data.augment.elastic.sigma",
-            augment.elastic.sigma, "in [0.5, 10] pixels")
-    require(0 <= t.label_smoothing < 1, "train.label_smoothing", t.label_smoothing, "in [0, 1)")
-    if t.early_stopping.patience is not None:
-        require(1 <= t.early_stopping.patience <= MAX_EPOCHS, "train.early_stopping.patience",
-                t.early_stopping.patience, "null or 1 or more")
-    if t.average.start_epoch is not None:  # past the run's end: see fit_short_run
-        require(1 <= t.average.start_epoch <= MAX_EPOCHS, "train.average.start_epoch",
-                t.average.start_epoch, f"null or in [1, train.epochs={t.epochs}]")
-    require(t.early_stopping.min_delta >= 0, "train.early_stopping.min_delta",
-            t.early_stopping.min_delta, "0 or more")
-    if config.checkpoint.every_steps is not None:
-        require(1 <= config.checkpoint.every_steps <= INT32_MAX, "checkpoint.every_steps",
-                config.checkpoint.every_steps, "null or 1 or more")
-    require(0 <= config.checkpoint.keep <= MAX_EPOCHS, "checkpoint.keep",
-            config.checkpoint.keep, f"in [0, {MAX_EPOCHS}]")
-    require(1 <= config.track.every_steps <= INT32_MAX, "track.every_steps",
-            config.track.every_steps, "1 or more")
-    if config.data.mirrors is not None:
-        for mirror in config.data.mirrors:
-            require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors",
-                    mirror, "http://, https:// or file:// URLs")
+    for mirror in config.data.mirrors or ():
+        require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors", mirror,
+                "http://, https:// or file:// URLs")
     parse_device(config.device)  # so a typo fails before any data is read
+
+
+def setting(config: Config, key: str) -> Any:
+    """The value of a dotted key, `train.early_stopping.patience`."""
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def fit_short_run(config: Config) -> list[str]:

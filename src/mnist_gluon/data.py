@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .files import atomic_write, read_regular
+from .files import atomic_write
+from .reading import read_regular
 
 IMAGE_SIZE = 28
 PIXELS = IMAGE_SIZE * IMAGE_SIZE

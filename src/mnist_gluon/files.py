@@ -1,4 +1,4 @@
-"""Writing files so that a crash never leaves half of one under its real name."""
+"""Writing files so that a crash never leaves half of one under its real name; checksums."""
 
 from __future__ import annotations
 
@@ -6,57 +6,11 @@ import contextlib
 import hashlib
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import OutputError, UserError
-
-KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
-         (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
-
-
-def not_regular(mode: int) -> str | None:
-    """What a file of `mode` is when it is not a regular file ("a FIFO"), else None."""
-    return next((kind for test, kind in KINDS if test(mode)), None)
-
-
-def check_regular(path: Path, error: type[UserError], what: str) -> os.stat_result:
-    """Refuse, as one `error` line, what reading would hang on (a FIFO), never finish (a
-    device) or cannot read (a folder, nothing there)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        problem = "is a symbolic link to nothing" if path.is_symlink() else "does not exist"
-        raise error(f"{what} {path} {problem}") from None
-    except OSError as failure:  # a loop of symbolic links, a permission
-        raise error(f"{what} {path} cannot be read: {failure.strerror}") from None
-    if (kind := not_regular(info.st_mode)) is not None:
-        raise error(f"{what} {path} is {kind}, not a file")
-    return info
-
-
-def read_regular(path: Path, limit: int, error: type[UserError], what: str) -> bytes:
-    """The bytes of the regular file `path`, refused in one `error` line if it is something
-    else or larger than `limit` bytes. Opened without blocking, so a FIFO cannot hang it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as failure:
-        check_regular(path, error, what)  # says what is wrong, if it can
-        raise error(f"{what} {path} cannot be read: {failure.strerror}") from None
-    info = os.fstat(fd)
-    if (kind := not_regular(info.st_mode)) is not None:
-        os.close(fd)
-        raise error(f"{what} {path} is {kind}, not a file")
-    with os.fdopen(fd, "rb") as handle:
-        if info.st_size > limit:
-            raise error(f"{what} {path} is {info.st_size:,} bytes, more than the {limit:,} "
-                        "bytes this command reads")
-        content = handle.read(limit + 1)
-    if len(content) > limit:  # it grew while being read
-        raise error(f"{what} {path} is more than the {limit:,} bytes this command reads")
-    return content
+from .errors import OutputError
 
 
 def stage(path: Path, write: Callable[[Path], None]) -> Path:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from .. import checkpoint as ckpt
 from ..checkpoint import EpochResult, Sidecar
-from ..config import Config
+from ..config import Config, setting
 from ..errors import CheckpointError, ConfigError
-from ..files import atomic_write_text, read_regular, sha256_of
+from ..files import atomic_write_text, sha256_of
+from ..reading import read_regular
 
 # Changing these on resume would make the run another run: other examples held out, another
 # model, other batches.
@@ -45,11 +46,6 @@ def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:
             raise ConfigError(f"{key} was {before!r} in the run being resumed, now {now!r}; "
                               "it cannot change on --resume: start a new run with --out DIR")
     return checkpoint
-
-
-def setting(config: Config, key: str):
-    section, _, leaf = key.rpartition(".")
-    return getattr(getattr(config, section) if section else config, leaf)
 
 
 def resumable_checkpoint(params_path: Path) -> ckpt.Checkpoint:

@@ -1,0 +1,133 @@
+"""Reading what a user hands over, at a cost bounded by what it promises: regular files only
+(a FIFO would hang the read, /dev/zero never end it), up to a stated size; YAML that cannot
+stand for more values than a stated limit; values shown in messages cut short."""
+
+from __future__ import annotations
+
+import os
+import reprlib
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, UserError
+
+# An alias repeats its anchor's whole value, so a short YAML text can stand for billions of
+# values; ours are 4 levels deep and a few hundred values.
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+
+KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+         (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def not_regular(mode: int) -> str | None:
+    """What a file of `mode` is when it is not a regular file ("a FIFO"), else None."""
+    return next((kind for test, kind in KINDS if test(mode)), None)
+
+
+def check_regular(path: Path, error: type[UserError], what: str) -> os.stat_result:
+    """Refuse, as one `error` line, what reading would hang on (a FIFO), never finish (a
+    device) or cannot read (a folder, nothing there)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        problem = "is a symbolic link to nothing" if path.is_symlink() else "does not exist"
+        raise error(f"{what} {path} {problem}") from None
+    except OSError as failure:  # a loop of symbolic links, a permission
+        raise error(f"{what} {path} cannot be read: {failure.strerror}") from None
+    if (kind := not_regular(info.st_mode)) is not None:
+        raise error(f"{what} {path} is {kind}, not a file")
+    return info
+
+
+def read_regular(path: Path, limit: int, error: type[UserError], what: str) -> bytes:
+    """The bytes of the regular file `path`, refused in one `error` line if it is something
+    else or larger than `limit` bytes. Opened without blocking, so a FIFO cannot hang it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as failure:
+        check_regular(path, error, what)  # says what is wrong, if it can
+        raise error(f"{what} {path} cannot be read: {failure.strerror}") from None
+    info = os.fstat(fd)
+    if (kind := not_regular(info.st_mode)) is not None:
+        os.close(fd)
+        raise error(f"{what} {path} is {kind}, not a file")
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_size > limit:
+            raise error(f"{what} {path} is {info.st_size:,} bytes, more than the {limit:,} "
+                        "bytes this command reads")
+        content = handle.read(limit + 1)
+    if len(content) > limit:  # it grew while being read
+        raise error(f"{what} {path} is more than the {limit:,} bytes this command reads")
+    return content
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a document nested more than MAX_DEPTH deep or standing
+    for more than MAX_VALUES values once its aliases are expanded. Both are counted while the
+    document is composed, before any Python value is built, in time linear in the text."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+        self.sizes: dict[int, int] = {}  # id(node) -> the values it stands for
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ConfigError(f"is nested more than {MAX_DEPTH} levels deep")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = []
+        size = 1 + sum(self.sizes.get(id(child), 1) for child in children)
+        if size > MAX_VALUES:
+            raise ConfigError(f"stands for more than {MAX_VALUES:,} values once its aliases "
+                              "are expanded")
+        self.sizes[id(node)] = size
+        return node
+
+
+def parse_yaml(text: str, what: str, plain: bool = False) -> Any:
+    """`text` as YAML, bounded (BoundedLoader); any problem is a ConfigError naming `what`.
+    With `plain`, text that is not YAML (`a: b:`) is that string."""
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except ConfigError as error:
+        raise ConfigError(f"{what} {error}; write the values out plainly") from None
+    except yaml.YAMLError as error:
+        if plain:
+            return text
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        if "\\t" in problem or "\t" in problem:
+            problem += " (indent with spaces, not tabs)"
+        raise ConfigError(f"{what} is not valid YAML{line}: {problem}") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        problem = ("a number of more than 4,300 digits" if "digits" in str(error)
+                   else f"a value that cannot be converted ({str(error)[:80]})")
+        raise ConfigError(f"{what} holds {problem}; write plain values") from None
+    finally:
+        loader.dispose()
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlong = 24
+_SHORT.maxlevel = 2
+
+
+def shown(value: Any) -> str:
+    """`repr(value)`, cut short: a message must stay one line whatever the value."""
+    return _SHORT.repr(value)
