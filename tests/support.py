@@ -57,6 +57,16 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
+def billion_laughs(levels: int = 9) -> str:
+    """A YAML "billion laughs": each level a list of 9 aliases of the one before, so a few
+    hundred bytes stand for 9**levels values."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]")
+    lines.append(f"seed: *a{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
 def write_idx(path: Path, array: np.ndarray) -> Path:
     data = idx_bytes(array)
     path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)

@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from support import BIN, idx_bytes
+from support import BIN, billion_laughs, idx_bytes
 
 PEAK_LIMIT_MB = 300
 
@@ -45,14 +45,6 @@ def refused(name, *args, says, cwd=None):
     assert says in lines[0], lines[0]
     assert peak < PEAK_LIMIT_MB, f"peak {peak:.0f} MB"
     return lines[0]
-
-
-def billion_laughs(levels=9):
-    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    for level in range(1, levels):
-        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]")
-    lines.append(f"seed: *a{levels - 1}")
-    return "\n".join(lines) + "\n"
 
 
 # --- configs and --set values ----------------------------------------------------------------

@@ -17,7 +17,7 @@ from PIL import Image
 
 from mnist_gluon.checkpoint import signed
 from mnist_gluon.cli import mnist_group
-from support import BIN, REPO, idx_bytes, tiny_disk, unwritable
+from support import BIN, REPO, billion_laughs, idx_bytes, tiny_disk, unwritable
 
 README = (REPO / "README.md").read_text()
 
@@ -88,13 +88,6 @@ class Scene:
         change(meta)
         sidecar.write_text(json.dumps(signed(meta) if resign else meta))
         return copy / "best.params"
-
-
-def aliases(levels: int) -> str:
-    """A YAML "billion laughs": each level an alias list of the one before, 8 times over."""
-    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1]"]
-    lines += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 8)}]" for n in range(1, levels)]
-    return "\n".join(lines) + "\n"
 
 
 def gz_labels_damaged(s: Scene) -> str:
@@ -223,7 +216,7 @@ REPRODUCE = {
     "config file /dev/zero is a device, not a file":
         lambda s: s.run("mnist-train", "--config", "/dev/zero"),
     "config file … stands for more than 100,000 values once its aliases are expanded; …":
-        lambda s: s.run("mnist-train", "--config", s.file("laughs.yaml", aliases(8))),
+        lambda s: s.run("mnist-train", "--config", s.file("laughs.yaml", billion_laughs())),
     "… best.json is a checkpoint's sidecar; pass its parameter file, … best.params":
         lambda s: s.run("mnist-eval", "--checkpoint", s.trained / "best.json"),
     "… nothing to resume: all its … epochs are trained …":

@@ -28,18 +28,19 @@ def not_regular(mode: int) -> str | None:
     return next((kind for test, kind in KINDS if test(mode)), None)
 
 
-def check_regular(path: Path, error: type[UserError], what: str) -> os.stat_result:
-    """Refuse, as one `error` line, what reading would hang on (a FIFO), never finish (a
-    device) or cannot read (a folder, nothing there)."""
+def check_regular(path: Path, error: type[UserError], what: str = "") -> os.stat_result:
+    """Refuse, as one `error` line naming `what` (a "checkpoint") and `path`, what reading
+    would hang on (a FIFO), never finish (a device) or cannot read (a folder, nothing there)."""
+    name = f"{what} {path}" if what else str(path)
     try:
         info = path.stat()
     except FileNotFoundError:
         problem = "is a symbolic link to nothing" if path.is_symlink() else "does not exist"
-        raise error(f"{what} {path} {problem}") from None
+        raise error(f"{name} {problem}") from None
     except OSError as failure:  # a loop of symbolic links, a permission
-        raise error(f"{what} {path} cannot be read: {failure.strerror}") from None
+        raise error(f"{name} cannot be read: {failure.strerror}") from None
     if (kind := not_regular(info.st_mode)) is not None:
-        raise error(f"{what} {path} is {kind}, not a file")
+        raise error(f"{name} is {kind}, not a file")
     return info
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -59,11 +58,8 @@ def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir,
     if not run.written:
         return
     from ..inference.plots import missing
-    from ..training.cluster import NUM_WORKER
 
-    # Rank 0 of a distributed run ends as it went on: every line says whose it is.
-    rank = (f"[rank 0/{os.environ.get(NUM_WORKER, '?')}] "
-            if run.config.train.kvstore.startswith("dist") else "")
+    rank = run.prefix  # rank 0 of a distributed run ends as it went on: each line says whose
     if (note := missing()) is not None:
         click.echo(f"{rank}no curves.png written; {note}")
     if refit_dir is not None:

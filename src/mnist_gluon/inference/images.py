@@ -8,7 +8,6 @@ grey, inverted when the digit is dark on light, cropped to its ink, scaled and c
 from __future__ import annotations
 
 import io
-import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..data import IMAGE_SIZE, PIXELS, parse_idx, read_file_bytes
 from ..errors import DataError
+from ..reading import check_regular
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ARRAY_SUFFIXES = (".npy",)
@@ -49,7 +49,7 @@ def load_inputs(path: Path) -> list[Input]:
     if path.is_dir():
         raise DataError(f"{path} is a directory; pass its files (folders are expanded by "
                         "mnist-predict)")
-    check_regular_file(path)
+    check_regular(path, DataError)
     if suffix in IMAGE_SUFFIXES:
         return [Input(str(path), None, mnist_like(read_image(path), str(path)).reshape(-1))]
     if suffix in ARRAY_SUFFIXES:
@@ -59,23 +59,6 @@ def load_inputs(path: Path) -> list[Input]:
         return from_stack(path, parse_idx(content, str(path)))
     raise DataError(f"{path} is not an image (png, jpg, bmp), a .npy array or an IDX image "
                     "file")
-
-
-def check_regular_file(path: Path) -> None:
-    """Refuse what reading would hang on (a FIFO) or never finish (a device)."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        problem = ("is a symbolic link to nothing" if path.is_symlink()
-                   else "does not exist")
-        raise DataError(f"{path} {problem}") from None
-    except OSError as error:  # a loop of symbolic links, a permission
-        raise DataError(f"{path} cannot be read: {error.strerror}") from None
-    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a device", stat.S_ISBLK: "a device",
-             stat.S_ISSOCK: "a socket"}
-    for test, kind in kinds.items():
-        if test(mode):
-            raise DataError(f"{path} is {kind}, not a file")
 
 
 def expand(paths: list[Path]) -> list[Path]:
@@ -114,16 +97,11 @@ def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.nda
     if max_pixels is not None:
         if size is None:
             raise DataError(f"{name} has no readable {kind} header")
-        if size[0] * size[1] > max_pixels:
-            raise DataError(f"{name} is {size[0]} x {size[1]} pixels, more than the "
-                            f"{max_pixels:,} allowed; send a smaller image")
+        check_pixel_count(name, size, max_pixels)
     try:
         with PIL.Image.open(io.BytesIO(raw)) as image:
-            # Pillow's idea of the size, which is what it decodes, checked as ours was.
-            width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise DataError(f"{name} is {width} x {height} pixels, more than the "
-                                f"{max_pixels:,} allowed; send a smaller image")
+            if max_pixels is not None:  # Pillow's size, which it decodes by, checked too
+                check_pixel_count(name, image.size, max_pixels)
             image.load()
             grey = grey_pixels(image)
     except (OSError, ValueError, PIL.Image.DecompressionBombError):
@@ -131,6 +109,12 @@ def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.nda
     if grey.size == 0:
         raise DataError(f"{name} could not be decoded as an image")
     return grey
+
+
+def check_pixel_count(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    if size[0] * size[1] > max_pixels:
+        raise DataError(f"{name} is {size[0]} x {size[1]} pixels, more than the "
+                        f"{max_pixels:,} allowed; send a smaller image")
 
 
 def grey_pixels(image) -> np.ndarray:

@@ -56,6 +56,7 @@ class Run:
     best_epoch: int
     best_val_accuracy: float | None  # None without a validation set (a refit)
     written: bool = True  # False on the workers of a distributed run other than rank 0
+    prefix: str = ""  # what each of its lines begins with: "[rank 0/2] " in a distributed run
 
     @property
     def best_checkpoint(self) -> Path:
@@ -113,7 +114,7 @@ def train_epochs(config: Config, run_dir: Path, resume: bool, force: bool, quiet
     if run.cluster.kvstore is not None:
         run.log.line(f"parameters sha256 {parameters_digest(run.trainer.net)}")
     return Run(run_dir, config, state.history, state.best_epoch, state.best_val_accuracy,
-               run.cluster.writer)
+               run.cluster.writer, run.cluster.prefix)
 
 
 def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool,
@@ -277,11 +278,9 @@ class Training:
                 control=control, on_progress=on_progress if bar or tracking else None,
                 report_every=config.track.every_steps if tracking else PROGRESS_EVERY)
         except Diverged as error:
-            kept = (f"the last good checkpoint is {self.saver.last}" if self.saver.last
-                    else "no checkpoint was written")
             skip = "" if tcfg.skip_nonfinite else ", or set train.skip_nonfinite=true"
-            raise Diverged(f"{error} (epoch {epoch}); {kept}; lower train.lr or set "
-                           f"train.clip_gradient{skip}") from None
+            raise Diverged(f"{error} (epoch {epoch}); {self.last_good()}; lower train.lr or "
+                           f"set train.clip_gradient{skip}") from None
         finally:
             self.log.end_epoch()
         if stopped:
@@ -291,6 +290,11 @@ class Training:
                           f"{self.run_dir / 'last.params'}; continue with: "
                           f"mnist-train --resume {self.run_dir}", stops.signalled)
         return progress
+
+    def last_good(self) -> str:
+        """Where a diverged run can continue from, as its message says it."""
+        return (f"the last good checkpoint is {self.saver.last}" if self.saver.last
+                else "no checkpoint was written")
 
     def result(self, epoch: int, progress: EpochProgress) -> EpochResult:
         """The finished epoch's figures, validation included: of the live weights, and of
@@ -304,14 +308,12 @@ class Training:
                              else (None, None))
         blew_up = not finite or val_loss is not None and not np.isfinite(val_loss)
         if blew_up or progress.skipped > steps / 2:
-            kept = (f"the last good checkpoint is {self.saver.last}" if self.saver.last
-                    else "no checkpoint was written")
             what = ("the weights blew up" if blew_up
                     else "more than half the batches had a non-finite loss")
             raise Diverged(f"{what} in epoch {epoch} ({progress.skipped} of {steps} batches "
                            f"were skipped as non-finite"
                            f"{'; the validation loss is not finite' if blew_up else ''}); "
-                           f"{kept}; lower train.lr or set train.clip_gradient")
+                           f"{self.last_good()}; lower train.lr or set train.clip_gradient")
         average = (None, None)
         if self.average is not None and self.average.add(self.trainer.net, epoch):
             average = validation_scores(self.average.net, self.data)
