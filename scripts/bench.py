@@ -421,7 +421,7 @@ def run_part(part: str, args) -> dict:
     if kind == "evaluation":
         engine.choose(engine.inference_settings("cpu"))
     else:
-        engine.choose(engine.training_settings(int(batch or AUGMENT_BATCH), "cpu", "local"))
+        engine.choose_training()
 
     from mnist_gluon.config import load_config
     from mnist_gluon.mxnet_compat import mx

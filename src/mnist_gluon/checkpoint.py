@@ -114,6 +114,9 @@ class Sidecar:
     # A refit: trained on the whole training set for the epochs validation chose in this run
     # folder. It has no validation figure of its own.
     refit_of: str | None = None
+    # The OpenMP threads MXNet's operators ran on: a batch's gradient sums are split by it, so
+    # the parameters depend on it. A resumed run continues on it. None: not recorded.
+    threads: int | None = None
     # Which weights the .params file holds: the live ones, or their average (train.average).
     weights: str = "live"
     # The weight average, for resuming it exactly: how many epochs it holds, and its file's.

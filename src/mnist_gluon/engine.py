@@ -1,41 +1,95 @@
-"""Which of MXNet's engines a command runs on: chosen before MXNet is imported, because MXNet
-reads the choice from the environment once.
+"""Which of MXNet's engines, and how many OpenMP threads, a command runs on: chosen before MXNet
+is imported, because MXNet reads both from the environment once.
 
-MXNet's default engine runs operators on a worker thread, with one OpenMP thread, so that
-Python can queue the next operators while the worker runs. That pays when operators are small
-(training steps of up to 128 images). When a few big operators do the work - training steps
-of 256 images or more, inference over thousands of images - both cores serve better: the
-NaiveEngine runs each operator at once in the calling thread, with an OpenMP thread per core.
-The numbers are the same bit for bit either way (BENCHMARKS.md, "Against JAX, and MXNet's
-engines"). Whatever the user sets in the environment (MXNET_ENGINE_TYPE, OMP_NUM_THREADS)
-stands.
+Training runs on MXNet's threaded engine with one OpenMP thread. Alone, that is as fast as a
+thread per core on this project's recipes; beside a second run, a server or a test suite it
+keeps its share of the cores, where OpenMP threads that wait by spinning made each of two runs
+side by side hundreds of times slower (BENCHMARKS.md, "Sharing the cores"). A run's numbers
+can depend on the thread count (MKLDNN splits a batch's gradient sums by it), so one thread
+also makes them the same on machines with other core counts. The count is recorded in every
+checkpoint, and a resumed run continues on it.
+
+Inference (mnist-eval, -predict, -export) runs short bursts of big operators: the synchronous
+NaiveEngine, in the calling thread, with an OpenMP thread per core. The numbers are the same
+either way. What the user sets in the environment (MXNET_ENGINE_TYPE, OMP_NUM_THREADS) stands,
+except that a resumed run keeps the count it was trained on.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
 
 from .device import parse_device
+from .errors import ConfigError
 
-SYNCHRONOUS_FROM_BATCH = 256  # images per device and step; measured in BENCHMARKS.md
+THREADS = "OMP_NUM_THREADS"
+TRAINING_THREADS = 1
 
 
 def all_cores() -> dict[str, str]:
     """The settings of synchronous operators on every core this process may use."""
-    return {"MXNET_ENGINE_TYPE": "NaiveEngine",
-            "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}
+    return {"MXNET_ENGINE_TYPE": "NaiveEngine", THREADS: str(len(os.sched_getaffinity(0)))}
 
 
-def training_settings(batch_size: int, device: str, kvstore: str) -> dict[str, str]:
-    """The engine settings for training: all cores for big steps of a local run on one CPU,
-    MXNet's defaults otherwise (GPUs, several devices and clusters need its threaded engine)."""
-    if (batch_size >= SYNCHRONOUS_FROM_BATCH and kvstore == "local"
-            and runs_on_one_cpu(device)):
-        return all_cores()
-    return {}
+def asked_threads() -> int | None:
+    """OMP_NUM_THREADS as a thread count; None when it is not set."""
+    value = os.environ.get(THREADS, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{THREADS}={value!r} is not a number of threads; set it to a whole "
+                          f"number such as 1, or unset it (training uses {TRAINING_THREADS})")
+    return int(value)
+
+
+def choose_training(recorded: int | None = None) -> str | None:
+    """Set the OpenMP threads of a training run: `recorded`, the count a resumed run was
+    trained on, else what OMP_NUM_THREADS asks, else one. Returns a note when the environment
+    asked for another count than the run keeps. Nothing changes once MXNet is imported."""
+    asked = asked_threads()
+    if "mxnet" in sys.modules:
+        return None
+    if recorded is None or asked in (None, recorded):
+        os.environ.setdefault(THREADS, str(TRAINING_THREADS))
+        return None
+    os.environ[THREADS] = str(recorded)
+    return (f"resuming on the {openmp_threads(recorded)} this run was trained on, not "
+            f"{THREADS}={asked}: its numbers depend on the count")
+
+
+def openmp_threads(count: int | None) -> str:
+    return ("MXNet's default OpenMP threads" if count is None
+            else f"{count} OpenMP thread{'s' if count > 1 else ''}")
+
+
+def recorded_threads(run_dir: Path) -> int | None:
+    """The OpenMP threads the run in `run_dir` was trained on, as its newest checkpoint's
+    sidecar records them, read without MXNet (resume checks the checkpoint in full later);
+    None for a folder without one, or a run from before they were recorded."""
+    newest: tuple[int, int | None] = (-1, None)
+    for params in run_dir.glob("*.params"):
+        try:
+            with open(params.with_suffix(".json"), "rb") as handle:
+                meta = json.loads(handle.read(1 << 20))
+            step, threads = int(meta["step"]), meta.get("threads")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(threads, int) and threads > 0 and step > newest[0]:
+            newest = (step, threads)
+    return newest[1]
+
+
+def threads_in_effect() -> int | None:
+    """The OpenMP threads MXNet's operators run on in this process, as MXNet read them when it
+    was imported; None when OMP_NUM_THREADS was not set then (MXNet's own default)."""
+    from .mxnet_compat import IMPORTED_WITH_THREADS
+
+    value = (IMPORTED_WITH_THREADS or "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def inference_settings(device: str, threads: int | None = None) -> dict[str, str]:
@@ -45,15 +99,8 @@ def inference_settings(device: str, threads: int | None = None) -> dict[str, str
         return {}
     settings = all_cores()
     if threads is not None:
-        settings["OMP_NUM_THREADS"] = str(threads)
+        settings[THREADS] = str(threads)
     return settings
-
-
-def shared_settings(jobs: int) -> dict[str, str]:
-    """The engine settings for one of `jobs` training processes that run side by side: MXNet's
-    threaded engine (one thread of operators each) once they are more than one, since each
-    taking every core would slow all of them."""
-    return {"MXNET_ENGINE_TYPE": "ThreadedEnginePerDevice"} if jobs > 1 else {}
 
 
 def runs_on_one_cpu(device: str) -> bool:

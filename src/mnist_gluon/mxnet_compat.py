@@ -91,6 +91,10 @@ if int(numpy.__version__.split(".")[0]) >= 2:
 # Without this, MXNet prints "Subgraph backend MKLDNN is activated" on every quantization.
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
+# What MXNet reads once, at import, and a run's numbers depend on (engine.threads_in_effect);
+# unknown if MXNet was imported before this module.
+IMPORTED_WITH_THREADS = None if "mxnet" in sys.modules else os.environ.get("OMP_NUM_THREADS")
+
 import mxnet as mx  # noqa: E402
 
 

@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import engine
 from ..config import load_config
 from ..errors import ConfigError, Interrupted, Stopped
 from ..files import atomic_write_text
@@ -107,7 +106,6 @@ class Sweep:
         self.distributions = {a.key: a.distribution() for a in search.axes}
         self.running: dict[int, tuple[subprocess.Popen, object]] = {}
         self.statuses: dict[str, int] = {}
-        self.engine: dict[str, str] = {}
         self.exhausted = False
 
     def mine(self, states=None) -> list:
@@ -121,7 +119,6 @@ class Sweep:
         from optuna.trial import TrialState
 
         pending = sorted(self.mine((TrialState.RUNNING,)), key=lambda t: t.number)
-        self.engine = engine.shared_settings(jobs)
         for frozen in self.mine((TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
             self.say(f"{trial_name(frozen.number)}: {frozen.state.name.lower()} earlier, "
                      "skipped")
@@ -161,7 +158,7 @@ class Sweep:
         else:  # --force: a run killed before its first checkpoint left only its config
             command = [*train, "--config", str(self.search.config), "--out", str(run_dir),
                        "--force", *(arg for o in overrides for arg in ("--set", o))]
-        env = {**self.engine, **os.environ, ENV_STORAGE: self.storage,
+        env = {**os.environ, ENV_STORAGE: self.storage,
                ENV_STUDY: self.study.study_name, ENV_TRIAL: str(trial_id),
                ENV_PRUNER: self.search.pruner}
         log = open(self.out / f"{trial_name(number)}.log", "a")  # noqa: SIM115 - closed in reap

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import checkpoint as ckpt
+from .. import engine
 from ..checkpoint import DataRecord, EpochProgress, EpochResult, Sidecar
 from ..config import Config, config_to_yaml
 from ..data import epoch_order, steps_per_epoch
@@ -132,6 +133,13 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     # beginning, with its saved config.
     resumed = (read_resumable(run_dir, config)
                if resume and any(run_dir.glob("*.params")) else None)
+    threads = engine.threads_in_effect()
+    if resumed and resumed.sidecar.threads not in (None, threads):
+        raise ConfigError(
+            f"{run_dir} was trained on {engine.openmp_threads(resumed.sidecar.threads)}, and "
+            f"its numbers depend on the count, but MXNet was imported here on "
+            f"{engine.openmp_threads(threads)} before the run could choose; resume it in a "
+            f"new process: mnist-train --resume {run_dir}")
     force = force or resume
     if resumed is None and cluster.writer:
         folders.check_run_dir(run_dir, force)
@@ -162,7 +170,8 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if resumed and resumed.sidecar.refit_of:
         refit_of = Path(resumed.sidecar.refit_of)
     saver = Saver(run_dir, trainer.net, trainer.updater,
-                  run_sidecar(config, trainer.architecture, data, refit_of), cluster.writer,
+                  run_sidecar(config, trainer.architecture, data, threads, refit_of),
+                  cluster.writer,
                   config.checkpoint.keep, last, average)
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
@@ -220,13 +229,13 @@ def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
     return Trainer(arch, net, graph, updater)
 
 
-def run_sidecar(config: Config, arch: Architecture, data: TrainingData,
+def run_sidecar(config: Config, arch: Architecture, data: TrainingData, threads: int | None,
                 refit_of: Path | None = None) -> Sidecar:
     """What every checkpoint of the run records about the run itself."""
     return Sidecar(architecture=arch, normalization=data.normalization, config=config,
                    data=DataRecord(config.data.name, data.checksums),
                    versions=ckpt.library_versions(),
-                   refit_of=str(refit_of.resolve()) if refit_of else None)
+                   refit_of=str(refit_of.resolve()) if refit_of else None, threads=threads)
 
 
 @dataclass

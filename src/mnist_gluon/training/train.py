@@ -46,8 +46,9 @@ def train(config: str | Path | Config | None = "base", out: str | Path | None = 
     config, run_dir, refit_of = plan_run(config, out, resume, refit, set, overrides)
     for note in fit_short_run(config):
         say(note)
-    engine.choose(engine.training_settings(config.train.batch_size, config.device,
-                                           config.train.kvstore))
+    if (note := engine.choose_training(engine.recorded_threads(run_dir) if resume
+                                       else None)) is not None:
+        say(note)
     from .run import run_training
 
     judge = TrialJudge.from_environment(config.train.epochs)  # None outside mnist-sweep
