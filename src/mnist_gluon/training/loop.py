@@ -1,4 +1,4 @@
-"""One epoch of training: the steps of its plan, with the loss checked as the device goes."""
+"""One epoch of training: the steps of its plan, with the loss checked every few steps."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..errors import Diverged
 from ..mxnet_compat import autograd, mx
 from .step import DeviceData, TrainStep
 
-PROGRESS_EVERY = 50  # steps between progress-bar refreshes; each one waits for the device
+PROGRESS_EVERY = 50  # steps between checks of the loss and progress reports; each waits
 
 
 @dataclass
@@ -27,8 +27,8 @@ class StepControl:
 
 class DeviceSums:
     """Loss and correct answers summed on each device into two accumulators, for even and
-    odd steps, so the host can check the previous step's sum while the device works on the
-    current one."""
+    odd steps (the layout a mid-epoch checkpoint records). The host reads them only when it
+    checks them, so the device is not waited for after every step."""
 
     def __init__(self, ctxs, progress: EpochProgress):
         self.pairs = [[mx.nd.zeros((2,), ctx=ctx), mx.nd.zeros((2,), ctx=ctx)] for ctx in ctxs]
@@ -38,14 +38,21 @@ class DeviceSums:
                     accumulator[:] = mx.nd.array(values, dtype="float32")
         elif progress.sums:  # resumed on another number of devices: the totals still hold
             self.pairs[0][0][:] = mx.nd.array(progress.totals, dtype="float32")
+        self.unchecked: list[tuple[int, list]] = []  # (step, its per-device sums) since a check
 
     def add(self, step: int, stats: list) -> None:
         for pair, batch_stats in zip(self.pairs, stats, strict=True):
             pair[step % 2] += batch_stats
+        self.unchecked.append((step, stats))
 
-    def check(self, step: int) -> None:
-        """Raise Diverged if a loss summed before `step` was not finite."""
-        check_finite([pair[(step + 1) % 2] for pair in self.pairs], step - 1)
+    def check(self) -> None:
+        """Raise Diverged, naming the first step whose loss was not finite, if one was summed
+        since the last check. A non-finite sum stays non-finite, so the accumulators tell."""
+        if not all_finite(acc for pair in self.pairs for acc in pair):
+            step = next((step for step, stats in self.unchecked if not all_finite(stats)),
+                        self.unchecked[-1][0] if self.unchecked else -1)
+            raise Diverged(f"the loss became non-finite at step {step + 1}")
+        self.unchecked.clear()
 
     def values(self) -> list:
         return [[acc.asnumpy().tolist() for acc in pair] for pair in self.pairs]
@@ -60,11 +67,12 @@ def train_epoch(graph: TrainStep, updater, data: list[DeviceData], steps: list,
     """Train on the epoch's `steps` (from `plan_epoch`) from `progress.steps_done` on;
     returns (progress, whether `control` stopped the epoch early).
 
-    `data` holds the training set once per device. A non-finite loss raises Diverged one
-    step later, before anything more is saved. (A non-finite gradient shows as a non-finite
-    loss at the next step.) With `skip_nonfinite` the host instead waits for each step's loss
-    and skips the update of a batch whose loss is not finite. `on_progress` is given the
-    epoch's progress every `report_every` steps (each call waits for the device).
+    `data` holds the training set once per device. The loss is checked every `report_every`
+    steps, before every save and at the end: a non-finite one raises Diverged naming its step,
+    and nothing is saved after it. (A non-finite gradient shows as a non-finite loss at the
+    next step.) With `skip_nonfinite` the host instead waits for each step's loss and skips
+    the update of a batch whose loss is not finite. `on_progress` is given the epoch's
+    progress every `report_every` steps.
     """
     sums = DeviceSums([part.inputs[0].context for part in data], progress)
     skipped, started = progress.skipped, time.perf_counter()
@@ -81,26 +89,26 @@ def train_epoch(graph: TrainStep, updater, data: list[DeviceData], steps: list,
             stats = [graph(*part.inputs, *own)
                      for part, own in zip(data, steps[done - 1], strict=True)]
         autograd.backward(stats)
-        if skip_nonfinite and not all(np.isfinite(s.asnumpy()).all() for s in stats):
+        if skip_nonfinite and not all_finite(stats):
             skipped += 1  # nothing is updated or counted for this batch
         else:
             updater.step(lr_at(step), batch_size)
             sums.add(step, stats)
-        sums.check(step)
         step += 1
         action = control.action(step) if control is not None else None
         if action is not None:
-            sums.check(step)
+            sums.check()
             control.save(now := current(done))
             if action == "stop":
                 return now, True
-        if on_progress is not None and done % report_every == 0:
-            on_progress(current(done))
-    sums.check(step)
+        if done % report_every == 0:
+            sums.check()
+            if on_progress is not None:
+                on_progress(current(done))
+    sums.check()
     return current(len(steps)), False
 
 
-def check_finite(device_sums, step: int) -> None:
-    """Raise Diverged if a loss summed into `device_sums` (up to `step`) was not finite."""
-    if not all(np.isfinite(s.asnumpy()).all() for s in device_sums):
-        raise Diverged(f"the loss became non-finite at step {step + 1}")
+def all_finite(arrays) -> bool:
+    """Whether every value of the NDArrays is finite (each read waits for its device)."""
+    return all(np.isfinite(array.asnumpy()).all() for array in arrays)
