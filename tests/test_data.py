@@ -229,6 +229,23 @@ def test_normalised_training_pixels_have_zero_mean_and_unit_variance(mnist_dir):
     assert abs(norm.mean - 0.1325) < 0.001 and abs(norm.std - 0.3105) < 0.001
 
 
+def test_the_normalisation_is_the_exact_mean_and_std_rounded_once():
+    from decimal import Context, Decimal
+    from fractions import Fraction
+
+    # More pixels than one slice of the sums, and values at both ends of the range.
+    images = np.random.default_rng(3).integers(0, 256, (700, 28, 28), dtype=np.uint8)
+    images[0], images[1] = 0, 255
+    pixels = [int(v) for v in images.reshape(-1)]
+    n = len(pixels)
+    mean = Fraction(sum(pixels), 255 * n)
+    variance = sum((Fraction(v, 255) - mean) ** 2 for v in pixels) / n
+    exact = Context(prec=60)
+    std = exact.sqrt(exact.divide(Decimal(variance.numerator), Decimal(variance.denominator)))
+    norm = fit_normalization(images)
+    assert (norm.mean, norm.std) == (float(mean), float(std))
+
+
 def test_each_epoch_has_its_own_seeded_order():
     first = epoch_order(1000, seed=1, epoch=1)
     np.testing.assert_array_equal(first, epoch_order(1000, seed=1, epoch=1))

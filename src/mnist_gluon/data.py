@@ -6,10 +6,12 @@ Everything up to `normalise` is numpy only; batching works on MXNet arrays held 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -381,6 +383,9 @@ def split_validation(
     return images[train], labels[train], images[val], labels[val]
 
 
+SUMS_SLICE = 1 << 18  # pixels per slice of fit_normalization's sums: 1 MB of squares
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Pixels become ((pixel / 255) - mean) / std."""
@@ -390,8 +395,19 @@ class Normalization:
 
 
 def fit_normalization(images: np.ndarray) -> Normalization:
-    scaled = images.astype(np.float64) / 255.0
-    return Normalization(float(scaled.mean()), float(scaled.std()) or 1.0)
+    """The mean and standard deviation of uint8 `images` / 255, exact: from the integer sums
+    of the pixels and of their squares, taken a slice at a time (no float copy of the
+    training set), each rounded once at the end."""
+    flat = images.reshape(-1)
+    count, total, squares = flat.size, 0, 0
+    for start in range(0, count, SUMS_SLICE):
+        part = flat[start:start + SUMS_SLICE]
+        total += int(part.sum(dtype=np.uint64))
+        squares += int(np.square(part, dtype=np.uint32).sum(dtype=np.uint64))
+    # std = sqrt(count * squares - total^2) / (255 * count), the root to 64 more bits.
+    spread = math.isqrt((count * squares - total * total) << 128)
+    std = float(Fraction(spread, (255 * count) << 64))
+    return Normalization(float(Fraction(total, 255 * count)), std or 1.0)
 
 
 def normalise(images: np.ndarray, norm: Normalization) -> np.ndarray:
