@@ -9,6 +9,7 @@ twice."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,24 @@ def open_tracking(config: Config, run_dir: Path, writer: bool,
     if not config.track.tensorboard or not writer:
         return NoTracking(), None
     try:
-        import tensorboardX  # noqa: F401
+        import_tensorboardx()
     except ImportError:
         return NoTracking(), f"no TensorBoard logs: they need tensorboardX: {INSTALL}"
     return TensorBoard(config, run_dir, resumed_step), None
+
+
+def import_tensorboardx():
+    """tensorboardX, without torch: where torch is installed, tensorboardX's writer imports it
+    (1.2-1.7 s) only to name its tensor type in type hints. Runs hand it numpy arrays."""
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # `import torch` raises ImportError while this is here
+    try:
+        import tensorboardX
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return tensorboardX
 
 
 class TensorBoard(NoTracking):
