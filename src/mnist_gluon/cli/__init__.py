@@ -9,7 +9,10 @@ answers at once.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from typing import NoReturn
 
 import click
 
@@ -64,32 +67,45 @@ def run(command: click.Command, argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def finish(status: int) -> NoReturn:
+    """End the process with `status` as soon as its output is out. Everything a command writes
+    is closed and synced by then; the interpreter's teardown (MXNet's engine, every module's
+    objects) would take another 0.1-0.5 s and do nothing a user needs."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe, or a stream already closed
+            pass
+    logging.shutdown()
+    os._exit(status)
+
+
 def train_main() -> None:
-    sys.exit(run(train_command))
+    finish(run(train_command))
 
 
 def eval_main() -> None:
-    sys.exit(run(eval_command))
+    finish(run(eval_command))
 
 
 def predict_main() -> None:
-    sys.exit(run(predict_command))
+    finish(run(predict_command))
 
 
 def export_main() -> None:
-    sys.exit(run(export_command))
+    finish(run(export_command))
 
 
 def sweep_main() -> None:
-    sys.exit(run(sweep_command))
+    finish(run(sweep_command))
 
 
 def launch_main() -> None:
-    sys.exit(run(launch_command))
+    finish(run(launch_command))
 
 
 def serve_main() -> None:
-    sys.exit(run(serve_command))
+    finish(run(serve_command))
 
 
 @click.group("mnist", context_settings=CONTEXT)
@@ -107,5 +123,5 @@ for _name, _command in (("train", train_command), ("eval", eval_command),
 
 
 def main() -> None:
-    sys.exit(run(mnist_group))
+    finish(run(mnist_group))
 
