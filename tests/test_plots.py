@@ -4,7 +4,11 @@ import shutil
 import struct
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from mnist_gluon.cli import eval_command, run
+from mnist_gluon.training.curves import SERIES
 from support import without_module
 
 
@@ -24,6 +28,31 @@ def test_eval_plot_writes_the_confusion_matrix_and_the_worst_mistakes(model, mni
 
 def test_training_ends_with_curves_png(model):
     assert png_size(model.parent / "curves.png") == (1000, 400)
+
+
+def pixels_of(path: Path, colour: tuple[int, int, int]) -> int:
+    image = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return int((np.abs(image - colour).sum(axis=2) < 30).sum())
+
+
+def test_the_curves_draw_training_and_validation_and_a_refit_only_training(model, tmp_path):
+    (training, _, blue), (validation, _, orange) = SERIES
+    curves = model.parent / "curves.png"
+    assert pixels_of(curves, blue) > 500 and pixels_of(curves, orange) > 500
+    from mnist_gluon.cli import train_command
+
+    assert run(train_command, ["--refit", str(model.parent), "--out", str(tmp_path / "refit"),
+                               "--quiet"]) == 0
+    refit = tmp_path / "refit" / "curves.png"
+    assert pixels_of(refit, blue) > 500 and pixels_of(refit, orange) == 0
+
+
+def test_without_matplotlib_a_run_still_draws_its_curves(small_config, tmp_path):
+    result = without_module("matplotlib", tmp_path, "train_command", [
+        "--config", small_config, "--out", tmp_path / "run", "--quiet"])
+    assert result.returncode == 0, result.stderr
+    assert "curves.png" not in result.stdout + result.stderr  # no "not written" note
+    assert png_size(tmp_path / "run" / "curves.png") == (1000, 400)
 
 
 def test_without_matplotlib_the_commands_say_how_to_install_it(model, mnist_dir, tmp_path):

@@ -383,9 +383,6 @@ def split_validation(
     return images[train], labels[train], images[val], labels[val]
 
 
-SUMS_SLICE = 1 << 18  # pixels per slice of fit_normalization's sums: 1 MB of squares
-
-
 @dataclass(frozen=True)
 class Normalization:
     """Pixels become ((pixel / 255) - mean) / std."""
@@ -394,18 +391,16 @@ class Normalization:
     std: float
 
 
-def fit_normalization(images: np.ndarray) -> Normalization:
-    """The mean and standard deviation of uint8 `images` / 255, exact: from the integer sums
-    of the pixels and of their squares, taken a slice at a time (no float copy of the
-    training set), each rounded once at the end."""
+def fit_normalization(images: np.ndarray, slice_pixels: int = 1 << 18) -> Normalization:
+    """The mean and std of uint8 `images` / 255, exact: from the integer sums of the pixels
+    and of their squares, a slice at a time (no float copy of the set), rounded once."""
     flat = images.reshape(-1)
     count, total, squares = flat.size, 0, 0
-    for start in range(0, count, SUMS_SLICE):
-        part = flat[start:start + SUMS_SLICE]
+    for start in range(0, count, slice_pixels):  # 1 MB of squares at a time
+        part = flat[start:start + slice_pixels]
         total += int(part.sum(dtype=np.uint64))
         squares += int(np.square(part, dtype=np.uint32).sum(dtype=np.uint64))
-    # std = sqrt(count * squares - total^2) / (255 * count), the root to 64 more bits.
-    spread = math.isqrt((count * squares - total * total) << 128)
+    spread = math.isqrt((count * squares - total * total) << 128)  # 64 bits below the point
     std = float(Fraction(spread, (255 * count) << 64))
     return Normalization(float(Fraction(total, 255 * count)), std or 1.0)
 

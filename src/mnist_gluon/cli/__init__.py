@@ -9,6 +9,7 @@ answers at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -72,10 +73,8 @@ def finish(status: int) -> NoReturn:
     is closed and synced by then; the interpreter's teardown (MXNet's engine, every module's
     objects) would take another 0.1-0.5 s and do nothing a user needs."""
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed stream
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe, or a stream already closed
-            pass
     logging.shutdown()
     os._exit(status)
 

@@ -57,11 +57,7 @@ def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir,
                 say=lambda text: click.echo(f"mnist-train: {text}", err=True))
     if not run.written:
         return
-    from ..inference.plots import missing
-
     rank = run.prefix  # rank 0 of a distributed run ends as it went on: each line says whose
-    if (note := missing()) is not None:
-        click.echo(f"{rank}no curves.png written; {note}")
     if refit_dir is not None:
         click.echo(f"{rank}refit on the whole training set for the {run.config.train.epochs} "
                    f"epochs that validation chose in {Path(refit_dir)}; this model has no "

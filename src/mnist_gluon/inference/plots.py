@@ -1,4 +1,5 @@
-"""Pictures: training curves, the confusion matrix, the most confidently wrong test images.
+"""mnist-eval's pictures: the confusion matrix and the most confidently wrong test images
+(a run's curves.png is training.curves').
 
 matplotlib is the optional `plot` extra. Without it nothing fails: `missing()` gives the line
 that says how to install it.
@@ -24,39 +25,22 @@ def missing() -> str | None:
 
 
 def _figure(width: float, height: float):
-    import matplotlib
+    """A figure drawn off-screen by Agg, outside pyplot: nothing to close, no display."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only, no display
-    from matplotlib import pyplot as plt
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
 
-    return plt, plt.figure(figsize=(width, height), dpi=100)
 
-
-def _save(plt, figure, path: Path) -> None:
+def _save(figure, path: Path) -> None:
     atomic_write(path, lambda temporary: figure.savefig(temporary, format="png"))
-    plt.close(figure)
-
-
-def plot_curves(rows: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, training and validation: 1000 x 400 pixels."""
-    plt, figure = _figure(10, 4)
-    epochs = [r["epoch"] for r in rows]
-    for position, (key, title) in enumerate((("loss", "loss"), ("accuracy", "accuracy")), 1):
-        axes = figure.add_subplot(1, 2, position)
-        axes.plot(epochs, [r[f"train_{key}"] for r in rows], marker="o", label="training")
-        if any(r.get(f"val_{key}") is not None for r in rows):
-            axes.plot(epochs, [r[f"val_{key}"] for r in rows], marker="o", label="validation")
-        axes.set_xlabel("epoch")
-        axes.set_title(title)
-        axes.grid(alpha=0.3)
-        axes.legend()
-    figure.tight_layout()
-    _save(plt, figure, path)
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
     """Rows are true classes, columns predicted: 700 x 600 pixels."""
-    plt, figure = _figure(7, 6)
+    figure = _figure(7, 6)
     axes = figure.add_subplot(1, 1, 1)
     shown = axes.imshow(np.log1p(matrix), cmap="Blues")
     for (row, col), count in np.ndenumerate(matrix):
@@ -70,7 +54,7 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
     axes.set_title(f"confusion matrix ({int(matrix.sum())} test images)")
     figure.colorbar(shown, ax=axes, label="log(1 + count)")
     figure.tight_layout()
-    _save(plt, figure, path)
+    _save(figure, path)
 
 
 def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
@@ -80,7 +64,7 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:count]
-    plt, figure = _figure(8, 8.8)
+    figure = _figure(8, 8.8)
     for slot, index in enumerate(worst):
         axes = figure.add_subplot(5, 5, slot + 1)
         axes.imshow(images[index].reshape(28, 28), cmap="gray")
@@ -89,5 +73,5 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
         axes.axis("off")
     figure.suptitle("most confident mistakes: predicted, probability (true)")
     figure.tight_layout()
-    _save(plt, figure, path)
+    _save(figure, path)
     return len(worst)

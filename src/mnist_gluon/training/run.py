@@ -133,13 +133,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     # beginning, with its saved config.
     resumed = (read_resumable(run_dir, config)
                if resume and any(run_dir.glob("*.params")) else None)
-    threads = engine.threads_in_effect()
-    if resumed and resumed.sidecar.threads not in (None, threads):
-        raise ConfigError(
-            f"{run_dir} was trained on {engine.openmp_threads(resumed.sidecar.threads)}, and "
-            f"its numbers depend on the count, but MXNet was imported here on "
-            f"{engine.openmp_threads(threads)} before the run could choose; resume it in a "
-            f"new process: mnist-train --resume {run_dir}")
+    threads = same_threads(resumed, run_dir)
     force = force or resume
     if resumed is None and cluster.writer:
         folders.check_run_dir(run_dir, force)
@@ -184,6 +178,19 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if note is not None:
         run.log.line(note)
     return run, state
+
+
+def same_threads(resumed: ckpt.Checkpoint | None, run_dir: Path) -> int | None:
+    """The OpenMP threads this process trains on, which a resumed run must have been trained
+    on (train() sets them before MXNet is imported, unless something imported it first)."""
+    threads = engine.threads_in_effect()
+    if resumed and resumed.sidecar.threads not in (None, threads):
+        raise ConfigError(
+            f"{run_dir} was trained on {engine.openmp_threads(resumed.sidecar.threads)}, and "
+            f"its numbers depend on the count, but MXNet was imported here on "
+            f"{engine.openmp_threads(threads)} before the run could choose; resume it in a "
+            f"new process: mnist-train --resume {run_dir}")
+    return threads
 
 
 def weight_average(config: Config, arch: Architecture, ctx,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .. import engine
 from ..config import Config, config_file, config_to_dict, fit_short_run, load_config
 from ..errors import ConfigError, Interrupted
-from ..inference.plots import missing, plot_curves
+from .curves import plot_curves
 from .signals import StopSignals
 from .trial import TrialJudge
 
@@ -62,7 +62,7 @@ def train(config: str | Path | Config | None = "base", out: str | Path | None = 
                 "no checkpoint had been written; mnist-train --resume "
                 f"{run_dir} starts it again")
         raise Interrupted(f"interrupted; {kept}") from None
-    if run.written and missing() is None:
+    if run.written:
         plot_curves([vars(epoch) for epoch in run.history], run.folder / "curves.png")
     return run
 
