@@ -54,6 +54,26 @@ def edited_sidecar(params_path: Path, resign: bool = False):
     sidecar_path.write_text(json.dumps(sidecar))
 
 
+def test_checkpoints_of_the_same_weights_are_written_once_and_each_reads_back(tmp_path):
+    # An epoch's end: epoch-NNNN, best and last hold the same weights.
+    net = build_model(ARCH, mx.cpu())
+    updater = Updater(named_parameters(net), TrainConfig(optimizer="adam"), mx.cpu())
+    last = tmp_path / "last.params"
+    copies = [(tmp_path / "epoch-0001.params", SIDECAR), (tmp_path / "best.params", SIDECAR)]
+    save_checkpoint(last, net, updater, SIDECAR, copies=copies)
+    for suffix in (".params", ".states"):
+        inodes = {p.with_suffix(suffix).stat().st_ino for p in [last, *(c for c, _ in copies)]}
+        assert len(inodes) == 1  # the disk space of one checkpoint
+    for path in [last, *(c for c, _ in copies)]:
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        assert sidecar["states_file"] == path.with_suffix(".states").name
+        np.testing.assert_array_equal(read_checkpoint(path).arrays["fc1.weight"],
+                                      net.fc1.weight.data().asnumpy())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{name}{suffix}" for name in ("last", "epoch-0001", "best")
+        for suffix in (".params", ".states", ".json"))  # no temporaries left
+
+
 def test_a_changed_params_file_is_refused_not_loaded(saved):
     path, _ = saved
     raw = bytearray(path.read_bytes())

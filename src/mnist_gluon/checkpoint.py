@@ -17,6 +17,7 @@ import shutil
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,45 +223,84 @@ def average_path(params_path: Path) -> Path:
 
 
 def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
-                    keep_previous: bool = False, average=None) -> None:
-    """Write `params_path`, its `.states` and its `.json` sidecar.
+                    keep_previous: bool = False, average=None,
+                    copies: Sequence[tuple[Path, Sidecar]] = ()) -> None:
+    """Write `params_path`, its `.states` and its `.json` sidecar (with a weight `average`,
+    `X.average` too), and the same weights as each of `copies`, (parameter path, sidecar)
+    pairs: a run's `epoch-NNNN` and `best` beside its `last`.
 
-    All three (four, with a weight `average`: `X.average`) are written and fsynced under
-    temporary names first, then renamed into place together. With `keep_previous`, the
-    checkpoint being replaced is first hard-linked to `previous.*`, so a crash between the
-    renames still leaves one complete checkpoint.
+    The data files are written and fsynced once, under temporary names, and hard-linked to
+    each copy's; every checkpoint gets its own sidecar, fsynced. Then all are renamed into
+    place, each checkpoint's sidecar after its files and `params_path`'s last, and the folder
+    is synced once. With `keep_previous`, the checkpoint being replaced is first hard-linked
+    to `previous.*`, so a crash between the renames still leaves one complete checkpoint.
     """
-    states, sidecar_file = states_path(params_path), sidecar_path(params_path)
-    staged: list[tuple[Path, Path]] = []
+    files = [(params_path, lambda tmp: net.save_parameters(str(tmp))),
+             (states_path(params_path), updater.save)]
+    if average is not None:
+        files.append((average_path(params_path), average.save))
+    temporaries: list[Path] = []
+    renames: list[tuple[Path, Path]] = []
     try:
-        staged.append((stage(params_path, lambda tmp: net.save_parameters(str(tmp))),
-                       params_path))
-        staged.append((stage(states, updater.save), states))
-        sealed = dataclasses.replace(sidecar, params_sha256=sha256_of(staged[0][0]),
-                                     states_file=states.name, states_format=STATES_FORMAT,
-                                     states_sha256=sha256_of(staged[1][0]))
-        if average is not None:
-            averaged = average_path(params_path)
-            staged.append((stage(averaged, average.save), averaged))
-            sealed = dataclasses.replace(sealed, average_count=average.count,
-                                         average_sha256=sha256_of(staged[-1][0]))
-        text = json.dumps(signed(sealed.to_json()), indent=2) + "\n"
-        staged.append((stage(sidecar_file, lambda tmp: tmp.write_text(text)), sidecar_file))
-        if keep_previous and sidecar_file.exists():
-            previous = params_path.with_name(PREVIOUS + params_path.suffix)
-            for _, path in staged:
-                backup = previous.with_suffix(path.suffix)
-                backup.unlink(missing_ok=True)
-                if not path.exists():  # an average that starts with this checkpoint
-                    continue
-                try:
-                    os.link(path, backup)
-                except OSError:  # a file system without hard links
-                    shutil.copy2(path, backup)
-        commit(staged)
+        written = []
+        for path, write in files:
+            written.append(stage(path, write))
+            temporaries.append(written[-1])
+        digests = [sha256_of(temporary) for temporary in written]
+        for target, its_sidecar in [*copies, (params_path, sidecar)]:
+            for temporary, (path, _) in zip(written, files, strict=True):
+                named = target.with_suffix(path.suffix)
+                source = temporary if target == params_path else linked(temporary, named)
+                temporaries.append(source)
+                renames.append((source, named))
+            text = json.dumps(signed(sealed(its_sidecar, target, digests, average).to_json()),
+                              indent=2) + "\n"
+            temporary = stage(sidecar_path(target), lambda tmp, text=text: tmp.write_text(text))
+            temporaries.append(temporary)
+            renames.append((temporary, sidecar_path(target)))
+        if keep_previous and sidecar_path(params_path).exists():
+            keep_as_previous(params_path, [named for _, named in renames[-len(files) - 1:]])
+        commit(renames)
     finally:
-        for temporary, _ in staged:
+        for temporary in temporaries:
             temporary.unlink(missing_ok=True)
+
+
+def sealed(sidecar: Sidecar, params_path: Path, digests: list[str], average) -> Sidecar:
+    """`sidecar` with the checksums of its checkpoint's files (in save_checkpoint's order)."""
+    done = dataclasses.replace(sidecar, params_sha256=digests[0],
+                               states_file=states_path(params_path).name,
+                               states_format=STATES_FORMAT, states_sha256=digests[1])
+    if average is not None:
+        done = dataclasses.replace(done, average_count=average.count,
+                                   average_sha256=digests[2])
+    return done
+
+
+def linked(temporary: Path, path: Path) -> Path:
+    """A second temporary name for the written file `temporary`, to be renamed to `path`:
+    a hard link, or a synced copy on a file system without them."""
+    second = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    second.unlink(missing_ok=True)
+    try:
+        os.link(temporary, second)
+    except OSError:
+        return stage(path, lambda tmp: shutil.copy2(temporary, tmp))
+    return second
+
+
+def keep_as_previous(params_path: Path, paths: list[Path]) -> None:
+    """Hard-link (or copy) the checkpoint's files now under `paths` to `previous.*`."""
+    previous = params_path.with_name(PREVIOUS + params_path.suffix)
+    for path in paths:
+        backup = previous.with_suffix(path.suffix)
+        backup.unlink(missing_ok=True)
+        if not path.exists():  # an average that starts with this checkpoint
+            continue
+        try:
+            os.link(path, backup)
+        except OSError:  # a file system without hard links
+            shutil.copy2(path, backup)
 
 
 def library_versions() -> dict[str, str]:

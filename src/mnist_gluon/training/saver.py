@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import checkpoint as ckpt
@@ -57,21 +57,25 @@ class Saver:
             # Metrics first: a crash before the checkpoint leaves a line that resume drops.
             with open(self.run_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(dataclasses.asdict(result)) + "\n")
-            if self.keep > 0:
-                self.save(f"epoch-{result.epoch:04d}", sidecar)
-                for old in sorted(self.run_dir.glob("epoch-*.params"))[:-self.keep]:
-                    for path in (old, ckpt.states_path(old), ckpt.sidecar_path(old),
-                                 ckpt.average_path(old)):
-                        path.unlink(missing_ok=True)
-            if improved:  # the best weights: live, or their average
-                weights = state.best_weights
-                self.save("best", dataclasses.replace(sidecar, weights=weights),
-                          net=self.average.net if weights == "average" else None)
-            self.save("last", sidecar, keep_previous=True)
+            # The same weights under several names are written once (save_checkpoint).
+            copies = [(f"epoch-{result.epoch:04d}", sidecar)] if self.keep > 0 else []
+            if improved and state.best_weights == "live":
+                copies.append(("best", sidecar))
+            elif improved:  # the best weights are their average
+                self.save("best", dataclasses.replace(sidecar, weights="average"),
+                          net=self.average.net)
+            self.save("last", sidecar, keep_previous=True, copies=copies)
+            for old in (sorted(self.run_dir.glob("epoch-*.params"))[:-self.keep]
+                        if self.keep > 0 else []):
+                for path in (old, ckpt.states_path(old), ckpt.sidecar_path(old),
+                             ckpt.average_path(old)):
+                    path.unlink(missing_ok=True)
         self.last = saved_at(self.run_dir / "last.params", sidecar)
 
     def save(self, name: str, sidecar: Sidecar, keep_previous: bool = False,
-             net: MLP | None = None) -> None:
+             net: MLP | None = None, copies: Sequence[tuple[str, Sidecar]] = ()) -> None:
+        """Write checkpoint `name` and, of the same weights, each (name, sidecar) of `copies`."""
         average = self.average if self.average is not None and self.average.count else None
         ckpt.save_checkpoint(self.run_dir / f"{name}.params", net or self.net, self.updater,
-                             sidecar, keep_previous, average)
+                             sidecar, keep_previous, average,
+                             [(self.run_dir / f"{n}.params", s) for n, s in copies])
