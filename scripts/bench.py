@@ -232,6 +232,112 @@ def processes(data_root: str, repeats: int) -> dict:
     return results
 
 
+# --- whole training processes: start-up, against a plain PyTorch script, side by side ------
+
+class Trainer:
+    """`mnist-train` of this checkout, or of another whose src folder is `src` (say a worktree
+    of the commit before a change), run in this interpreter."""
+
+    def __init__(self, src: Path, data_root: str, scratch: Path, name: str):
+        self.data_root, self.scratch, self.name = data_root, scratch, name
+        self.env = {**os.environ, "PYTHONPATH": str(src)}
+        self.runs = 0
+
+    def start(self, config: str, *settings: str) -> tuple[subprocess.Popen, Path]:
+        self.runs += 1
+        out = self.scratch / f"{self.name}-{self.runs}"
+        command = [sys.executable, "-c", "from mnist_gluon.cli import train_main; train_main()",
+                   "--config", config, "--data-root", self.data_root, "--out", str(out),
+                   "--quiet", *(arg for setting in settings for arg in ("--set", setting))]
+        return subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL), out
+
+    def run(self, config: str, *settings: str) -> tuple[float, list[float]]:
+        """(the process's wall seconds, each epoch's seconds as metrics.jsonl has them)."""
+        started = time.perf_counter()
+        process, out = self.start(config, *settings)
+        if process.wait():
+            raise RuntimeError(f"{self.name}: mnist-train exited with {process.returncode}")
+        return time.perf_counter() - started, epoch_seconds(out)
+
+
+def epoch_seconds(run_dir: Path) -> list[float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["seconds"] for line in lines]
+
+
+def in_turn(trainers: list[Trainer], repeats: int, figure, *settings: str) -> dict:
+    """`figure(wall, epoch_seconds)` of base.yaml runs with `settings`, trainers in turn
+    `repeats` times after a round that warms the page cache; with two, their ratio."""
+    values: dict[str, list[float]] = {t.name: [] for t in trainers}
+    for round_ in range(repeats + 1):
+        for trainer in trainers:
+            result = figure(*trainer.run("base", *settings))
+            if round_:
+                values[trainer.name].append(result)
+    figures = {name: summary(found) for name, found in values.items()}
+    if len(trainers) == 2:
+        this, other = (values[t.name] for t in trainers)
+        figures["ratio"] = summary([a / b for a, b in zip(this, other, strict=True)])
+    return figures
+
+
+def against_torch_script(trainer: Trainer, data_root: str, repeats: int,
+                         torch_threads: int) -> dict:
+    """scripts/torch_mlp.py's wall time over mnist-train's, 3 epochs at batch 64, in turn."""
+    script = [sys.executable, str(REPO / "scripts/torch_mlp.py"), "--data-root", data_root,
+              "--epochs", "3", "--batch-size", "64", "--out", str(trainer.scratch / "torch")]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch_threads)}
+    ours, torch_s = [], []
+    for round_ in range(repeats + 1):
+        started = time.perf_counter()
+        subprocess.run(script, check=True, stdout=subprocess.DEVNULL, env=env)
+        elapsed = time.perf_counter() - started
+        wall, _ = trainer.run("base", "train.epochs=3", "train.batch_size=64")
+        if round_:
+            torch_s.append(elapsed)
+            ours.append(wall)
+    return {"torch_script_s": summary(torch_s), "mnist_train_s": summary(ours),
+            "ratio": summary([t / o for t, o in zip(torch_s, ours, strict=True)])}
+
+
+def side_by_side(trainer: Trainer, config: str, epochs: int) -> dict:
+    """Per-epoch seconds (after the first epoch) of a run alone, then of two started together."""
+    settings = (f"train.epochs={epochs}",)
+    alone = statistics.median(trainer.run(config, *settings)[1][1:])
+    pair = [trainer.start(config, *settings) for _ in range(2)]
+    for process, _ in pair:
+        process.wait()
+    together = [statistics.median(epoch_seconds(out)[1:]) for _, out in pair]
+    return {"alone_epoch_s": alone, "side_by_side_epoch_s": together,
+            "slowdown": max(together) / alone}
+
+
+def whole_processes(args) -> dict:
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        trainers = [Trainer(REPO / "src", args.data_root, Path(scratch), "this")]
+        if args.baseline:
+            trainers.append(Trainer(args.baseline.resolve(), args.data_root, Path(scratch),
+                                    "baseline"))
+        # The process's wall time minus its one epoch's; an epoch's steps at batch 64.
+        figures["fixed_cost_s"] = in_turn(trainers, args.process_repeats,
+                                          lambda wall, epochs: wall - epochs[0],
+                                          "train.epochs=1")
+        figures["epoch_s_batch_64"] = in_turn(trainers, args.process_repeats,
+                                              lambda wall, epochs: statistics.median(epochs[1:]),
+                                              "train.epochs=3", "train.batch_size=64")
+        if not args.no_torch:
+            figures["torch_script"] = against_torch_script(trainers[0], args.data_root,
+                                                           args.process_repeats,
+                                                           args.torch_threads)
+        for trainer in trainers:
+            for config in ("base", "best"):
+                figures[f"side_by_side_{config}_{trainer.name}"] = side_by_side(
+                    trainer, config, args.sharing_epochs)
+    return figures
+
+
 # --- evaluation --------------------------------------------------------------------------------
 
 def evaluation(model, prepared, data_root: str, repeats: int) -> dict:
@@ -364,12 +470,26 @@ def main() -> int:
                         help="an interpreter with JAX [default: .venv-jax, from make .venv-jax]")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1,
                         help="PyTorch's intra-op threads [default: all cores]")
+    parser.add_argument("--whole-processes", action="store_true",
+                        help="only the whole-process figures: mnist-train's fixed cost, "
+                             "scripts/torch_mlp.py against it, and runs side by side")
+    parser.add_argument("--baseline", type=Path, metavar="SRC",
+                        help="with --whole-processes: another checkout's src folder, whose "
+                             "mnist-train takes turns with this one's")
+    parser.add_argument("--sharing-epochs", type=int, default=4,
+                        help="epochs of each run alone and side by side")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # one part, in a process of its own
     args = parser.parse_args()
 
     if args.part is not None:
         print(json.dumps(run_part(args.part, args)))
+        return 0
+    if args.whole_processes:
+        figures = whole_processes(args)
+        print(json.dumps(figures, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
         return 0
     if not args.no_torch and importlib.util.find_spec("torch") is None:
         print("bench.py: error: PyTorch is not installed; pip install -e '.[bench]' or pass "

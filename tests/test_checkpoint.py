@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_gluon.checkpoint import Sidecar, read_checkpoint, save_checkpoint, signed
+from mnist_gluon.checkpoint import Sidecar, read_checkpoint, signed
 from mnist_gluon.config import TrainConfig
 from mnist_gluon.data import Normalization
 from mnist_gluon.errors import CheckpointError, OutputError
@@ -15,6 +15,7 @@ from mnist_gluon.model import Architecture, build_model, named_parameters
 from mnist_gluon.mxnet_compat import gluon, mx
 from mnist_gluon.training.optim import Updater
 from mnist_gluon.training.run_folder import prepare_run_dir
+from mnist_gluon.training.saver import save_checkpoint
 from support import snapshot, unwritable
 
 ARCH = Architecture(hidden=16)

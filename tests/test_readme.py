@@ -61,9 +61,10 @@ class Scene:
         copy.write_bytes(bytes(raw))
         return copy
 
-    def run(self, name: str, *args, timeout: int = 300) -> str:
+    def run(self, name: str, *args, timeout: int = 300, env: dict | None = None) -> str:
         done = subprocess.run([str(BIN / name), *map(str, args)], capture_output=True,
-                              text=True, cwd=self.tmp, timeout=timeout)
+                              text=True, cwd=self.tmp, timeout=timeout,
+                              env={**os.environ, **(env or {})})
         return done.stdout + done.stderr
 
     def train(self, *args) -> str:
@@ -263,6 +264,14 @@ REPRODUCE = {
                         s.config),
     "worker 1 (pid …) has used no CPU for … s (stopped); stopping every process of the cluster":
         stalled_worker,
+    "OMP_NUM_THREADS='two' is not a number of threads; set it to a whole number such as 1, or "
+    "unset it (training uses 1)":
+        lambda s: s.run("mnist-train", "--config", s.config, "--out", s.tmp / "new",
+                        env={"OMP_NUM_THREADS": "two"}),
+    "resuming on the 1 OpenMP thread this run was trained on, not OMP_NUM_THREADS=2: its "
+    "numbers depend on the count":
+        lambda s: s.run("mnist-train", "--resume", s.run_copy(), "--set", "train.epochs=2",
+                        env={"OMP_NUM_THREADS": "2"}),
     "the loss became non-finite at step … (epoch …); …":
         lambda s: s.train("--set", "train.lr=1e30", "--set", "train.optimizer=sgd"),
     "the weights blew up in epoch … (… batches were skipped as non-finite; …)":

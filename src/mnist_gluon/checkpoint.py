@@ -1,4 +1,4 @@
-"""Checkpoints on disk: written atomically, read back with their meaning.
+"""Checkpoints on disk, read back with their meaning (training.saver writes them).
 
 A checkpoint `X` is three files: `X.params` (parameters, MXNet's format), `X.states` (the
 optimizer state, for resuming) and `X.json`, the sidecar that says what the
@@ -12,12 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import sys
 import types
 import typing
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ import numpy as np
 from .config import ACTIVATIONS, Config, config_from_dict, config_to_dict
 from .data import PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
-from .files import commit, sha256_of, stage
+from .files import sha256_of
 from .model import Architecture
 from .reading import check_regular, read_regular, shown
 
@@ -98,7 +95,7 @@ class DataRecord:
 class Sidecar:
     """What a checkpoint records beside its parameters: the `X.json` file, typed. `epoch`
     counts finished epochs; `in_epoch` is how far the next one had got when the checkpoint
-    was written inside it. The checksums are filled in by `save_checkpoint`."""
+    was written inside it. The checksums are filled in by `training.saver.save_checkpoint`."""
 
     architecture: Architecture
     normalization: Normalization
@@ -220,87 +217,6 @@ def states_path(params_path: Path) -> Path:
 
 def average_path(params_path: Path) -> Path:
     return params_path.with_suffix(".average")
-
-
-def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
-                    keep_previous: bool = False, average=None,
-                    copies: Sequence[tuple[Path, Sidecar]] = ()) -> None:
-    """Write `params_path`, its `.states` and its `.json` sidecar (with a weight `average`,
-    `X.average` too), and the same weights as each of `copies`, (parameter path, sidecar)
-    pairs: a run's `epoch-NNNN` and `best` beside its `last`.
-
-    The data files are written and fsynced once, under temporary names, and hard-linked to
-    each copy's; every checkpoint gets its own sidecar, fsynced. Then all are renamed into
-    place, each checkpoint's sidecar after its files and `params_path`'s last, and the folder
-    is synced once. With `keep_previous`, the checkpoint being replaced is first hard-linked
-    to `previous.*`, so a crash between the renames still leaves one complete checkpoint.
-    """
-    files = [(params_path, lambda tmp: net.save_parameters(str(tmp))),
-             (states_path(params_path), updater.save)]
-    if average is not None:
-        files.append((average_path(params_path), average.save))
-    temporaries: list[Path] = []
-    renames: list[tuple[Path, Path]] = []
-    try:
-        written = []
-        for path, write in files:
-            written.append(stage(path, write))
-            temporaries.append(written[-1])
-        digests = [sha256_of(temporary) for temporary in written]
-        for target, its_sidecar in [*copies, (params_path, sidecar)]:
-            for temporary, (path, _) in zip(written, files, strict=True):
-                named = target.with_suffix(path.suffix)
-                source = temporary if target == params_path else linked(temporary, named)
-                temporaries.append(source)
-                renames.append((source, named))
-            text = json.dumps(signed(sealed(its_sidecar, target, digests, average).to_json()),
-                              indent=2) + "\n"
-            temporary = stage(sidecar_path(target), lambda tmp, text=text: tmp.write_text(text))
-            temporaries.append(temporary)
-            renames.append((temporary, sidecar_path(target)))
-        if keep_previous and sidecar_path(params_path).exists():
-            keep_as_previous(params_path, [named for _, named in renames[-len(files) - 1:]])
-        commit(renames)
-    finally:
-        for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
-
-
-def sealed(sidecar: Sidecar, params_path: Path, digests: list[str], average) -> Sidecar:
-    """`sidecar` with the checksums of its checkpoint's files (in save_checkpoint's order)."""
-    done = dataclasses.replace(sidecar, params_sha256=digests[0],
-                               states_file=states_path(params_path).name,
-                               states_format=STATES_FORMAT, states_sha256=digests[1])
-    if average is not None:
-        done = dataclasses.replace(done, average_count=average.count,
-                                   average_sha256=digests[2])
-    return done
-
-
-def linked(temporary: Path, path: Path) -> Path:
-    """A second temporary name for the written file `temporary`, to be renamed to `path`:
-    a hard link, or a synced copy on a file system without them."""
-    second = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    second.unlink(missing_ok=True)
-    try:
-        os.link(temporary, second)
-    except OSError:
-        return stage(path, lambda tmp: shutil.copy2(temporary, tmp))
-    return second
-
-
-def keep_as_previous(params_path: Path, paths: list[Path]) -> None:
-    """Hard-link (or copy) the checkpoint's files now under `paths` to `previous.*`."""
-    previous = params_path.with_name(PREVIOUS + params_path.suffix)
-    for path in paths:
-        backup = previous.with_suffix(path.suffix)
-        backup.unlink(missing_ok=True)
-        if not path.exists():  # an average that starts with this checkpoint
-            continue
-        try:
-            os.link(path, backup)
-        except OSError:  # a file system without hard links
-            shutil.copy2(path, backup)
 
 
 def library_versions() -> dict[str, str]:

@@ -1,15 +1,18 @@
 """A run's saves: when a step asks for one (a stop signal, `checkpoint.every_steps`), and the
-checkpoints and metrics lines that rank 0 writes."""
+checkpoints and metrics lines that rank 0 writes, atomically and durably."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import checkpoint as ckpt
 from ..checkpoint import EpochProgress, EpochResult, Sidecar
+from ..files import commit, sha256_of, stage
 from ..model import MLP
 from .average import WeightAverage
 from .resume import saved_at
@@ -76,6 +79,88 @@ class Saver:
              net: MLP | None = None, copies: Sequence[tuple[str, Sidecar]] = ()) -> None:
         """Write checkpoint `name` and, of the same weights, each (name, sidecar) of `copies`."""
         average = self.average if self.average is not None and self.average.count else None
-        ckpt.save_checkpoint(self.run_dir / f"{name}.params", net or self.net, self.updater,
+        save_checkpoint(self.run_dir / f"{name}.params", net or self.net, self.updater,
                              sidecar, keep_previous, average,
                              [(self.run_dir / f"{n}.params", s) for n, s in copies])
+
+
+def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
+                    keep_previous: bool = False, average=None,
+                    copies: Sequence[tuple[Path, Sidecar]] = ()) -> None:
+    """Write `params_path`, its `.states` and its `.json` sidecar (with a weight `average`,
+    `X.average` too), and the same weights as each of `copies`, (parameter path, sidecar)
+    pairs: a run's `epoch-NNNN` and `best` beside its `last`.
+
+    The data files are written and fsynced once, under temporary names, and hard-linked to
+    each copy's; every checkpoint gets its own sidecar, fsynced. Then all are renamed into
+    place, each checkpoint's sidecar after its files and `params_path`'s last, and the folder
+    is synced once. With `keep_previous`, the checkpoint being replaced is first hard-linked
+    to `previous.*`, so a crash between the renames still leaves one complete checkpoint.
+    """
+    files = [(params_path, lambda tmp: net.save_parameters(str(tmp))),
+             (ckpt.states_path(params_path), updater.save)]
+    if average is not None:
+        files.append((ckpt.average_path(params_path), average.save))
+    temporaries: list[Path] = []
+    renames: list[tuple[Path, Path]] = []
+    try:
+        written = []
+        for path, write in files:
+            written.append(stage(path, write))
+            temporaries.append(written[-1])
+        digests = [sha256_of(temporary) for temporary in written]
+        for target, its_sidecar in [*copies, (params_path, sidecar)]:
+            for temporary, (path, _) in zip(written, files, strict=True):
+                named = target.with_suffix(path.suffix)
+                source = temporary if target == params_path else linked(temporary, named)
+                temporaries.append(source)
+                renames.append((source, named))
+            content = ckpt.signed(sealed(its_sidecar, target, digests, average).to_json())
+            text = json.dumps(content, indent=2) + "\n"
+            sidecar_file = ckpt.sidecar_path(target)
+            temporary = stage(sidecar_file, lambda tmp, text=text: tmp.write_text(text))
+            temporaries.append(temporary)
+            renames.append((temporary, sidecar_file))
+        if keep_previous and ckpt.sidecar_path(params_path).exists():
+            keep_as_previous(params_path, [named for _, named in renames[-len(files) - 1:]])
+        commit(renames)
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+
+
+def sealed(sidecar: Sidecar, params_path: Path, digests: list[str], average) -> Sidecar:
+    """`sidecar` with the checksums of its checkpoint's files (in save_checkpoint's order)."""
+    done = dataclasses.replace(sidecar, params_sha256=digests[0],
+                               states_file=ckpt.states_path(params_path).name,
+                               states_format=ckpt.STATES_FORMAT, states_sha256=digests[1])
+    if average is not None:
+        done = dataclasses.replace(done, average_count=average.count,
+                                   average_sha256=digests[2])
+    return done
+
+
+def linked(temporary: Path, path: Path) -> Path:
+    """A second temporary name for the written file `temporary`, to be renamed to `path`:
+    a hard link, or a synced copy on a file system without them."""
+    second = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    second.unlink(missing_ok=True)
+    try:
+        os.link(temporary, second)
+    except OSError:
+        return stage(path, lambda tmp: shutil.copy2(temporary, tmp))
+    return second
+
+
+def keep_as_previous(params_path: Path, paths: list[Path]) -> None:
+    """Hard-link (or copy) the checkpoint's files now under `paths` to `previous.*`."""
+    previous = params_path.with_name(ckpt.PREVIOUS + params_path.suffix)
+    for path in paths:
+        backup = previous.with_suffix(path.suffix)
+        backup.unlink(missing_ok=True)
+        if not path.exists():  # an average that starts with this checkpoint
+            continue
+        try:
+            os.link(path, backup)
+        except OSError:  # a file system without hard links
+            shutil.copy2(path, backup)
