@@ -20,7 +20,9 @@ INK, GRID = (40, 40, 40), (228, 228, 228)
 
 def plot_curves(rows: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch (metrics.jsonl's rows), training and validation, side by
-    side: 1000 x 400 pixels."""
+    side: 1000 x 400 pixels. Nothing is drawn without a row."""
+    if not rows:
+        return
     image = Image.new("RGB", (WIDTH * SCALE, HEIGHT * SCALE), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=13 * SCALE)
