@@ -78,6 +78,7 @@ def test_two_workers_train_their_own_shares_and_match_one_process(small_config, 
     started = pids(err)
     assert set(started) == {"scheduler", "server 0", "worker 0", "worker 1"}
     assert all(gone(pid) for pid in started.values())  # nothing is left behind
+    assert "did not end" not in err  # the scheduler and server ended with the workers
 
     digests = re.findall(r"\[rank (\d)/2\] parameters sha256 (\w+)", out)
     assert sorted(rank for rank, _ in digests) == ["0", "1"]

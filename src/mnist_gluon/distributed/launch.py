@@ -248,4 +248,8 @@ def watch(processes: list[Process], say: Callable[[str], None], stall: StallWatc
     while any(p.popen.poll() is None for p in processes) and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
     say(f"all {len(workers)} workers finished")
+    if lingering := [p.name for p in processes if p.popen.poll() is None]:
+        # A worker that left without telling the scheduler (MXNet's exit does) leaves them.
+        say(f"{', '.join(lingering)} did not end within {SERVERS_EXIT_SECONDS:.0f} s of the "
+            "workers; stopping them")
     return 0
