@@ -4,7 +4,8 @@ is imported, because MXNet reads both from the environment once.
 Training runs on MXNet's threaded engine with one OpenMP thread. Alone, that is as fast as a
 thread per core on this project's recipes; beside a second run, a server or a test suite it
 keeps its share of the cores, where OpenMP threads that wait by spinning made each of two runs
-side by side hundreds of times slower (BENCHMARKS.md, "Sharing the cores"). A run's numbers
+side by side 5 to 250 times slower (BENCHMARKS.md, "The whole process and the shared
+machine"). A run's numbers
 can depend on the thread count (MKLDNN splits a batch's gradient sums by it), so one thread
 also makes them the same on machines with other core counts. The count is recorded in every
 checkpoint, and a resumed run continues on it.
