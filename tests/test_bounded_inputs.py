@@ -160,3 +160,17 @@ def test_a_fifo_as_sidecar_is_refused_without_waiting_for_a_writer(tmp_path, mod
     params.write_bytes(model.read_bytes())
     os.mkfifo(tmp_path / "best.json")
     refused("mnist-eval", "--checkpoint", params, says="best.json is a FIFO, not a file")
+
+
+def test_a_fifo_as_the_sidecar_of_a_run_to_resume_is_refused_without_waiting(tmp_path,
+                                                                             small_config):
+    run_dir = tmp_path / "run"
+    assert subprocess.run([str(BIN / "mnist-train"), "--config", str(small_config), "--out",
+                           str(run_dir), "--quiet", "--set", "train.epochs=1"],
+                          capture_output=True).returncode == 0
+    (run_dir / "last.json").unlink()
+    os.mkfifo(run_dir / "last.json")
+    for name in ("best", "epoch-0001"):  # no other checkpoint to fall back on
+        for suffix in (".params", ".states", ".json"):
+            (run_dir / f"{name}{suffix}").unlink(missing_ok=True)
+    refused("mnist-train", "--resume", run_dir, says="last.json is a FIFO, not a file")

@@ -26,14 +26,13 @@ from .data import PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
 from .files import sha256_of
 from .model import Architecture
-from .reading import check_regular, read_regular, shown
+from .reading import MAX_SIDECAR_BYTES, check_regular, read_regular, shown
 
 SIDECAR_FORMAT = "mnist-gluon-checkpoint"
 SIDECAR_VERSION = 1
 # How the `.states` file is laid out (optim.Updater.save); resume needs the same layout.
 STATES_FORMAT = "mnist-gluon-updater-1"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.params", "best.params")
-MAX_SIDECAR_BYTES = 1 << 20  # ours are about 4 KB
 PREVIOUS = "previous"  # the `last` checkpoint before the newest, kept while it is replaced
 # The normalisation of Gluon's MNIST examples (ToTensor, then Normalize(0.13, 0.31)): assumed
 # for a bare .params file that came without a sidecar, unless the user says otherwise.

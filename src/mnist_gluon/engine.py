@@ -5,10 +5,9 @@ Training runs on MXNet's threaded engine with one OpenMP thread. Alone, that is 
 thread per core on this project's recipes; beside a second run, a server or a test suite it
 keeps its share of the cores, where OpenMP threads that wait by spinning made each of two runs
 side by side 5 to 250 times slower (BENCHMARKS.md, "The whole process and the shared
-machine"). A run's numbers
-can depend on the thread count (MKLDNN splits a batch's gradient sums by it), so one thread
-also makes them the same on machines with other core counts. The count is recorded in every
-checkpoint, and a resumed run continues on it.
+machine"). A run's numbers can depend on the thread count (MKLDNN splits a batch's gradient
+sums by it), so one thread also makes them the same on machines with other core counts. The
+count is recorded in every checkpoint, and a resumed run continues on it.
 
 Inference (mnist-eval, -predict, -export) runs short bursts of big operators: the synchronous
 NaiveEngine, in the calling thread, with an OpenMP thread per core. The numbers are the same
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from .device import parse_device
 from .errors import ConfigError
+from .reading import MAX_SIDECAR_BYTES, read_regular
 
 THREADS = "OMP_NUM_THREADS"
 TRAINING_THREADS = 1
@@ -36,9 +36,9 @@ def all_cores() -> dict[str, str]:
     return {"MXNET_ENGINE_TYPE": "NaiveEngine", THREADS: str(len(os.sched_getaffinity(0)))}
 
 
-def asked_threads() -> int | None:
-    """OMP_NUM_THREADS as a thread count; None when it is not set."""
-    value = os.environ.get(THREADS, "").strip()
+def thread_count(value: str | None) -> int | None:
+    """An OMP_NUM_THREADS value as a thread count; None when it is not set."""
+    value = (value or "").strip()
     if not value:
         return None
     if not value.isdigit() or int(value) < 1:
@@ -51,7 +51,7 @@ def choose_training(recorded: int | None = None) -> str | None:
     """Set the OpenMP threads of a training run: `recorded`, the count a resumed run was
     trained on, else what OMP_NUM_THREADS asks, else one. Returns a note when the environment
     asked for another count than the run keeps. Nothing changes once MXNet is imported."""
-    asked = asked_threads()
+    asked = thread_count(os.environ.get(THREADS))
     if "mxnet" in sys.modules:
         return None
     if recorded is None or asked in (None, recorded):
@@ -74,10 +74,10 @@ def recorded_threads(run_dir: Path) -> int | None:
     newest: tuple[int, int | None] = (-1, None)
     for params in run_dir.glob("*.params"):
         try:
-            with open(params.with_suffix(".json"), "rb") as handle:
-                meta = json.loads(handle.read(1 << 20))
+            meta = json.loads(read_regular(params.with_suffix(".json"), MAX_SIDECAR_BYTES,
+                                           ConfigError, "sidecar"))
             step, threads = int(meta["step"]), meta.get("threads")
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ConfigError, ValueError, KeyError, TypeError, RecursionError):
             continue
         if isinstance(threads, int) and threads > 0 and step > newest[0]:
             newest = (step, threads)
@@ -89,8 +89,7 @@ def threads_in_effect() -> int | None:
     was imported; None when OMP_NUM_THREADS was not set then (MXNet's own default)."""
     from .mxnet_compat import IMPORTED_WITH_THREADS
 
-    value = (IMPORTED_WITH_THREADS or "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    return thread_count(IMPORTED_WITH_THREADS)
 
 
 def inference_settings(device: str, threads: int | None = None) -> dict[str, str]:

@@ -16,11 +16,10 @@ from .errors import OutputError
 def stage(path: Path, write: Callable[[Path], None]) -> Path:
     """Run `write` on a temporary name beside `path` and fsync it; the caller commits it.
     A write that fails because the disk is full is an OutputError that says so."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = temporary_for(path)
     try:
         write(temporary)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
+        sync(temporary)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
         # MXNet reports a short write as "FileStream.Write incomplete", not as ENOSPC.
@@ -29,6 +28,17 @@ def stage(path: Path, write: Callable[[Path], None]) -> Path:
                               "free some space and run the command again") from None
         raise
     return temporary
+
+
+def sync(path: Path) -> None:
+    """Make the written file `path` durable."""
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def temporary_for(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place: `.NAME.tmp-PID` beside it."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def disk_full(folder: Path, margin: int = 1 << 20) -> bool:
@@ -76,9 +86,19 @@ def staging_folder(out: Path) -> Iterator[Path]:
 def commit_files(pairs: list[tuple[Path, Path]]) -> None:
     """fsync each written (temporary, path) pair, then rename them into place in order."""
     for temporary, _ in pairs:
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
+        sync(temporary)
     commit(pairs)
+
+
+def link_or_copy(source: Path, target: Path) -> bool:
+    """Hard-link `source` to `target`, or copy it where the file system has no hard links;
+    whether it was a link."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+        return False
+    return True
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

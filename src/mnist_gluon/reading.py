@@ -18,6 +18,7 @@ from .errors import ConfigError, UserError
 # values; ours are 4 levels deep and a few hundred values.
 MAX_DEPTH = 32
 MAX_VALUES = 100_000
+MAX_SIDECAR_BYTES = 1 << 20  # a checkpoint's .json; ours are about 4 KB
 
 KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import checkpoint as ckpt
 from ..checkpoint import EpochProgress, EpochResult, Sidecar
-from ..files import commit, sha256_of, stage
+from ..files import commit, link_or_copy, sha256_of, stage, sync, temporary_for
 from ..model import MLP
 from .average import WeightAverage
 from .resume import saved_at
@@ -80,8 +78,8 @@ class Saver:
         """Write checkpoint `name` and, of the same weights, each (name, sidecar) of `copies`."""
         average = self.average if self.average is not None and self.average.count else None
         save_checkpoint(self.run_dir / f"{name}.params", net or self.net, self.updater,
-                             sidecar, keep_previous, average,
-                             [(self.run_dir / f"{n}.params", s) for n, s in copies])
+                        sidecar, keep_previous, average,
+                        [(self.run_dir / f"{n}.params", s) for n, s in copies])
 
 
 def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
@@ -104,16 +102,16 @@ def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
     temporaries: list[Path] = []
     renames: list[tuple[Path, Path]] = []
     try:
-        written = []
         for path, write in files:
-            written.append(stage(path, write))
-            temporaries.append(written[-1])
+            temporaries.append(stage(path, write))
+        written = list(temporaries)
         digests = [sha256_of(temporary) for temporary in written]
         for target, its_sidecar in [*copies, (params_path, sidecar)]:
             for temporary, (path, _) in zip(written, files, strict=True):
-                named = target.with_suffix(path.suffix)
-                source = temporary if target == params_path else linked(temporary, named)
-                temporaries.append(source)
+                named, source = target.with_suffix(path.suffix), temporary
+                if target != params_path:
+                    source = linked(temporary, named)
+                    temporaries.append(source)
                 renames.append((source, named))
             content = ckpt.signed(sealed(its_sidecar, target, digests, average).to_json())
             text = json.dumps(content, indent=2) + "\n"
@@ -143,12 +141,10 @@ def sealed(sidecar: Sidecar, params_path: Path, digests: list[str], average) -> 
 def linked(temporary: Path, path: Path) -> Path:
     """A second temporary name for the written file `temporary`, to be renamed to `path`:
     a hard link, or a synced copy on a file system without them."""
-    second = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    second = temporary_for(path)
     second.unlink(missing_ok=True)
-    try:
-        os.link(temporary, second)
-    except OSError:
-        return stage(path, lambda tmp: shutil.copy2(temporary, tmp))
+    if not link_or_copy(temporary, second):
+        sync(second)  # a copy is written anew
     return second
 
 
@@ -158,9 +154,5 @@ def keep_as_previous(params_path: Path, paths: list[Path]) -> None:
     for path in paths:
         backup = previous.with_suffix(path.suffix)
         backup.unlink(missing_ok=True)
-        if not path.exists():  # an average that starts with this checkpoint
-            continue
-        try:
-            os.link(path, backup)
-        except OSError:  # a file system without hard links
-            shutil.copy2(path, backup)
+        if path.exists():  # not an average that starts with this checkpoint
+            link_or_copy(path, backup)
