@@ -114,6 +114,9 @@ class Sidecar:
     # The OpenMP threads MXNet's operators ran on: a batch's gradient sums are split by it, so
     # the parameters depend on it. A resumed run continues on it. None: not recorded.
     threads: int | None = None
+    # Which implementation ran each operator that has two: {"update": "compiled" | "mxnet",
+    # "elastic": ...}. Empty: written before the compiled kernels (MXNet's operators).
+    kernels: dict[str, str] = field(default_factory=dict)
     # Which weights the .params file holds: the live ones, or their average (train.average).
     weights: str = "live"
     # The weight average, for resuming it exactly: how many epochs it holds, and its file's.

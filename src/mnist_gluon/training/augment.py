@@ -231,13 +231,33 @@ class Elastic(Warped):
         return TakeElastic(self.cfg, self.background)
 
 
-def augmentation(cfg: AugmentConfig | None, normalization: Normalization) -> NoAugmentation:
-    """The strategy for `cfg`; what moves in from outside an image is a black pixel."""
+class CompiledElastic(Warped):
+    """Elastic distortion after the affine draws, by the compiled `mnist_elastic_warp`: one
+    resampling of each image, its field drawn from a hash of (seed, epoch, image index)."""
+
+    def step_columns(self, order, labels, seed, epoch):
+        draws = (affine_draws(len(order), self.cfg, seed, epoch) if self.cfg.affine
+                 else np.tile(IDENTITY_DRAW, (len(order), 1)))
+        keys = np.empty((len(order), 2), dtype=np.int32)
+        keys[:, 0], keys[:, 1] = np.int64(seed).astype(np.uint32).view(np.int32), epoch
+        return [order.astype(np.int32), draws, keys]
+
+    def gather(self):
+        return TakeCompiledElastic(self.cfg, self.background)
+
+
+IDENTITY_DRAW = np.array([0, 1, 0, 0, 1], dtype=np.float32)  # angle, scale, dy, dx, mirror
+
+
+def augmentation(cfg: AugmentConfig | None, normalization: Normalization,
+                 elastic_kernel: str = "compiled") -> NoAugmentation:
+    """The strategy for `cfg`; what moves in from outside an image is a black pixel.
+    `elastic_kernel` ("compiled" or "mxnet") is what distorts elastically."""
     if cfg is None or not cfg.active:
         return NoAugmentation()
     background = float(normalise(np.zeros((1, 1), np.uint8), normalization)[0, 0])
     if cfg.elastic.alpha > 0:
-        return Elastic(cfg, background)
+        return (CompiledElastic if elastic_kernel == "compiled" else Elastic)(cfg, background)
     if cfg.rotate or cfg.scale:
         return Warped(cfg, background)
     return (ShiftedCopies if uses_copies(cfg) else Shifted)(cfg, background)
@@ -323,3 +343,18 @@ class TakeElastic(gluon.HybridBlock):
                                identity)
         moved = F.BilinearSampler(square, grid)  # zero outside, i.e. the background
         return F.reshape(moved, shape=(-1, PIXELS)) + self.background, F.take(labels, index)
+
+
+class TakeCompiledElastic(gluon.HybridBlock):
+    """(images, labels, (B,) indices, (B, 5) affine draws, (B, 2) keys) -> the distorted batch
+    and its labels. No gradient flows back to the images: BlockGrad tells MXNet so."""
+
+    def __init__(self, cfg: AugmentConfig, background: float, **kwargs):
+        super().__init__(**kwargs)
+        self.options = {"alpha": float(np.float32(cfg.elastic.alpha)),
+                        "sigma": float(np.float32(cfg.elastic.sigma)),
+                        "background": float(np.float32(background))}
+
+    def hybrid_forward(self, F, images, labels, index, draws, keys):
+        batch = F.mnist_elastic_warp(images, index, draws, keys, **self.options)
+        return F.BlockGrad(batch), F.take(labels, index)

@@ -51,7 +51,7 @@ def prepare_data(config: Config, ctxs,
     train_images, train_labels, val_images, val_labels = split_validation(
         split.images, split.labels, config.data.val_size, config.seed)
     normalization = normalization or fit_normalization(train_images)
-    augment = augmentation(config.data.augment, normalization)
+    augment = augmentation(config.data.augment, normalization, config.kernels)
     val_nd = (mx.nd.array(normalise(val_images, normalization), ctx=ctxs[0])
               if len(val_images) else None)
     return TrainingData(

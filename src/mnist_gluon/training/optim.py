@@ -1,9 +1,12 @@
-"""The optimizer update: MXNet's fused update operators called directly on the parameters.
+"""The optimizer update, called directly on the parameters.
 
 `gluon.Trainer.step` spends more time in Python than the update itself takes on this small
-network (see BENCHMARKS.md), so a local run updates through this class instead. The arithmetic
-is MXNet's own (`sgd_mom_update`, `nag_mom_update`, `adam_update`, `rmsprop_update`, with the
-defaults of `mx.optimizer`), so a recipe trains as it would under `gluon.Trainer`.
+network (see BENCHMARKS.md), so a local run updates through this class instead. On a CPU
+context with the compiled kernels, NAG, SGD with momentum and Adam update every parameter in
+one call of `mnist_fused_update`; otherwise each parameter is updated by MXNet's own operator
+(`sgd_mom_update`, `nag_mom_update`, `adam_update`, `rmsprop_update`, with the defaults of
+`mx.optimizer`). Both do the same arithmetic, bit for bit, so a recipe trains as it would
+under `gluon.Trainer`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import kernels
 from ..config import TrainConfig
 from ..errors import CheckpointError
 from ..mxnet_compat import mx
@@ -20,6 +24,7 @@ from ..mxnet_compat import mx
 ADAM_BETAS = (0.9, 0.999)
 RMSPROP_GAMMA = 0.9
 EPSILON = 1e-8
+FUSED = ("nag", "sgd", "adam")  # the optimizers mnist_fused_update does (with a state)
 
 
 def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
@@ -37,6 +42,34 @@ def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
+class Scalars:
+    """The fused update's hyperparameters as MXNet's own update operators read them.
+
+    MXNet parses an operator's float arguments from their text with its own parser, which is
+    not correctly rounded: it reads 2.6938926112052286e-06 as 2.6938924e-06, a float below the
+    nearest. For the parameters to be MXNet's bit for bit, the fused update computes with the
+    floats MXNet would read, so MXNet writes each into an array: sgd_update(0, -1, lr=value)
+    is exactly the value read. Only what changed since the last step is written again."""
+
+    ORDER = ("lr", "momentum", "wd", "rescale_grad", "clip_gradient", "beta1", "beta2",
+             "epsilon")
+
+    def __init__(self, ctx):
+        self.array = mx.nd.zeros((len(self.ORDER),), ctx=ctx)
+        self.zero = mx.nd.zeros((1,), ctx=ctx)
+        self.minus_one = mx.nd.full((1,), -1.0, ctx=ctx)
+        self.written: dict[str, float] = {}
+
+    def fill(self, options: dict):
+        """The array for `options` (a name left out is 0, clip_gradient -1: none)."""
+        for i, key in enumerate(self.ORDER):
+            value = options.get(key, -1.0 if key == "clip_gradient" else 0.0)
+            if self.written.get(key) != value:
+                mx.nd.sgd_update(self.zero, self.minus_one, lr=value, wd=0.0, rescale_grad=1.0,
+                                 out=self.array[i : i + 1])
+                self.written[key] = value
+        return self.array
+
 
 class Updater:
     """Optimizer state for `params` (name -> gluon Parameter) and the step that applies it.
@@ -45,7 +78,8 @@ class Updater:
     and the new weights are copied back to every device.
     """
 
-    def __init__(self, params: dict, cfg: TrainConfig, reduce_ctx):
+    def __init__(self, params: dict, cfg: TrainConfig, reduce_ctx, compiled: bool = False):
+        """`compiled`: update through the compiled kernels (loaded) where they apply."""
         self.params = params
         self.cfg = cfg
         self.reduce_ctx = reduce_ctx
@@ -58,6 +92,20 @@ class Updater:
         self.options = {"wd": cfg.weight_decay}
         if cfg.clip_gradient is not None:
             self.options["clip_gradient"] = cfg.clip_gradient  # each element to +-value
+        if cfg.optimizer in ("sgd", "nag") and self._slots():
+            self.options["momentum"] = cfg.momentum
+        elif cfg.optimizer == "adam":
+            self.options.update(beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], epsilon=EPSILON)
+        elif cfg.optimizer == "rmsprop":
+            self.options.update(gamma1=RMSPROP_GAMMA, epsilon=EPSILON)
+        self.fused = (compiled and cfg.optimizer in FUSED and self._slots() > 0
+                      and reduce_ctx.device_type == "cpu")
+        self.scalars = Scalars(reduce_ctx) if self.fused else None
+
+    @property
+    def kernel(self) -> str:
+        """Which implementation updates: kernels.COMPILED or kernels.MXNET."""
+        return kernels.COMPILED if self.fused else kernels.MXNET
 
     def _master(self, param):
         return param.list_data()[0].copyto(self.reduce_ctx) if self.multi_device else param.data()
@@ -73,13 +121,19 @@ class Updater:
         """One update with learning rate `lr` from gradients summed over `batch_size` examples."""
         self.num_update += 1
         options = dict(self.options, rescale_grad=1.0 / batch_size, lr=self._scaled_lr(lr))
-        for name, param in self.params.items():
-            weight = self.weights[name]
-            grad = self._gradient(param)
-            self._apply(weight, grad, self.states[name], options)
-            if self.multi_device:
+        grads = {name: self._gradient(param) for name, param in self.params.items()}
+        if self.fused:
+            arrays = [array for name, weight in self.weights.items()
+                      for array in (weight, grads[name], *self.states[name])]
+            mx.nd.mnist_fused_update(self.scalars.fill(options), *arrays,
+                                     kind=self.cfg.optimizer, count=len(self.weights))
+        else:
+            for name, weight in self.weights.items():
+                self._apply(weight, grads[name], self.states[name], options)
+        if self.multi_device:
+            for name, param in self.params.items():
                 for data in param.list_data():
-                    weight.copyto(data)
+                    self.weights[name].copyto(data)
 
     def _gradient(self, param):
         if not self.multi_device:
@@ -95,20 +149,15 @@ class Updater:
     def _apply(self, weight, grad, states, options) -> None:
         kind = self.cfg.optimizer
         if kind == "adam":
-            beta1, beta2 = ADAM_BETAS
-            mx.nd.adam_update(weight, grad, *states, out=weight, beta1=beta1, beta2=beta2,
-                              epsilon=EPSILON, **options)
+            mx.nd.adam_update(weight, grad, *states, out=weight, **options)
         elif kind == "rmsprop":
-            mx.nd.rmsprop_update(weight, grad, *states, out=weight, gamma1=RMSPROP_GAMMA,
-                                 epsilon=EPSILON, **options)
+            mx.nd.rmsprop_update(weight, grad, *states, out=weight, **options)
         elif not states:
             mx.nd.sgd_update(weight, grad, out=weight, **options)
         elif kind == "nag":
-            mx.nd.nag_mom_update(weight, grad, *states, out=weight, momentum=self.cfg.momentum,
-                                 **options)
+            mx.nd.nag_mom_update(weight, grad, *states, out=weight, **options)
         else:
-            mx.nd.sgd_mom_update(weight, grad, *states, out=weight, momentum=self.cfg.momentum,
-                                 **options)
+            mx.nd.sgd_mom_update(weight, grad, *states, out=weight, **options)
 
     # --- saved with every checkpoint, so a resumed run continues the same trajectory ---------
 

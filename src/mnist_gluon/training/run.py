@@ -35,6 +35,7 @@ from .augment import NoAugmentation
 from .average import WeightAverage
 from .cluster import Cluster, join_cluster
 from .data import TrainingData, prepare_data, validation_scores
+from .kernel_choice import KernelChoice, choose_kernels
 from .loop import PROGRESS_EVERY, StepControl, train_epoch
 from .optim import Updater, learning_rate
 from .progress import Log, format_epoch
@@ -134,6 +135,8 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     resumed = (read_resumable(run_dir, config)
                if resume and any(run_dir.glob("*.params")) else None)
     threads = same_threads(resumed, run_dir)
+    kernels = choose_kernels(config, ctxs, resumed.sidecar.kernels if resumed else None)
+    config = kernels.config
     force = force or resume
     if resumed is None and cluster.writer:
         folders.check_run_dir(run_dir, force)
@@ -150,7 +153,8 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         folders.prepare_run_dir(run_dir, force)
         lock = lock if lock is not None else folders.lock_run_dir(run_dir)
     trainer = build_trainer(config, ctxs, data.augmentation, resumed.arrays if resumed else None,
-                            cluster, steps, resumed.sidecar.step if resumed else 0)
+                            cluster, steps, resumed.sidecar.step if resumed else 0,
+                            compiled_update=kernels.compiled_update)
     state, last = RunState(), None
     if resumed:
         trainer.updater.load(ckpt.states_path(resumed.params_path))
@@ -164,7 +168,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if resumed and resumed.sidecar.refit_of:
         refit_of = Path(resumed.sidecar.refit_of)
     saver = Saver(run_dir, trainer.net, trainer.updater,
-                  run_sidecar(config, trainer.architecture, data, threads, refit_of),
+                  run_sidecar(config, trainer, data, threads, kernels, refit_of),
                   cluster.writer,
                   config.checkpoint.keep, last, average)
     tracker, note = open_tracking(config, run_dir, cluster.writer,
@@ -175,8 +179,8 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if resume and resumed is None:
         run.log.line(f"mnist-train: {run_dir} holds no checkpoint yet; training it from the "
                      "beginning with its saved config")
-    if note is not None:
-        run.log.line(note)
+    for line in (*kernels.notes, *([note] if note is not None else [])):
+        run.log.line(line)
     return run, state
 
 
@@ -217,10 +221,10 @@ class Trainer:
 
 def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
                   arrays: dict | None = None, cluster: Cluster | None = None, steps: int = 1,
-                  offset: int = 0) -> Trainer:
+                  offset: int = 0, compiled_update: bool = False) -> Trainer:
     """The model of `config` on `ctxs`, Xavier-initialised or holding `arrays`, with its
     training step; a distributed `cluster` updates on its servers, from step `offset` of
-    `steps` per epoch."""
+    `steps` per epoch. `compiled_update`: through the compiled kernels (choose_kernels)."""
     arch = Architecture(hidden=config.model.hidden, activation=config.model.activation,
                         classes=config.model.classes, dropout=config.model.dropout)
     net = build_model(arch, ctxs)
@@ -230,19 +234,24 @@ def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
     reduce_ctx = mx.cpu() if len(ctxs) > 1 and config.train.kvstore == "local" else ctxs[0]
     graph = train_step_graph(net, augmentation, config.train.label_smoothing)
     if cluster is not None and cluster.kvstore is not None:
-        updater = DistUpdater(net, config.train, cluster.kvstore, steps, offset)
+        updater = DistUpdater(net, config.train, cluster.kvstore, steps, offset,
+                              compiled_update)
     else:
-        updater = Updater(named_parameters(net), config.train, reduce_ctx)
+        updater = Updater(named_parameters(net), config.train, reduce_ctx, compiled_update)
     return Trainer(arch, net, graph, updater)
 
 
-def run_sidecar(config: Config, arch: Architecture, data: TrainingData, threads: int | None,
-                refit_of: Path | None = None) -> Sidecar:
+def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: int | None,
+                kernels: KernelChoice, refit_of: Path | None = None) -> Sidecar:
     """What every checkpoint of the run records about the run itself."""
-    return Sidecar(architecture=arch, normalization=data.normalization, config=config,
-                   data=DataRecord(config.data.name, data.checksums),
+    used = {"update": trainer.updater.kernel}
+    if kernels.elastic is not None:
+        used["elastic"] = kernels.elastic
+    return Sidecar(architecture=trainer.architecture, normalization=data.normalization,
+                   config=config, data=DataRecord(config.data.name, data.checksums),
                    versions=ckpt.library_versions(),
-                   refit_of=str(refit_of.resolve()) if refit_of else None, threads=threads)
+                   refit_of=str(refit_of.resolve()) if refit_of else None, threads=threads,
+                   kernels=used)
 
 
 @dataclass

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import kernels
 from ..config import TrainConfig
 from ..mxnet_compat import mx
-from .optim import learning_rate
+from .optim import Scalars, learning_rate
 
 
 class ServerSchedule:
@@ -24,6 +25,26 @@ class ServerSchedule:
                              self.cfg)
 
 
+class CompiledNAG(mx.optimizer.NAG):
+    """mx.optimizer.NAG, its update done by the compiled `mnist_fused_update` on the server
+    that holds the parameter (pickled to it by name, so it loads the library there too); on a
+    server where the library does not load, by MXNet's `nag_mom_update`, as NAG does."""
+
+    def _update_impl(self, index, weight, grad, state, multi_precision=False):
+        if multi_precision or state is None or kernels.load() is not None:
+            return super()._update_impl(index, weight, grad, state, multi_precision)
+        self._update_count(index)
+        options = {"lr": self._get_lr(index), "wd": self._get_wd(index),
+                   "rescale_grad": self.rescale_grad, "momentum": self.momentum}
+        if self.clip_gradient:
+            options["clip_gradient"] = self.clip_gradient
+        if not hasattr(self, "scalars"):  # made on the server, after unpickling
+            self.scalars = Scalars(weight.context)
+        mx.nd.mnist_fused_update(self.scalars.fill(options), weight, grad, state, kind="nag",
+                                 count=1)
+        return None
+
+
 class DistUpdater:
     """The update of a distributed run: `gluon.Trainer` on MXNet's parameter-server kvstore,
     updating on the servers (update_on_kvstore; updating on the workers raced here and
@@ -31,7 +52,8 @@ class DistUpdater:
     the global batch. The optimizer's state lives on the servers and MXNet cannot save it
     there: a resumed distributed run restores parameters and restarts that state."""
 
-    def __init__(self, net, cfg: TrainConfig, kvstore, steps_per_epoch: int, offset: int = 0):
+    def __init__(self, net, cfg: TrainConfig, kvstore, steps_per_epoch: int, offset: int = 0,
+                 compiled: bool = False):
         from ..mxnet_compat import gluon
 
         options = {"learning_rate": cfg.lr, "wd": cfg.weight_decay,
@@ -40,9 +62,13 @@ class DistUpdater:
             options["momentum"] = cfg.momentum
         if cfg.clip_gradient is not None:
             options["clip_gradient"] = cfg.clip_gradient
+        compiled = compiled and cfg.optimizer == "nag" and cfg.momentum > 0
+        optimizer = (CompiledNAG(**options) if compiled
+                     else mx.optimizer.create(cfg.optimizer, **options))
+        self.kernel = kernels.COMPILED if compiled else kernels.MXNET
         self.workers = kvstore.num_workers
-        self.trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, options,
-                                     kvstore=kvstore, update_on_kvstore=True)
+        self.trainer = gluon.Trainer(net.collect_params(), optimizer, kvstore=kvstore,
+                                     update_on_kvstore=True)
         self.num_update = offset
 
     def step(self, lr: float, batch_size: int) -> None:

@@ -1,0 +1,45 @@
+"""mnist_gluon's own operators, compiled from kernels.cc into an MXNet extension library.
+
+`mnist_fused_update` updates every parameter in one call (NAG, SGD with momentum, Adam), bit
+for bit as MXNet's own update operators do. `mnist_elastic_warp` gathers a batch, moves it by
+its affine draws and distorts it elastically in one pass, from random numbers keyed by (seed,
+epoch, image). Both run on CPU contexts.
+
+The wheel carries the library; `make` builds it from source (`python -m
+mnist_gluon.kernels.build`). Where it cannot be loaded, `load` says why in one line, and the
+update uses MXNet's own operators, which give the same numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+LIBRARY = Path(__file__).resolve().parent / "libmnist_kernels.so"
+COMPILED, MXNET = "compiled", "mxnet"  # which implementation ran, as the sidecar records it
+BUILD_COMMAND = "python -m mnist_gluon.kernels.build"
+
+
+@functools.cache
+def load() -> str | None:
+    """Load the library into this process's MXNet, once: None when its operators are there,
+    otherwise why they are not."""
+    # By name: a parameter server calls this from inside `import mxnet`, before mx.library.
+    from mxnet import library
+
+    from ..mxnet_compat import mx
+
+    if not LIBRARY.is_file():
+        return f"{LIBRARY.name} was not built for this install"
+    try:
+        library.load(str(LIBRARY), False)
+    except mx.base.MXNetError as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        return f"{LIBRARY} did not load ({lines[-1].strip() if lines else 'no reason given'})"
+    except OSError as error:
+        return f"{LIBRARY} did not load ({error})"
+    return None
+
+
+def available() -> bool:
+    return load() is None

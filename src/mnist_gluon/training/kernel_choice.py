@@ -1,0 +1,49 @@
+"""Which implementation of each operator a run uses: mnist_gluon's compiled kernels, or
+MXNet's own operators. The sidecar records the choice (`kernels`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .. import kernels
+from ..config import Config
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    config: Config  # the run's config, its `kernels` as the run will use them
+    compiled_update: bool  # whether the update may use mnist_fused_update
+    elastic: str | None  # kernels.COMPILED or kernels.MXNET; None without elastic distortion
+    notes: tuple[str, ...] = ()  # lines for the log, where the choice is not what was asked
+
+
+def choose_kernels(config: Config, ctxs, recorded: dict[str, str] | None) -> KernelChoice:
+    """The kernels of a run of `config` on `ctxs`; a resumed run passes its sidecar's record,
+    and keeps the elastic distortion it began with (a record without one: MXNet's)."""
+    on_cpu = all(ctx.device_type == "cpu" for ctx in ctxs)
+    wanted = config.kernels == kernels.COMPILED and on_cpu
+    missing = kernels.load() if wanted else None
+    elastic = None
+    notes = []
+    if config.data.augment.elastic.alpha > 0:
+        elastic = recorded.get("elastic", kernels.MXNET) if recorded is not None else (
+            kernels.COMPILED if wanted else kernels.MXNET)
+        if elastic != config.kernels:
+            config = dataclasses.replace(config, kernels=elastic)
+            notes.append(f"resuming with the elastic distortion the run began with: "
+                         f"kernels={elastic}" if recorded is not None else
+                         "the elastic distortion runs on MXNet's operators on GPU contexts "
+                         "(the compiled kernel is for CPUs)")
+        if elastic == kernels.COMPILED and not on_cpu:
+            raise ConfigError("this run was distorted by the compiled kernel, which runs on "
+                              "CPU contexts only; resume it with device: cpu")
+        if elastic == kernels.COMPILED and (missing := kernels.load()) is not None:
+            raise ConfigError(f"the elastic distortion needs mnist_gluon's compiled kernels: "
+                              f"{missing}; build them with `{kernels.BUILD_COMMAND}`, or set "
+                              "kernels=mxnet for MXNet's operators (other random numbers)")
+    if missing is not None:
+        notes.append(f"mnist_gluon's compiled kernels are not available ({missing}); the "
+                     "update runs on MXNet's own operators, which give the same numbers")
+    return KernelChoice(config, wanted and missing is None, elastic, tuple(notes))
