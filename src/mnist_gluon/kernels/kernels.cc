@@ -235,9 +235,9 @@ CLONES void draw_fields(uint64_t key, float* fx, float* fy) {
   }
 }
 
-// plane <- B plane B (B symmetric, rows padded to kStride): the Gaussian blur along rows and
-// columns, zero beyond the edge.
-CLONES void blur(const float* b, float* plane, float* scratch) {
+// plane <- B plane B (B symmetric and banded, rows padded to kStride): the Gaussian blur along
+// rows and columns, zero beyond the edge. The second product skips the zeros of the band.
+CLONES void blur(const float* b, int radius, float* plane, float* scratch) {
   for (int y = 0; y < kSide; ++y) {
     float* row = scratch + y * kStride;
     for (int x = 0; x < kStride; ++x) row[x] = 0.f;
@@ -250,7 +250,9 @@ CLONES void blur(const float* b, float* plane, float* scratch) {
   for (int y = 0; y < kSide; ++y) {
     float* row = plane + y * kStride;
     for (int x = 0; x < kStride; ++x) row[x] = 0.f;
-    for (int k = 0; k < kSide; ++k) {
+    const int first = y - radius < 0 ? 0 : y - radius;
+    const int last = y + radius >= kSide ? kSide - 1 : y + radius;
+    for (int k = first; k <= last; ++k) {
       const float v = b[y * kStride + k];
       const float* from = scratch + k * kStride;
       for (int x = 0; x < kStride; ++x) row[x] += v * from[x];
@@ -258,8 +260,10 @@ CLONES void blur(const float* b, float* plane, float* scratch) {
   }
 }
 
+int blur_radius(float sigma) { return static_cast<int>(std::ceil(3 * sigma)); }
+
 std::vector<float> blur_matrix(float sigma) {
-  const int radius = static_cast<int>(std::ceil(3 * sigma));
+  const int radius = blur_radius(sigma);
   double total = 0;
   for (int k = -radius; k <= radius; ++k) total += std::exp(-0.5 * (k / sigma) * (k / sigma));
   std::vector<float> b(kSide * kStride, 0.f);
@@ -276,6 +280,7 @@ std::vector<float> blur_matrix(float sigma) {
 
 struct Warp {
   float alpha, background;
+  int radius;
   std::vector<float> b;
 };
 
@@ -331,8 +336,8 @@ struct Buffers {
 void warp_image(const Warp& warp, const float* image, const float* draw, uint64_t key,
                 float* out, Buffers* buffers) {
   draw_fields(key, buffers->fx(), buffers->fy());
-  blur(warp.b.data(), buffers->fx(), buffers->scratch());
-  blur(warp.b.data(), buffers->fy(), buffers->scratch());
+  blur(warp.b.data(), warp.radius, buffers->fx(), buffers->scratch());
+  blur(warp.b.data(), warp.radius, buffers->fy(), buffers->scratch());
   sources(buffers->fx(), buffers->fy(), warp.alpha, draw, buffers->sx(), buffers->sy());
   resample(image, buffers->sx(), buffers->sy(), warp.background, out);
 }
@@ -373,8 +378,9 @@ MXReturnValue warp_shape(const Attrs&, std::vector<std::vector<unsigned int>>* i
 
 MXReturnValue warp_forward(const Attrs& attrs, std::vector<MXTensor>* in,
                            std::vector<MXTensor>* out, const OpResource&) {
+  const float sigma = attr_float(attrs, "sigma", 1.f);
   const Warp warp{attr_float(attrs, "alpha", 0.f), attr_float(attrs, "background", 0.f),
-                  blur_matrix(attr_float(attrs, "sigma", 1.f))};
+                  blur_radius(sigma), blur_matrix(sigma)};
   const float* images = (*in)[0].data<float>();
   const int64_t rows = (*in)[0].shape[0];
   const int32_t* index = (*in)[1].data<int32_t>();
