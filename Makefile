@@ -1,7 +1,8 @@
 # The two commands a newcomer needs: `make train` and `make test`. Each creates .venv if it is
 # missing, with a supported Python (python3 if it is one, else the newest of 3.10-3.14 found;
 # PYTHON=/path/to/python chooses), and installs the package into it first, with numpy 2
-# (scripts/install; NUMPY=1 for numpy 1.26). `make test` also installs the Debian packages the
+# (scripts/install; NUMPY=1 for numpy 1.26), then compiles mnist_gluon's kernels (g++, against
+# the installed mxnet). `make test` also installs the Debian packages the
 # tests use (scripts/system-packages).
 
 PYTHON ?=
@@ -16,17 +17,21 @@ DATA_ROOT ?= $(if $(shell grep -qs "name: *fashion" $(CONFIG) && echo fashion),,
 
 .PHONY: train test dist lint format clean
 
-train: $(VENV)/.installed
+# mnist_gluon's own kernels, compiled against the installed mxnet's lib_api files.
+KERNELS := src/mnist_gluon/kernels/libmnist_kernels.so
+
+train: $(VENV)/.installed $(KERNELS)
 	$(BIN)/mnist-train --config $(CONFIG) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(KERNELS)
 	scripts/system-packages
 	$(BIN)/python -m pytest
 
-# An sdist and a wheel in dist/; the wheel carries the configs and the page.
+# An sdist and a wheel in dist/; the wheel carries the configs, the page and the compiled
+# kernels, built against this venv's mxnet (hence no isolation).
 dist: $(VENV)/.installed-dev
 	rm -rf dist
-	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --no-isolation --outdir dist .
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts
@@ -46,6 +51,9 @@ $(VENV)/.installed-dev: pyproject.toml overrides/numpy$(NUMPY).txt | $(BIN)/pyth
 	$(BIN)/python scripts/install --numpy $(NUMPY) -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
+$(KERNELS): src/mnist_gluon/kernels/kernels.cc src/mnist_gluon/kernels/build.py | $(VENV)/.installed
+	$(BIN)/python -m mnist_gluon.kernels.build
+
 # JAX for scripts/bench.py's comparison, apart: it needs Python 3.11+ and a numpy of its choosing.
 .venv-jax:
 	python=$$(scripts/pick-python $(PYTHON)) && "$$python" -m venv $@.tmp
@@ -53,4 +61,4 @@ $(VENV)/.installed-dev: pyproject.toml overrides/numpy$(NUMPY).txt | $(BIN)/pyth
 	mv $@.tmp $@
 
 clean:
-	rm -rf $(VENV) .venv-jax build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-jax build dist src/*.egg-info .pytest_cache .ruff_cache $(KERNELS)

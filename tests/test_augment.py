@@ -95,8 +95,9 @@ def test_warp_without_change_is_the_identity_and_a_rotation_moves_pixels():
 
 @pytest.mark.parametrize("augment", [
     ["data.augment.shift=2"], ["data.augment.shift=4"],
-    ["data.augment.elastic.alpha=20", "data.augment.rotate=5"]],
-    ids=["copies", "selectors", "elastic"])
+    ["data.augment.elastic.alpha=20", "data.augment.rotate=5"],
+    ["data.augment.elastic.alpha=20", "data.augment.rotate=5", "kernels=mxnet"]],
+    ids=["copies", "selectors", "elastic", "mxnet-elastic"])
 def test_an_augmented_run_stopped_midway_resumes_to_identical_parameters(small_config,
                                                                         tmp_path, augment):
     settings = [*augment, "train.label_smoothing=0.1"]
@@ -108,31 +109,62 @@ def test_an_augmented_run_stopped_midway_resumes_to_identical_parameters(small_c
                                       mx.nd.load(str(stopped / "last.params"))[name].asnumpy())
 
 
-def elastic_batch(cfg: AugmentConfig, seed: int) -> np.ndarray:
-    """Eight real-looking images through the elastic gather block, after seeding MXNet's
-    generator as the training loop does before a step."""
-    images = mx.nd.array(np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32))
-    block = augmentation(cfg, Normalization(0.1307, 0.3081)).gather()
+def elastic_batch(cfg: AugmentConfig, seed: int, kernel: str, epoch: int = 0,
+                  rows: slice = slice(None)) -> np.ndarray:
+    """Eight real-looking images through the elastic gather block of `kernel`, with the
+    step's inputs its strategy makes for (seed, epoch), `rows` of them. MXNet's generator is
+    seeded as the training loop does before a step; the compiled warp does not use it."""
+    images = np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32)
+    labels = np.arange(8)
+    strategy = augmentation(cfg, Normalization(0.1307, 0.3081), kernel)
+    block = strategy.gather()
     block.initialize()
+    held = [mx.nd.array(a, dtype=a.dtype) for a in strategy.device_arrays(images, labels)]
+    own = [mx.nd.array(c[rows], dtype=c.dtype)
+           for c in strategy.step_columns(labels, labels, seed, epoch)]
     mx.random.seed(seed)
-    batch, labels = block(images, mx.nd.arange(8), mx.nd.arange(8))
-    assert labels.asnumpy().tolist() == list(range(8))
+    batch, batch_labels = block(*held, *own)
+    assert batch_labels.asnumpy().tolist() == labels[rows].tolist()
     return batch.asnumpy()
 
 
-def test_elastic_fields_are_drawn_from_the_seed_and_move_pixels():
+@pytest.mark.parametrize("kernel", ["compiled", "mxnet"])
+def test_elastic_fields_are_drawn_from_the_seed_and_move_pixels(kernel):
     cfg = AugmentConfig(elastic=ElasticConfig(alpha=34, sigma=4))
-    first, again, other = (elastic_batch(cfg, seed) for seed in (5, 5, 6))
+    first, again, other = (elastic_batch(cfg, seed, kernel) for seed in (5, 5, 6))
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other, atol=1e-3)
     images = np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32)
     assert not np.allclose(first, images, atol=1e-2)
 
 
-def test_elastic_without_displacement_is_the_identity_and_alpha_0_is_off():
+def test_compiled_elastic_draws_depend_on_seed_epoch_and_image_not_on_the_batch_split():
+    cfg = AugmentConfig(shift=1, elastic=ElasticConfig(alpha=20, sigma=4))
+    whole = elastic_batch(cfg, 42, "compiled")
+    halves = [elastic_batch(cfg, 42, "compiled", rows=part)
+              for part in (slice(0, 4), slice(4, 8))]
+    np.testing.assert_array_equal(np.concatenate(halves), whole)  # two devices, four each
+    assert not np.allclose(elastic_batch(cfg, 42, "compiled", epoch=1), whole, atol=1e-3)
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "mxnet"])
+def test_elastic_without_displacement_is_the_identity_and_alpha_0_is_off(kernel):
     assert type(augmentation(AugmentConfig(elastic=ElasticConfig(alpha=0)),
-                             Normalization(0, 1))) is NoAugmentation
+                             Normalization(0, 1), kernel)) is NoAugmentation
     still = AugmentConfig(elastic=ElasticConfig(alpha=1e-9, sigma=4))
     images = np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32)
-    np.testing.assert_allclose(elastic_batch(still, 1), images, atol=1e-4)
+    np.testing.assert_allclose(elastic_batch(still, 1, kernel), images, atol=1e-4)
 
+
+def test_compiled_elastic_applies_the_shift_draws_moving_whole_pixels_in_the_background():
+    shifted = AugmentConfig(shift=2, elastic=ElasticConfig(alpha=1e-9, sigma=4))
+    strategy = augmentation(shifted, Normalization(0.1307, 0.3081), "compiled")
+    background = strategy.background
+    images = np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32)
+    angle, scale, dy, dx, mirror = strategy.step_columns(np.arange(8), np.arange(8), 7, 0)[1].T
+    assert (angle == 0).all() and (scale == 1).all() and (mirror == 1).all()
+    moved = elastic_batch(shifted, 7, "compiled").reshape(8, 28, 28)
+    for image, out, down, right in zip(images.reshape(8, 28, 28), moved, dy, dx, strict=True):
+        expected = np.full((28 + 8, 28 + 8), background, dtype=np.float32)
+        expected[4 + int(down):32 + int(down), 4 + int(right):32 + int(right)] = image
+        np.testing.assert_allclose(out, expected[4:32, 4:32], atol=1e-4)

@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..config import AugmentConfig
 from ..data import IMAGE_SIZE, PIXELS, Normalization, normalise
 from ..mxnet_compat import gluon
@@ -351,6 +352,8 @@ class TakeCompiledElastic(gluon.HybridBlock):
 
     def __init__(self, cfg: AugmentConfig, background: float, **kwargs):
         super().__init__(**kwargs)
+        if (missing := kernels.load()) is not None:
+            raise RuntimeError(f"the compiled elastic warp is not available: {missing}")
         self.options = {"alpha": float(np.float32(cfg.elastic.alpha)),
                         "sigma": float(np.float32(cfg.elastic.sigma)),
                         "background": float(np.float32(background))}

@@ -79,7 +79,7 @@ class Updater:
     """
 
     def __init__(self, params: dict, cfg: TrainConfig, reduce_ctx, compiled: bool = False):
-        """`compiled`: update through the compiled kernels (loaded) where they apply."""
+        """`compiled`: update through the compiled kernels where they apply and load."""
         self.params = params
         self.cfg = cfg
         self.reduce_ctx = reduce_ctx
@@ -99,7 +99,7 @@ class Updater:
         elif cfg.optimizer == "rmsprop":
             self.options.update(gamma1=RMSPROP_GAMMA, epsilon=EPSILON)
         self.fused = (compiled and cfg.optimizer in FUSED and self._slots() > 0
-                      and reduce_ctx.device_type == "cpu")
+                      and reduce_ctx.device_type == "cpu" and kernels.available())
         self.scalars = Scalars(reduce_ctx) if self.fused else None
 
     @property
