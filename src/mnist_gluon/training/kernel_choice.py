@@ -32,10 +32,10 @@ def choose_kernels(config: Config, ctxs, recorded: dict[str, str] | None) -> Ker
             kernels.COMPILED if wanted else kernels.MXNET)
         if elastic != config.kernels:
             config = dataclasses.replace(config, kernels=elastic)
-            notes.append(f"resuming with the elastic distortion the run began with: "
+            notes.append(f"mnist-train: resuming with the elastic distortion the run began with: "
                          f"kernels={elastic}" if recorded is not None else
-                         "the elastic distortion runs on MXNet's operators on GPU contexts "
-                         "(the compiled kernel is for CPUs)")
+                         "mnist-train: the elastic distortion runs on MXNet's operators on GPU "
+                         "contexts (the compiled kernel is for CPUs)")
         if elastic == kernels.COMPILED and not on_cpu:
             raise ConfigError("this run was distorted by the compiled kernel, which runs on "
                               "CPU contexts only; resume it with device: cpu")
@@ -44,6 +44,7 @@ def choose_kernels(config: Config, ctxs, recorded: dict[str, str] | None) -> Ker
                               f"{missing}; build them with `{kernels.BUILD_COMMAND}`, or set "
                               "kernels=mxnet for MXNet's operators (other random numbers)")
     if missing is not None:
-        notes.append(f"mnist_gluon's compiled kernels are not available ({missing}); the "
-                     "update runs on MXNet's own operators, which give the same numbers")
+        notes.append(f"mnist-train: mnist_gluon's compiled kernels are not available "
+                     f"({missing}); the update runs on MXNet's own operators, which give the "
+                     "same numbers")
     return KernelChoice(config, wanted and missing is None, elastic, tuple(notes))

@@ -55,9 +55,13 @@ class Scalars:
              "epsilon")
 
     def __init__(self, ctx):
-        self.array = mx.nd.zeros((len(self.ORDER),), ctx=ctx)
-        self.zero = mx.nd.zeros((1,), ctx=ctx)
-        self.minus_one = mx.nd.full((1,), -1.0, ctx=ctx)
+        # By name: a parameter server makes these from inside `import mxnet`, before mx.nd.
+        from mxnet import ndarray
+
+        self.nd = ndarray
+        self.array = ndarray.zeros((len(self.ORDER),), ctx=ctx)
+        self.zero = ndarray.zeros((1,), ctx=ctx)
+        self.minus_one = ndarray.full((1,), -1.0, ctx=ctx)
         self.written: dict[str, float] = {}
 
     def fill(self, options: dict):
@@ -65,8 +69,8 @@ class Scalars:
         for i, key in enumerate(self.ORDER):
             value = options.get(key, -1.0 if key == "clip_gradient" else 0.0)
             if self.written.get(key) != value:
-                mx.nd.sgd_update(self.zero, self.minus_one, lr=value, wd=0.0, rescale_grad=1.0,
-                                 out=self.array[i : i + 1])
+                self.nd.sgd_update(self.zero, self.minus_one, lr=value, wd=0.0,
+                                   rescale_grad=1.0, out=self.array[i : i + 1])
                 self.written[key] = value
         return self.array
 

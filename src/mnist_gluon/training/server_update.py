@@ -28,7 +28,9 @@ class ServerSchedule:
 class CompiledNAG(mx.optimizer.NAG):
     """mx.optimizer.NAG, its update done by the compiled `mnist_fused_update` on the server
     that holds the parameter (pickled to it by name, so it loads the library there too); on a
-    server where the library does not load, by MXNet's `nag_mom_update`, as NAG does."""
+    server where the library does not load, by MXNet's `nag_mom_update`, as NAG does. (MXNet
+    drops an error raised in a server's update, leaving the parameter as it was: the whole
+    runs of tests/test_kernels.py are what show this update happens.)"""
 
     def _update_impl(self, index, weight, grad, state, multi_precision=False):
         if multi_precision or state is None or kernels.load() is not None:
@@ -40,8 +42,9 @@ class CompiledNAG(mx.optimizer.NAG):
             options["clip_gradient"] = self.clip_gradient
         if not hasattr(self, "scalars"):  # made on the server, after unpickling
             self.scalars = Scalars(weight.context)
-        mx.nd.mnist_fused_update(self.scalars.fill(options), weight, grad, state, kind="nag",
-                                 count=1)
+        # mx.nd does not exist yet inside the server's `import mxnet`.
+        self.scalars.nd.mnist_fused_update(self.scalars.fill(options), weight, grad, state,
+                                           kind="nag", count=1)
         return None
 
 

@@ -1,0 +1,215 @@
+"""mnist_gluon's compiled kernels: over whole runs, validation included, the fused update leaves
+the parameters MXNet's own operators leave, bit for bit, on one process and on a parameter
+server; an install without the library says so and trains to the same numbers, or refuses in
+one line where it could not; the library builds from the installed package."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_distributed import launch
+
+import mnist_gluon
+from mnist_gluon import kernels
+from mnist_gluon.checkpoint import signed
+from mnist_gluon.config import TrainConfig, load_config
+from mnist_gluon.errors import Stopped
+from mnist_gluon.model import Architecture, build_model, named_parameters
+from mnist_gluon.mxnet_compat import autograd, gluon, mx
+from mnist_gluon.training.optim import Updater
+from mnist_gluon.training.run import run_training
+from support import BIN, stop_at
+
+BASE_UPDATE = ["train.optimizer=nag", "train.lr=0.2", "train.momentum=0.9",
+               "train.weight_decay=5e-4", "train.warmup_epochs=1"]
+ELASTIC = ["data.augment.shift=1", "data.augment.elastic.alpha=20"]
+
+
+def saved(run_dir: Path) -> dict[str, bytes]:
+    """What a run leaves that the update decides: parameters, optimizer state, averages."""
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())
+            if p.suffix in (".params", ".states", ".average")}
+
+
+def recorded_kernels(run_dir: Path) -> dict[str, str]:
+    return json.loads((run_dir / "last.json").read_text())["kernels"]
+
+
+@pytest.mark.parametrize("settings", [
+    BASE_UPDATE,
+    ["train.optimizer=sgd", "train.lr=0.1", "train.momentum=0.9", "train.weight_decay=5e-4",
+     "train.clip_gradient=0.05"],
+    [*BASE_UPDATE, "train.epochs=3", "data.augment.shift=1", "train.average.start_epoch=2"],
+    ["train.optimizer=adam", "train.lr=0.003", "train.weight_decay=1e-4"],
+], ids=["base-nag", "sgd-momentum-clipped", "best-averaging", "adam"])
+def test_a_run_on_the_fused_update_ends_bit_identical_to_one_on_mxnets_operators(
+        small_config, tmp_path, settings):
+    # The cosine schedule's last rates are where MXNet's own parser of an operator's floats
+    # reads another number than the nearest float: the fused update must read the same.
+    files = {}
+    for kind in (kernels.COMPILED, kernels.MXNET):
+        run_dir = tmp_path / kind
+        run_training(load_config(small_config, [*settings, f"kernels={kind}"]), run_dir,
+                     quiet=True)
+        assert recorded_kernels(run_dir) == {"update": kind}
+        files[kind] = saved(run_dir)
+    assert files[kernels.COMPILED] == files[kernels.MXNET]
+    assert len(files[kernels.COMPILED]) >= 3
+
+
+# MXNet's parser reads this rate (the cosine schedule's last of a 3-epoch base.yaml run) as
+# 2.6938924e-06, a float below the nearest one, 2.6938926e-06.
+MISREAD_RATE = 2.6938926112052286e-06
+
+
+@pytest.mark.parametrize("optimizer", ["nag", "sgd", "adam"])
+def test_the_fused_update_computes_with_the_rate_mxnet_reads_not_the_nearest_float(optimizer):
+    cfg = TrainConfig(optimizer=optimizer, lr=MISREAD_RATE, lr_schedule="none", momentum=0.9,
+                      weight_decay=5e-4)
+    nets = {}
+    for kind in ("fused", "ops"):
+        mx.random.seed(7)
+        nets[kind] = build_model(Architecture(hidden=16), mx.cpu())
+    updaters = {kind: Updater(named_parameters(net), cfg, mx.cpu(), compiled=kind == "fused")
+                for kind, net in nets.items()}
+    assert updaters["fused"].kernel == kernels.COMPILED
+    assert updaters["ops"].kernel == kernels.MXNET
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        images = mx.nd.array(rng.standard_normal((32, 784)).astype(np.float32))
+        labels = mx.nd.array(rng.integers(0, 10, 32).astype(np.float32))
+        for kind, net in nets.items():
+            with autograd.record():
+                loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(images), labels)
+            loss.backward()
+            updaters[kind].step(MISREAD_RATE, 32)
+    if optimizer != "adam":  # Adam's rate is scaled by its bias correction first
+        assert updaters["fused"].scalars.array[0].asscalar() == np.float32(2.6938924e-06)
+    for name, param in named_parameters(nets["fused"]).items():
+        assert (param.data().asnumpy() == named_parameters(nets["ops"])[name].data().asnumpy()
+                ).all(), name
+
+
+def test_a_dist_sync_run_updates_on_the_server_with_the_fused_kernel_bit_identically(
+        small_config, tmp_path):
+    files = {}
+    for kind in (kernels.COMPILED, kernels.MXNET):
+        process = launch(small_config, tmp_path / kind, "--set", f"kernels={kind}")
+        try:
+            _, err = process.communicate(timeout=120)
+        finally:
+            process.kill()
+        assert process.returncode == 0, err
+        assert recorded_kernels(tmp_path / kind) == {"update": kind}
+        files[kind] = saved(tmp_path / kind)
+    assert files[kernels.COMPILED] == files[kernels.MXNET]
+
+
+@pytest.fixture(scope="module")
+def without_library(tmp_path_factory) -> Path:
+    """The package as an install without the compiled library has it: an sdist built where
+    there was no compiler."""
+    folder = tmp_path_factory.mktemp("no-kernels")
+    shutil.copytree(Path(mnist_gluon.__file__).parent, folder / "mnist_gluon",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    return folder
+
+
+def train_from(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    probe = ("import sys; from mnist_gluon import cli; "
+             f"sys.exit(cli.run(cli.train_command, {list(args)!r}))")
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(folder), **env}, timeout=300)
+
+
+def test_without_the_library_a_run_says_so_once_and_updates_to_the_same_numbers(
+        without_library, small_config, tmp_path):
+    done = train_from(without_library, "--config", str(small_config), "--out",
+                      str(tmp_path / "fallback"), "--quiet", *sum((["--set", s]
+                                                                  for s in BASE_UPDATE), []))
+    assert done.returncode == 0, done.stderr
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "kernels" in line]
+    assert said == ["mnist-train: mnist_gluon's compiled kernels are not available "
+                    "(libmnist_kernels.so was not built for this install); the update runs on "
+                    "MXNet's own operators, which give the same numbers"]
+    assert recorded_kernels(tmp_path / "fallback") == {"update": kernels.MXNET}
+    run_training(load_config(small_config, BASE_UPDATE), tmp_path / "compiled", quiet=True)
+    assert recorded_kernels(tmp_path / "compiled") == {"update": kernels.COMPILED}
+    assert saved(tmp_path / "fallback") == saved(tmp_path / "compiled")
+
+
+def test_without_the_library_elastic_distortion_is_refused_naming_the_setting(
+        without_library, small_config, tmp_path):
+    out = tmp_path / "elastic"
+    settings = sum((["--set", s] for s in ELASTIC), [])
+    done = train_from(without_library, "--config", str(small_config), "--out", str(out),
+                      *settings)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "mnist-train: error: the elastic distortion needs mnist_gluon's compiled kernels: "
+        "libmnist_kernels.so was not built for this install; build them with `python -m "
+        "mnist_gluon.kernels.build`, or set kernels=mxnet for MXNet's operators (other random "
+        "numbers)"]
+    assert not out.exists()
+    done = train_from(without_library, "--config", str(small_config), "--out", str(out),
+                      "--quiet", *settings, "--set", "kernels=mxnet", "--set", "train.epochs=1")
+    assert done.returncode == 0, done.stderr
+    assert recorded_kernels(out) == {"update": kernels.MXNET, "elastic": kernels.MXNET}
+
+
+def test_the_library_builds_from_an_installed_package_and_then_runs_compiled(
+        without_library, small_config, tmp_path):
+    build = [sys.executable, "-m", "mnist_gluon.kernels.build"]
+    env = {**os.environ, "PYTHONPATH": str(without_library)}
+    done = subprocess.run(build, capture_output=True, text=True,
+                          env={**env, "CXX": "/nonexistent/g++"})
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "mnist_gluon kernels: no C++ compiler (g++, or $CXX) on the PATH"]
+    built = without_library / "mnist_gluon" / "kernels" / kernels.LIBRARY.name
+    assert not built.exists()
+    try:
+        done = subprocess.run(build, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        assert built.is_file()
+        done = train_from(without_library, "--config", str(small_config), "--out",
+                          str(tmp_path / "run"), "--quiet", "--set", "train.epochs=1",
+                          *sum((["--set", s] for s in ELASTIC), []))
+        assert done.returncode == 0, done.stderr
+        assert "kernels" not in done.stdout + done.stderr
+        assert recorded_kernels(tmp_path / "run") == {"update": kernels.COMPILED,
+                                                      "elastic": kernels.COMPILED}
+    finally:
+        built.unlink(missing_ok=True)
+
+
+def test_a_run_distorted_before_the_compiled_kernels_resumes_on_mxnets_distortion(
+        small_config, tmp_path):
+    settings = [*ELASTIC, "train.epochs=2"]
+    reference = tmp_path / "reference"
+    run_training(load_config(small_config, [*settings, "kernels=mxnet"]), reference, quiet=True)
+    run_dir = tmp_path / "old"
+    with pytest.raises(Stopped):
+        run_training(load_config(small_config, [*settings, "kernels=mxnet"]), run_dir,
+                     quiet=True, stop_signal=stop_at(70, signal.SIGTERM))
+    # As an older mnist-gluon wrote them: no `kernels` in the config or the sidecar.
+    config = run_dir / "config.yaml"
+    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
+                              if not line.startswith("kernels:")))
+    for sidecar in run_dir.glob("*.json"):
+        record = json.loads(sidecar.read_text())
+        record.pop("kernels", None)
+        sidecar.write_text(json.dumps(signed(record)))
+    done = subprocess.run([str(BIN / "mnist-train"), "--resume", str(run_dir), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert ("mnist-train: resuming with the elastic distortion the run began with: "
+            "kernels=mxnet") in done.stdout + done.stderr
+    assert saved(run_dir)["last.params"] == saved(reference)["last.params"]
+    assert recorded_kernels(run_dir)["elastic"] == kernels.MXNET
