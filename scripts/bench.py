@@ -70,15 +70,18 @@ class Ours:
     def __init__(self, config, prepared, batch_size: int):
         from mnist_gluon.device import resolve_contexts
         from mnist_gluon.mxnet_compat import mx
+        from mnist_gluon.training.kernel_choice import choose_kernels
         from mnist_gluon.training.optim import learning_rate
         from mnist_gluon.training.run import build_trainer
 
-        self.config = config
         self.prepared = prepared
         self.batch_size = batch_size
         self.ctxs = resolve_contexts("cpu")
+        kernels = choose_kernels(config, self.ctxs, None)  # as mnist-train chooses them
+        self.config = config = kernels.config
         mx.random.seed(config.seed)
-        self.model = build_trainer(config, self.ctxs, prepared.augmentation)
+        self.model = build_trainer(config, self.ctxs, prepared.augmentation,
+                                   compiled_update=kernels.compiled_update)
         self.steps = prepared.num_train // batch_size
         self.lr_at = lambda step: learning_rate(step, self.steps, config.train)
 
@@ -266,13 +269,14 @@ def epoch_seconds(run_dir: Path) -> list[float]:
     return [json.loads(line)["seconds"] for line in lines]
 
 
-def in_turn(trainers: list[Trainer], repeats: int, figure, *settings: str) -> dict:
-    """`figure(wall, epoch_seconds)` of base.yaml runs with `settings`, trainers in turn
+def in_turn(trainers: list[Trainer], repeats: int, figure, *settings: str,
+            config: str = "base") -> dict:
+    """`figure(wall, epoch_seconds)` of `config` runs with `settings`, trainers in turn
     `repeats` times after a round that warms the page cache; with two, their ratio."""
     values: dict[str, list[float]] = {t.name: [] for t in trainers}
     for round_ in range(repeats + 1):
         for trainer in trainers:
-            result = figure(*trainer.run("base", *settings))
+            result = figure(*trainer.run(config, *settings))
             if round_:
                 values[trainer.name].append(result)
     figures = {name: summary(found) for name, found in values.items()}
@@ -327,6 +331,10 @@ def whole_processes(args) -> dict:
         figures["epoch_s_batch_64"] = in_turn(trainers, args.process_repeats,
                                               lambda wall, epochs: statistics.median(epochs[1:]),
                                               "train.epochs=3", "train.batch_size=64")
+        # best.yaml's epochs (the elastic distortion's), the first left out.
+        figures["best_epoch_s"] = in_turn(trainers, args.process_repeats,
+                                          lambda wall, epochs: statistics.median(epochs[1:]),
+                                          "train.epochs=4", config="best")
         if not args.no_torch:
             figures["torch_script"] = against_torch_script(trainers[0], args.data_root,
                                                            args.process_repeats,
@@ -398,6 +406,74 @@ def augmentation(config, data_root: str, repeats: int, batch_size: int = AUGMENT
             "epoch_s_with_elastic": summary(times["elastic"]),
             "augmentation_overhead": statistics.median(times["shift"]) / none - 1,
             "elastic_overhead": statistics.median(times["elastic"]) / none - 1}
+
+
+# --- our kernels against MXNet's own operators --------------------------------------------------
+
+def kernels(config, prepared, repeats: int, steps: int = 400) -> dict:
+    """Each compiled kernel against the MXNet operators it replaces, in alternation: the update
+    of base.yaml's MLP (gradients in place), and best.yaml's elastic warp of a batch of 256."""
+    from mnist_gluon import kernels as compiled
+    from mnist_gluon.model import Architecture, build_model, named_parameters
+    from mnist_gluon.mxnet_compat import mx
+    from mnist_gluon.training.augment import augmentation
+    from mnist_gluon.training.optim import Updater
+
+    if (missing := compiled.load()) is not None:
+        raise SystemExit(f"bench.py: error: {missing}; make builds the kernels")
+    net = build_model(Architecture(hidden=config.model.hidden), mx.cpu())
+    for param in named_parameters(net).values():
+        param.grad()[:] = mx.nd.random.normal(shape=param.shape) * 0.01
+    updaters = {kind: Updater(named_parameters(net), config.train, mx.cpu(),
+                              compiled=kind == compiled.COMPILED)
+                for kind in (compiled.COMPILED, compiled.MXNET)}
+
+    def update(kind: str) -> float:
+        started = time.perf_counter()
+        for _ in range(steps):
+            updaters[kind].step(0.1, 256)
+        mx.nd.waitall()
+        return (time.perf_counter() - started) / steps * 1e6
+
+    best = load_config_file(REPO / "configs/best.yaml")
+    images, labels = prepared.train[0].inputs
+    order = np.random.default_rng(0).permutation(prepared.num_train)[:256]
+    warps = {}
+    for kind in (compiled.COMPILED, compiled.MXNET):
+        strategy = augmentation(best.data.augment, prepared.normalization, kind)
+        block = strategy.gather()
+        block.initialize()
+        block.hybridize(static_alloc=True, static_shape=True)
+        columns = [mx.nd.array(c, dtype=c.dtype)
+                   for c in strategy.step_columns(order, prepared.train_labels, 42, 1)]
+        warps[kind] = (block, columns)
+
+    def warp(kind: str) -> float:
+        block, columns = warps[kind]
+        started = time.perf_counter()
+        for _ in range(steps // 10):
+            block(images, labels, *columns)[0].wait_to_read()
+        return (time.perf_counter() - started) / (steps // 10) * 1e3
+
+    times: dict[str, list[float]] = {}
+    for rep in range(repeats + 1):
+        kinds = [compiled.COMPILED, compiled.MXNET][:: 1 if rep % 2 else -1]
+        for name, timed in (("update_us", update), ("elastic_ms_256", warp)):
+            for kind in kinds:
+                value = timed(kind)
+                if rep:
+                    times.setdefault(f"{name}_{kind}", []).append(value)
+    figures = {name: summary(values) for name, values in times.items()}
+    for name in ("update_us", "elastic_ms_256"):
+        figures[f"{name}_speedup"] = (statistics.median(times[f"{name}_mxnet"])
+                                      / statistics.median(times[f"{name}_compiled"]))
+    return {"kernels": figures}
+
+
+def load_config_file(path: Path):
+    from mnist_gluon.config import load_config
+
+    return load_config(path)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -501,7 +577,8 @@ def main() -> int:
         return 2
     # Each part runs in a process of its own, because MXNet's engine is chosen once per process,
     # as mnist-train and mnist-eval choose it (mnist_gluon.engine).
-    parts = [f"batch:{b}" for b in args.batch_sizes.split(",")] + ["augmentation", "evaluation"]
+    parts = [f"batch:{b}" for b in args.batch_sizes.split(",")] + ["kernels", "augmentation",
+                                                                   "evaluation"]
     figures: dict = {"flop_per_sample": FLOP_PER_SAMPLE, "engines": {}}
     for part in parts:
         result = json.loads(subprocess.run([sys.executable, __file__, *sys.argv[1:],
@@ -576,6 +653,8 @@ def run_part(part: str, args) -> dict:
                 figures[f"{key}_batch_{batch}"] = result[key]
     elif kind == "augmentation":
         figures.update(augmentation(config, args.data_root, args.repeats))
+    elif kind == "kernels":
+        figures.update(kernels(config, prepared, args.repeats))
     else:
         model = Ours(config, prepared, AUGMENT_BATCH).model
         figures.update(evaluation(model, prepared, args.data_root, max(args.repeats, 10)))
@@ -624,6 +703,12 @@ def print_table(figures: dict) -> None:
           f"{figures['epoch_s_without_augmentation']['median']:.3f} s)")
     print(f"elastic distortion (alpha 34, sigma 4): {figures['elastic_overhead']:+.1%} epoch "
           f"time ({figures['epoch_s_with_elastic']['median']:.3f} s)")
+    k = figures["kernels"]
+    for name, what in (("update_us", "us per update of every parameter"),
+                       ("elastic_ms_256", "ms per elastic warp of 256 images")):
+        print(f"compiled kernel: {k[f'{name}_compiled']['median']:.1f} {what}, against "
+              f"{k[f'{name}_mxnet']['median']:.1f} on MXNet's operators "
+              f"({k[f'{name}_speedup']:.1f}x)")
     ms = figures["eval_10k_ms"]
     print(f"evaluation of 10,000 test images: {ms['median']:.1f} ms "
           f"(min {ms['min']:.1f}, max {ms['max']:.1f}); "
