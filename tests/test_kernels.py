@@ -89,8 +89,6 @@ def test_the_fused_update_computes_with_the_rate_mxnet_reads_not_the_nearest_flo
                 loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(images), labels)
             loss.backward()
             updaters[kind].step(MISREAD_RATE, 32)
-    if optimizer != "adam":  # Adam's rate is scaled by its bias correction first
-        assert updaters["fused"].scalars.array[0].asscalar() == np.float32(2.6938924e-06)
     for name, param in named_parameters(nets["fused"]).items():
         assert (param.data().asnumpy() == named_parameters(nets["ops"])[name].data().asnumpy()
                 ).all(), name

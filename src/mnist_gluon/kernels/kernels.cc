@@ -3,8 +3,9 @@
 //   mnist_fused_update  one call updates every parameter in place: NAG, SGD with momentum, Adam.
 //                       The arithmetic is MXNet's own kernels' (optimizer_op-inl.h), operation
 //                       for operation, so the parameters are bit-identical to theirs. Its
-//                       hyperparameters come as an array that MXNet's own parser filled (see
-//                       training/optim.py): that parser is not correctly rounded.
+//                       hyperparameters are read by MXNet's own parser of operator arguments
+//                       (dmlc::stof, from the headers the mxnet wheel ships), which is not
+//                       correctly rounded: the nearest float would not always be MXNet's.
 //   mnist_elastic_warp  a batch gathered from the training set, each image moved by its affine
 //                       draws and distorted elastically: random fields, Gaussian blur and
 //                       bilinear resampling in one pass. Its random numbers are a hash of
@@ -24,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dmlc/strtonum.h"
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;
@@ -57,11 +59,18 @@ struct Hyper {
   float lr, momentum, wd, rescale, clip, beta1, beta2, epsilon;
 };
 
-// The first input: lr, momentum, wd, rescale_grad, clip_gradient (< 0: none), beta1, beta2,
-// epsilon.
-constexpr int kScalars = 8;
+// As MXNet reads a float argument of its own operators.
+float mxnet_float(const Attrs& attrs, const char* key, float fallback) {
+  auto it = attrs.find(key);
+  return it == attrs.end() ? fallback : dmlc::stof(it->second);
+}
 
-Hyper hyper(const float* v) { return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]}; }
+Hyper hyper(const Attrs& attrs) {
+  return {mxnet_float(attrs, "lr", 0.f),       mxnet_float(attrs, "momentum", 0.f),
+          mxnet_float(attrs, "wd", 0.f),       mxnet_float(attrs, "rescale_grad", 1.f),
+          mxnet_float(attrs, "clip_gradient", -1.f), mxnet_float(attrs, "beta1", 0.9f),
+          mxnet_float(attrs, "beta2", 0.999f), mxnet_float(attrs, "epsilon", 1e-8f)};
+}
 
 // NAGMomKernel, called by MXNet with out=weight: the momentum's last term reads the weight
 // just written.
@@ -127,7 +136,7 @@ MXReturnValue update_parse(const Attrs& attrs, int* num_in, int* num_out) {
     MX_ERROR_MSG << "mnist_fused_update: count must be at least 1";
     return MX_FAIL;
   }
-  *num_in = static_cast<int>(1 + count * (2 + slots(kind)));
+  *num_in = static_cast<int>(count * (2 + slots(kind)));
   *num_out = 1;
   return MX_SUCCESS;
 }
@@ -143,12 +152,8 @@ MXReturnValue update_type(const Attrs&, std::vector<int>* in, std::vector<int>* 
   return MX_SUCCESS;
 }
 
-MXReturnValue update_shape(const Attrs&, std::vector<std::vector<unsigned int>>* in,
+MXReturnValue update_shape(const Attrs&, std::vector<std::vector<unsigned int>>*,
                            std::vector<std::vector<unsigned int>>* out) {
-  if ((*in)[0] != std::vector<unsigned int>{kScalars}) {
-    MX_ERROR_MSG << "mnist_fused_update: the first input holds the " << kScalars << " scalars";
-    return MX_FAIL;
-  }
   (*out)[0] = {1};
   return MX_SUCCESS;
 }
@@ -158,10 +163,8 @@ MXReturnValue update_mutates(const Attrs& attrs, std::vector<int>* indices) {
   const int group = 2 + slots(kind);
   const int64_t count = attr_int(attrs, "count", 0);
   for (int64_t p = 0; p < count; ++p) {
-    indices->push_back(static_cast<int>(1 + p * group));  // the weight
-    for (int s = 0; s < slots(kind); ++s) {
-      indices->push_back(static_cast<int>(1 + p * group + 2 + s));
-    }
+    indices->push_back(static_cast<int>(p * group));  // the weight
+    for (int s = 0; s < slots(kind); ++s) indices->push_back(static_cast<int>(p * group + 2 + s));
   }
   return MX_SUCCESS;
 }
@@ -173,11 +176,17 @@ constexpr int64_t kParallelGrain = 1 << 18;
 MXReturnValue update_forward(const Attrs& attrs, std::vector<MXTensor>* in,
                              std::vector<MXTensor>* out, const OpResource&) {
   const std::string kind = attr_kind(attrs);
-  const Hyper h = hyper((*in)[0].data<float>());
+  Hyper h;
+  try {
+    h = hyper(attrs);
+  } catch (const std::exception& error) {
+    MX_ERROR_MSG << "mnist_fused_update: " << error.what();
+    return MX_FAIL;
+  }
   const int group = 2 + slots(kind);
-  const int64_t count = static_cast<int64_t>(in->size() - 1) / group;
+  const int64_t count = static_cast<int64_t>(in->size()) / group;
   for (int64_t p = 0; p < count; ++p) {
-    MXTensor* t = &(*in)[1 + p * group];
+    MXTensor* t = &(*in)[p * group];
     const int64_t n = t[0].size();
     for (int k = 1; k < group; ++k) {
       if (t[k].size() != n) {

@@ -42,39 +42,6 @@ def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
-class Scalars:
-    """The fused update's hyperparameters as MXNet's own update operators read them.
-
-    MXNet parses an operator's float arguments from their text with its own parser, which is
-    not correctly rounded: it reads 2.6938926112052286e-06 as 2.6938924e-06, a float below the
-    nearest. For the parameters to be MXNet's bit for bit, the fused update computes with the
-    floats MXNet would read, so MXNet writes each into an array: sgd_update(0, -1, lr=value)
-    is exactly the value read. Only what changed since the last step is written again."""
-
-    ORDER = ("lr", "momentum", "wd", "rescale_grad", "clip_gradient", "beta1", "beta2",
-             "epsilon")
-
-    def __init__(self, ctx):
-        # By name: a parameter server makes these from inside `import mxnet`, before mx.nd.
-        from mxnet import ndarray
-
-        self.nd = ndarray
-        self.array = ndarray.zeros((len(self.ORDER),), ctx=ctx)
-        self.zero = ndarray.zeros((1,), ctx=ctx)
-        self.minus_one = ndarray.full((1,), -1.0, ctx=ctx)
-        self.written: dict[str, float] = {}
-
-    def fill(self, options: dict):
-        """The array for `options` (a name left out is 0, clip_gradient -1: none)."""
-        for i, key in enumerate(self.ORDER):
-            value = options.get(key, -1.0 if key == "clip_gradient" else 0.0)
-            if self.written.get(key) != value:
-                self.nd.sgd_update(self.zero, self.minus_one, lr=value, wd=0.0,
-                                   rescale_grad=1.0, out=self.array[i : i + 1])
-                self.written[key] = value
-        return self.array
-
-
 class Updater:
     """Optimizer state for `params` (name -> gluon Parameter) and the step that applies it.
 
@@ -104,7 +71,6 @@ class Updater:
             self.options.update(gamma1=RMSPROP_GAMMA, epsilon=EPSILON)
         self.fused = (compiled and cfg.optimizer in FUSED and self._slots() > 0
                       and reduce_ctx.device_type == "cpu" and kernels.available())
-        self.scalars = Scalars(reduce_ctx) if self.fused else None
 
     @property
     def kernel(self) -> str:
@@ -129,8 +95,10 @@ class Updater:
         if self.fused:
             arrays = [array for name, weight in self.weights.items()
                       for array in (weight, grads[name], *self.states[name])]
-            mx.nd.mnist_fused_update(self.scalars.fill(options), *arrays,
-                                     kind=self.cfg.optimizer, count=len(self.weights))
+            # The same arguments as MXNet's operators, read by MXNet's own parser: it is not
+            # correctly rounded (2.6938926112052286e-06 becomes 2.6938924e-06).
+            mx.nd.mnist_fused_update(*arrays, kind=self.cfg.optimizer, count=len(self.weights),
+                                     **options)
         else:
             for name, weight in self.weights.items():
                 self._apply(weight, grads[name], self.states[name], options)

@@ -7,7 +7,7 @@ from pathlib import Path
 from .. import kernels
 from ..config import TrainConfig
 from ..mxnet_compat import mx
-from .optim import Scalars, learning_rate
+from .optim import learning_rate
 
 
 class ServerSchedule:
@@ -40,11 +40,10 @@ class CompiledNAG(mx.optimizer.NAG):
                    "rescale_grad": self.rescale_grad, "momentum": self.momentum}
         if self.clip_gradient:
             options["clip_gradient"] = self.clip_gradient
-        if not hasattr(self, "scalars"):  # made on the server, after unpickling
-            self.scalars = Scalars(weight.context)
-        # mx.nd does not exist yet inside the server's `import mxnet`.
-        self.scalars.nd.mnist_fused_update(self.scalars.fill(options), weight, grad, state,
-                                           kind="nag", count=1)
+        # By name: inside a server's `import mxnet` there is no mx.nd yet.
+        from mxnet import ndarray
+
+        ndarray.mnist_fused_update(weight, grad, state, kind="nag", count=1, **options)
         return None
 
 
