@@ -1,6 +1,8 @@
 // mnist_gluon's own operators, as an MXNet extension library (loaded with mx.library.load):
 //
-//   mnist_fused_update  one call updates every parameter in place: NAG, SGD with momentum, Adam.
+//   mnist_fused_update  one call updates every parameter in place: NAG, SGD with momentum, Adam
+//                       (and adds `adds` pairs of arrays after them: target += value, for the
+//                       epoch's running sums, which would cost an operator call of their own).
 //                       The arithmetic is MXNet's own kernels' (optimizer_op-inl.h), operation
 //                       for operation, so the parameters are bit-identical to theirs. Its
 //                       hyperparameters are read by MXNet's own parser of operator arguments
@@ -131,12 +133,12 @@ MXReturnValue update_parse(const Attrs& attrs, int* num_in, int* num_out) {
     MX_ERROR_MSG << "mnist_fused_update: kind must be nag, sgd or adam, not '" << kind << "'";
     return MX_FAIL;
   }
-  const int64_t count = attr_int(attrs, "count", 0);
-  if (count < 1) {
-    MX_ERROR_MSG << "mnist_fused_update: count must be at least 1";
+  const int64_t count = attr_int(attrs, "count", 0), adds = attr_int(attrs, "adds", 0);
+  if (count < 1 || adds < 0) {
+    MX_ERROR_MSG << "mnist_fused_update: count must be at least 1, adds at least 0";
     return MX_FAIL;
   }
-  *num_in = static_cast<int>(count * (2 + slots(kind)));
+  *num_in = static_cast<int>(count * (2 + slots(kind)) + 2 * adds);
   *num_out = 1;
   return MX_SUCCESS;
 }
@@ -161,11 +163,12 @@ MXReturnValue update_shape(const Attrs&, std::vector<std::vector<unsigned int>>*
 MXReturnValue update_mutates(const Attrs& attrs, std::vector<int>* indices) {
   const std::string kind = attr_kind(attrs);
   const int group = 2 + slots(kind);
-  const int64_t count = attr_int(attrs, "count", 0);
+  const int64_t count = attr_int(attrs, "count", 0), adds = attr_int(attrs, "adds", 0);
   for (int64_t p = 0; p < count; ++p) {
     indices->push_back(static_cast<int>(p * group));  // the weight
     for (int s = 0; s < slots(kind); ++s) indices->push_back(static_cast<int>(p * group + 2 + s));
   }
+  for (int64_t a = 0; a < adds; ++a) indices->push_back(static_cast<int>(count * group + 2 * a));
   return MX_SUCCESS;
 }
 
@@ -184,7 +187,18 @@ MXReturnValue update_forward(const Attrs& attrs, std::vector<MXTensor>* in,
     return MX_FAIL;
   }
   const int group = 2 + slots(kind);
-  const int64_t count = static_cast<int64_t>(in->size()) / group;
+  const int64_t count = attr_int(attrs, "count", 0), adds = attr_int(attrs, "adds", 0);
+  for (int64_t a = 0; a < adds; ++a) {  // target += value, as MXNet's elemwise_add does
+    MXTensor& target = (*in)[count * group + 2 * a];
+    const MXTensor& value = (*in)[count * group + 2 * a + 1];
+    if (target.size() != value.size()) {
+      MX_ERROR_MSG << "mnist_fused_update: addition " << a << " has arrays of different sizes";
+      return MX_FAIL;
+    }
+    float* to = target.data<float>();
+    const float* from = static_cast<const float*>(value.data_ptr);
+    for (int64_t i = 0; i < target.size(); ++i) to[i] = to[i] + from[i];
+  }
   for (int64_t p = 0; p < count; ++p) {
     MXTensor* t = &(*in)[p * group];
     const int64_t n = t[0].size();

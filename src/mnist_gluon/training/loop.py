@@ -40,10 +40,12 @@ class DeviceSums:
             self.pairs[0][0][:] = mx.nd.array(progress.totals, dtype="float32")
         self.unchecked: list[tuple[int, list]] = []  # (step, its per-device sums) since a check
 
-    def add(self, step: int, stats: list) -> None:
-        for pair, batch_stats in zip(self.pairs, stats, strict=True):
-            pair[step % 2] += batch_stats
+    def additions(self, step: int, stats: list) -> list[tuple]:
+        """The (accumulator, stats) pairs that add the step's stats, for the updater to add in
+        its call (Updater.step)."""
         self.unchecked.append((step, stats))
+        return [(pair[step % 2], batch_stats)
+                for pair, batch_stats in zip(self.pairs, stats, strict=True)]
 
     def check(self) -> None:
         """Raise Diverged, naming the first step whose loss was not finite, if one was summed
@@ -92,8 +94,7 @@ def train_epoch(graph: TrainStep, updater, data: list[DeviceData], steps: list,
         if skip_nonfinite and not all_finite(stats):
             skipped += 1  # nothing is updated or counted for this batch
         else:
-            updater.step(lr_at(step), batch_size)
-            sums.add(step, stats)
+            updater.step(lr_at(step), batch_size, adds=sums.additions(step, stats))
         step += 1
         action = control.action(step) if control is not None else None
         if action is not None:

@@ -87,21 +87,28 @@ class Updater:
             return 0
         return 1
 
-    def step(self, lr: float, batch_size: int) -> None:
-        """One update with learning rate `lr` from gradients summed over `batch_size` examples."""
+    def step(self, lr: float, batch_size: int, adds: list | tuple = ()) -> None:
+        """One update with learning rate `lr` from gradients summed over `batch_size` examples;
+        then each (target, value) of `adds`, target += value. MXNet spends about 25 us on each
+        operator called from Python, a tenth of a step at batch 64: the fused update makes the
+        additions (the epoch's running sums) in its own call."""
         self.num_update += 1
         options = dict(self.options, rescale_grad=1.0 / batch_size, lr=self._scaled_lr(lr))
         grads = {name: self._gradient(param) for name, param in self.params.items()}
-        if self.fused:
+        together = self.fused and all(t.context == self.reduce_ctx for t, _ in adds)
+        if together:
             arrays = [array for name, weight in self.weights.items()
                       for array in (weight, grads[name], *self.states[name])]
+            arrays += [array for pair in adds for array in pair]
             # The same arguments as MXNet's operators, read by MXNet's own parser: it is not
             # correctly rounded (2.6938926112052286e-06 becomes 2.6938924e-06).
             mx.nd.mnist_fused_update(*arrays, kind=self.cfg.optimizer, count=len(self.weights),
-                                     **options)
+                                     adds=len(adds), **options)
         else:
             for name, weight in self.weights.items():
                 self._apply(weight, grads[name], self.states[name], options)
+            for target, value in adds:
+                target += value
         if self.multi_device:
             for name, param in self.params.items():
                 for data in param.list_data():

@@ -73,9 +73,11 @@ class DistUpdater:
                                      update_on_kvstore=True)
         self.num_update = offset
 
-    def step(self, lr: float, batch_size: int) -> None:
+    def step(self, lr: float, batch_size: int, adds: list | tuple = ()) -> None:
         self.num_update += 1
         self.trainer.step(batch_size * self.workers)
+        for target, value in adds:
+            target += value
 
     def save(self, path: str | Path) -> None:
         mx.nd.save(str(path), {"num_update": mx.nd.array([self.num_update], dtype="int64"),
