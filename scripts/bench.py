@@ -168,7 +168,8 @@ class Jax:
     """The same MLP, initial parameters, data, order and optimizer in JAX, each epoch one
     compiled `lax.scan`, run by scripts/jax_peer.py in `python` (an interpreter with JAX)."""
 
-    def __init__(self, prepared, batch_size: int, config, net, lr_at, python: str):
+    def __init__(self, prepared, batch_size: int, config, net, lr_at, python: str,
+                 cores: int | None = None):
         self.folder = tempfile.TemporaryDirectory()
         folder = Path(self.folder.name)
         arrays = {name: param.data().asnumpy() for name, param in
@@ -177,8 +178,11 @@ class Jax:
                  labels=prepared.train_labels, momentum=config.train.momentum,
                  wd=config.train.weight_decay, **arrays)
         self.batch_size, self.lr_at = batch_size, lr_at
+        # `cores`: pinned to that many cores (JAX's XLA otherwise uses every core for a product).
+        pin = None if cores is None else (lambda: os.sched_setaffinity(0, range(cores)))
         self.process = subprocess.Popen([python, str(REPO / "scripts/jax_peer.py"), str(folder)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        preexec_fn=pin)
         ready = self.process.stdout.readline().split()
         if not ready or ready[0] != "ready":
             raise RuntimeError(f"scripts/jax_peer.py did not start under {python}")
@@ -479,7 +483,7 @@ def load_config_file(path: Path):
 # --- the run -----------------------------------------------------------------------------------
 
 def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch: bool,
-                     jax_python: str | None, cores: int) -> dict:
+                     jax_python: str | None, cores: int, jax_cores: int | None = None) -> dict:
     from mnist_gluon.data import epoch_order
     from mnist_gluon.training.step import plan_epoch
 
@@ -489,7 +493,7 @@ def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch:
         runners["torch"] = Torch(prepared, batch_size, config)
     if jax_python:
         runners["jax"] = Jax(prepared, batch_size, config, ours.model.net, ours.lr_at,
-                             jax_python)
+                             jax_python, jax_cores)
     times: dict[str, list[float]] = {name: [] for name in runners}
     ratios: dict[str, list[float]] = {name: [] for name in runners if name != "ours"}
     samples = ours.steps * batch_size
@@ -544,6 +548,8 @@ def main() -> int:
     parser.add_argument("--no-jax", action="store_true", help="skip the JAX comparison")
     parser.add_argument("--jax-python", default=str(REPO / ".venv-jax/bin/python"),
                         help="an interpreter with JAX [default: .venv-jax, from make .venv-jax]")
+    parser.add_argument("--jax-cores", type=int, metavar="N",
+                        help="pin JAX to N cores (default: all; mnist-train trains on one)")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1,
                         help="PyTorch's intra-op threads [default: all cores]")
     parser.add_argument("--whole-processes", action="store_true",
@@ -645,7 +651,7 @@ def run_part(part: str, args) -> dict:
     }
     if kind == "batch":
         result = bench_batch_size(config, prepared, int(batch), args.repeats, torch is not None,
-                                  jax_python, cores)
+                                  jax_python, cores, args.jax_cores)
         figures[f"batch_{batch}"] = result
         for key in ("ratio_vs_pytorch", "ratio_vs_jax", "ours_samples_per_s",
                     "torch_samples_per_s", "jax_samples_per_s"):

@@ -124,8 +124,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     """Everything a run needs before its first step, checked in the order that leaves
     nothing behind when a check fails; and where the run stands."""
     ctxs = resolve_contexts(config.device)
-    tcfg = config.train
-    cluster = join_cluster(tcfg.kvstore)
+    tcfg, cluster = config.train, join_cluster(config.train.kvstore)
     if tcfg.batch_size % len(ctxs):
         raise ConfigError(f"train.batch_size={tcfg.batch_size} does not split evenly over "
                           f"{len(ctxs)} devices; use a multiple of {len(ctxs)}")
@@ -136,8 +135,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
                if resume and any(run_dir.glob("*.params")) else None)
     threads = same_threads(resumed, run_dir)
     kernels = choose_kernels(config, ctxs, resumed.sidecar.kernels if resumed else None)
-    config = kernels.config
-    force = force or resume
+    config, force = kernels.config, force or resume
     if resumed is None and cluster.writer:
         folders.check_run_dir(run_dir, force)
     if cluster.writer and run_dir.is_dir():
@@ -169,8 +167,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         refit_of = Path(resumed.sidecar.refit_of)
     saver = Saver(run_dir, trainer.net, trainer.updater,
                   run_sidecar(config, trainer, data, threads, kernels, refit_of),
-                  cluster.writer,
-                  config.checkpoint.keep, last, average)
+                  cluster.writer, config.checkpoint.keep, last, average)
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
     run = Training(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
@@ -179,7 +176,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if resume and resumed is None:
         run.log.line(f"mnist-train: {run_dir} holds no checkpoint yet; training it from the "
                      "beginning with its saved config")
-    for line in (*kernels.notes, *([note] if note is not None else [])):
+    for line in (*kernels.notes, note) if note is not None else kernels.notes:
         run.log.line(line)
     return run, state
 
