@@ -20,7 +20,7 @@ from mnist_gluon import kernels
 from mnist_gluon.checkpoint import signed
 from mnist_gluon.config import TrainConfig, load_config
 from mnist_gluon.errors import Stopped
-from mnist_gluon.model import Architecture, build_model, named_parameters
+from mnist_gluon.model import Architecture, build_model, named_parameters, predict_logits
 from mnist_gluon.mxnet_compat import autograd, gluon, mx
 from mnist_gluon.training.optim import Updater
 from mnist_gluon.training.run import run_training
@@ -47,7 +47,8 @@ def recorded_kernels(run_dir: Path) -> dict[str, str]:
      "train.clip_gradient=0.05"],
     [*BASE_UPDATE, "train.epochs=3", "data.augment.shift=1", "train.average.start_epoch=2"],
     ["train.optimizer=adam", "train.lr=0.003", "train.weight_decay=1e-4"],
-], ids=["base-nag", "sgd-momentum-clipped", "best-averaging", "adam"])
+    [*BASE_UPDATE, "device=cpu:0,1"],
+], ids=["base-nag", "sgd-momentum-clipped", "best-averaging", "adam", "two-devices"])
 def test_a_run_on_the_fused_update_ends_bit_identical_to_one_on_mxnets_operators(
         small_config, tmp_path, settings):
     # The cosine schedule's last rates are where MXNet's own parser of an operator's floats
@@ -89,6 +90,38 @@ def test_the_fused_update_computes_with_the_rate_mxnet_reads_not_the_nearest_flo
                 loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(images), labels)
             loss.backward()
             updaters[kind].step(MISREAD_RATE, 32)
+    for name, param in named_parameters(nets["fused"]).items():
+        assert (param.data().asnumpy() == named_parameters(nets["ops"])[name].data().asnumpy()
+                ).all(), name
+
+
+def test_an_update_right_after_validation_writes_the_weights_validation_read():
+    """MXNet hands an extension operator a copy of an input held in MKLDNN's layout, so an
+    in-place update of such a weight would be lost. Validation's forward pass (inference, 5,000
+    images, hybridized) is where a weight could be left in that layout: the update after it
+    must still change the network that the next step and the next validation use."""
+    cfg = TrainConfig(optimizer="nag", lr=0.1, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(1)
+    images = mx.nd.array(rng.standard_normal((5000, 784)).astype(np.float32))
+    nets, updaters = {}, {}
+    for kind in ("fused", "ops"):
+        mx.random.seed(7)
+        nets[kind] = build_model(Architecture(hidden=128), mx.cpu())
+        nets[kind].hybridize(static_alloc=True, static_shape=True)
+        updaters[kind] = Updater(named_parameters(nets[kind]), cfg, mx.cpu(),
+                                 compiled=kind == "fused")
+    for _ in range(3):
+        logits = {kind: predict_logits(net, images) for kind, net in nets.items()}
+        np.testing.assert_array_equal(logits["fused"], logits["ops"])
+        batch = images[:64]
+        labels = mx.nd.array(rng.integers(0, 10, 64).astype(np.float32))
+        for kind, net in nets.items():
+            with autograd.record():
+                loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(batch), labels)
+            loss.backward()
+            updaters[kind].step(0.1, 64)
+    before = predict_logits(nets["fused"], images)
+    assert not np.array_equal(before, logits["fused"])  # the last update took
     for name, param in named_parameters(nets["fused"]).items():
         assert (param.data().asnumpy() == named_parameters(nets["ops"])[name].data().asnumpy()
                 ).all(), name
