@@ -71,7 +71,7 @@ class Updater:
             self.options.update(gamma1=RMSPROP_GAMMA, epsilon=EPSILON)
         self.fused = (compiled and cfg.optimizer in FUSED and self._slots() > 0
                       and reduce_ctx.device_type == "cpu" and kernels.available())
-        self.arrays: list | None = None  # the fused update's inputs, once gathered
+        self.call: kernels.Invocation | None = None  # the fused update, made once
 
     @property
     def kernel(self) -> str:
@@ -100,9 +100,9 @@ class Updater:
             joined = () if self.multi_device else adds
             # The same arguments as MXNet's operators, read by MXNet's own parser: it is not
             # correctly rounded (2.6938926112052286e-06 becomes 2.6938924e-06).
-            mx.nd.mnist_fused_update(*self._fused_inputs(), *(a for pair in joined for a in pair),
-                                     kind=self.cfg.optimizer, count=len(self.weights),
-                                     adds=len(joined), **options)
+            self._fused_call(tuple(options))([array for pair in joined for array in pair],
+                                             self.cfg.optimizer, len(self.weights), len(joined),
+                                             *options.values())
             adds = () if joined else adds
         else:
             for name, param in self.params.items():
@@ -115,16 +115,18 @@ class Updater:
                 for data in param.list_data():
                     self.weights[name].copyto(data)
 
-    def _fused_inputs(self) -> list:
-        """Each parameter's weight, gradient and states. With one device they are the same
-        arrays every step, gathered once: Gluon's getters cost 15 us a step."""
-        if self.arrays is not None:
-            return self.arrays
-        arrays = [array for name, param in self.params.items()
+    def _fused_call(self, keys: tuple[str, ...]) -> kernels.Invocation:
+        """mnist_fused_update on each parameter's weight, gradient and states (then the sums).
+        With one device these are the same arrays every step, so the call is made once:
+        Gluon's getters and MXNet's generated function cost 30 us a step."""
+        if self.call is not None:
+            return self.call
+        inputs = [array for name, param in self.params.items()
                   for array in (self.weights[name], self._gradient(param), *self.states[name])]
+        call = kernels.Invocation("mnist_fused_update", inputs, ("kind", "count", "adds", *keys))
         if not self.multi_device:
-            self.arrays = arrays
-        return arrays
+            self.call = call
+        return call
 
     def _gradient(self, param):
         if not self.multi_device:
