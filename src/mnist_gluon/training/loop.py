@@ -88,7 +88,7 @@ def train_epoch(graph: TrainStep, updater, data: list[DeviceData], steps: list,
         if reseed is not None:
             reseed(step)
         with autograd.record():
-            stats = [graph(*part.inputs, *own)
+            stats = [graph.step(*part.inputs, *own)
                      for part, own in zip(data, steps[done - 1], strict=True)]
         autograd.backward(stats)
         if skip_nonfinite and not all_finite(stats):

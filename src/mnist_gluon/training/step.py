@@ -28,6 +28,21 @@ class TrainStep(gluon.HybridBlock):
         self.net = net
         self.gather = gather
         self.smoothing = label_smoothing
+        self.calls: dict[int, list] = {}  # per device: its CachedOp's inputs, as `step` fills them
+
+    def step(self, *inputs):
+        """self(*inputs), straight through the graph's CachedOp once Gluon has built it. Every
+        step passes the same kinds of arrays on the same device, and Gluon's checks of each
+        input's type and context, with its own bookkeeping, cost about 25 us a step (a tenth
+        of one at batch 64). The device is known by its training set, the first input."""
+        template = self.calls.get(id(inputs[0]))
+        if template is None:
+            out = self(*inputs)
+            ctx = inputs[0].context
+            self.calls[id(inputs[0])] = [(True, i) if is_arg else (False, i.data(ctx))
+                                         for is_arg, i in self._cached_op_args]
+            return out
+        return self._cached_op(*[inputs[v] if is_arg else v for is_arg, v in template])
 
     def hybrid_forward(self, F, *inputs):
         batch, labels = self.gather(*inputs)
