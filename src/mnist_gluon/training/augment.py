@@ -14,7 +14,9 @@ held once per horizontal placement, so a step gathers the 28 rows of each image'
 is done. Otherwise a step gathers rows of the padded set and moves them sideways with a
 batched product by 0/1 matrices. A per-pixel gather was slower than either on MXNet's CPU
 kernels. Rotation and scaling (with the shift) go through
-MXNet's affine `GridGenerator` and `BilinearSampler`, which cost more.
+MXNet's affine `GridGenerator` and `BilinearSampler`, which cost more. Elastic distortion (with
+the affine draws) is the compiled `mnist_elastic_warp` (mnist_gluon.kernels), one pass per
+image; `kernels: mxnet` and GPU contexts use MXNet's generator and sampler instead.
 """
 
 from __future__ import annotations
@@ -219,9 +221,10 @@ class Shifted(ShiftedCopies):
 
 
 class Elastic(Warped):
-    """Elastic distortion, after the affine changes when any are set. The displacement
-    fields are drawn on the device, from MXNet's generator, which the training loop seeds from
-    (seed, step) before every step: a resumed run draws the same fields."""
+    """Elastic distortion on MXNet's operators (kernels: mxnet, and GPU contexts), after the
+    affine changes when any are set. The displacement fields are drawn on the device, from
+    MXNet's generator, which the training loop seeds from (seed, step) before every step: a
+    resumed run draws the same fields."""
 
     def step_columns(self, order, labels, seed, epoch):
         if not self.cfg.affine:
