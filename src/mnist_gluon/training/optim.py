@@ -103,7 +103,7 @@ class Updater:
             self._fused_call(tuple(options))([array for pair in joined for array in pair],
                                              self.cfg.optimizer, len(self.weights), len(joined),
                                              *options.values())
-            adds = () if joined else adds
+            adds = adds if self.multi_device else ()
         else:
             for name, param in self.params.items():
                 self._apply(self.weights[name], self._gradient(param), self.states[name],
