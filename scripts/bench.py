@@ -418,6 +418,7 @@ def kernels(config, prepared, repeats: int, steps: int = 400) -> dict:
     """Each compiled kernel against the MXNet operators it replaces, in alternation: the update
     of base.yaml's MLP (gradients in place), and best.yaml's elastic warp of a batch of 256."""
     from mnist_gluon import kernels as compiled
+    from mnist_gluon.config import load_config
     from mnist_gluon.model import Architecture, build_model, named_parameters
     from mnist_gluon.mxnet_compat import mx
     from mnist_gluon.training.augment import augmentation
@@ -439,7 +440,7 @@ def kernels(config, prepared, repeats: int, steps: int = 400) -> dict:
         mx.nd.waitall()
         return (time.perf_counter() - started) / steps * 1e6
 
-    best = load_config_file(REPO / "configs/best.yaml")
+    best = load_config(REPO / "configs/best.yaml")
     images, labels = prepared.train[0].inputs
     order = np.random.default_rng(0).permutation(prepared.num_train)[:256]
     warps = {}
@@ -472,12 +473,6 @@ def kernels(config, prepared, repeats: int, steps: int = 400) -> dict:
         figures[f"{name}_speedup"] = (statistics.median(times[f"{name}_mxnet"])
                                       / statistics.median(times[f"{name}_compiled"]))
     return {"kernels": figures}
-
-
-def load_config_file(path: Path):
-    from mnist_gluon.config import load_config
-
-    return load_config(path)
 
 
 # --- the run -----------------------------------------------------------------------------------

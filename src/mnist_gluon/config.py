@@ -29,7 +29,7 @@ LR_SCHEDULES = ("none", "step", "cosine")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
 DATASETS = tuple(DATASET_SPECS)
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
-KERNELS = ("compiled", "mxnet")
+KERNELS = ("compiled", "mxnet")  # mnist_gluon.kernels.COMPILED and .MXNET
 # What a config may cost to read: ours are a few hundred bytes (see reading.parse_yaml).
 MAX_CONFIG_BYTES = 1 << 20
 MAX_OVERRIDE_CHARS = 10_000
@@ -141,7 +141,7 @@ class Config:
     device: str = "auto"
     # compiled: mnist_gluon's own kernels on CPU contexts (kernels.cc); mxnet: MXNet's operators.
     # The update gives the same numbers either way; the elastic distortion draws others.
-    kernels: str = "compiled"
+    kernels: str = KERNELS[0]
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from ..config import KERNELS
+
 LIBRARY = Path(__file__).resolve().parent / "libmnist_kernels.so"
-COMPILED, MXNET = "compiled", "mxnet"  # which implementation ran, as the sidecar records it
+COMPILED, MXNET = KERNELS  # which implementation ran, as `kernels:` and the sidecar name it
 BUILD_COMMAND = "python -m mnist_gluon.kernels.build"
 OPERATORS = ("mnist_fused_update", "mnist_elastic_warp")  # what kernels.cc registers
 

@@ -190,13 +190,13 @@ MXReturnValue update_forward(const Attrs& attrs, std::vector<MXTensor>* in,
   const int64_t count = attr_int(attrs, "count", 0), adds = attr_int(attrs, "adds", 0);
   for (int64_t a = 0; a < adds; ++a) {  // target += value, as MXNet's elemwise_add does
     MXTensor& target = (*in)[count * group + 2 * a];
-    const MXTensor& value = (*in)[count * group + 2 * a + 1];
+    MXTensor& value = (*in)[count * group + 2 * a + 1];
     if (target.size() != value.size()) {
       MX_ERROR_MSG << "mnist_fused_update: addition " << a << " has arrays of different sizes";
       return MX_FAIL;
     }
     float* to = target.data<float>();
-    const float* from = static_cast<const float*>(value.data_ptr);
+    const float* from = value.data<float>();
     for (int64_t i = 0; i < target.size(); ++i) to[i] = to[i] + from[i];
   }
   for (int64_t p = 0; p < count; ++p) {
@@ -285,7 +285,7 @@ CLONES void blur(const float* b, int radius, float* plane, float* scratch) {
 
 int blur_radius(float sigma) { return static_cast<int>(std::ceil(3 * sigma)); }
 
-std::vector<float> blur_matrix(float sigma) {
+std::vector<float> make_blur_matrix(float sigma) {
   const int radius = blur_radius(sigma);
   double total = 0;
   for (int k = -radius; k <= radius; ++k) total += std::exp(-0.5 * (k / sigma) * (k / sigma));
@@ -301,10 +301,22 @@ std::vector<float> blur_matrix(float sigma) {
   return b;
 }
 
+// The matrix of the last sigma this thread warped with: a run has one, and making it takes
+// 800 exponentials, every step.
+const std::vector<float>& blur_matrix(float sigma) {
+  thread_local float cached_sigma = -1.f;
+  thread_local std::vector<float> cached;
+  if (sigma != cached_sigma) {
+    cached = make_blur_matrix(sigma);
+    cached_sigma = sigma;
+  }
+  return cached;
+}
+
 struct Warp {
   float alpha, background;
   int radius;
-  std::vector<float> b;
+  const float* b;  // the blur matrix, kSide x kStride
 };
 
 // Where each output pixel (x, y) is sampled from: A(p + alpha * field(p)), A the image's
@@ -359,8 +371,8 @@ struct Buffers {
 void warp_image(const Warp& warp, const float* image, const float* draw, uint64_t key,
                 float* out, Buffers* buffers) {
   draw_fields(key, buffers->fx(), buffers->fy());
-  blur(warp.b.data(), warp.radius, buffers->fx(), buffers->scratch());
-  blur(warp.b.data(), warp.radius, buffers->fy(), buffers->scratch());
+  blur(warp.b, warp.radius, buffers->fx(), buffers->scratch());
+  blur(warp.b, warp.radius, buffers->fy(), buffers->scratch());
   sources(buffers->fx(), buffers->fy(), warp.alpha, draw, buffers->sx(), buffers->sy());
   resample(image, buffers->sx(), buffers->sy(), warp.background, out);
 }
@@ -403,7 +415,7 @@ MXReturnValue warp_forward(const Attrs& attrs, std::vector<MXTensor>* in,
                            std::vector<MXTensor>* out, const OpResource&) {
   const float sigma = attr_float(attrs, "sigma", 1.f);
   const Warp warp{attr_float(attrs, "alpha", 0.f), attr_float(attrs, "background", 0.f),
-                  blur_radius(sigma), blur_matrix(sigma)};
+                  blur_radius(sigma), blur_matrix(sigma).data()};
   const float* images = (*in)[0].data<float>();
   const int64_t rows = (*in)[0].shape[0];
   const int32_t* index = (*in)[1].data<int32_t>();

@@ -254,14 +254,15 @@ IDENTITY_DRAW = np.array([0, 1, 0, 0, 1], dtype=np.float32)  # angle, scale, dy,
 
 
 def augmentation(cfg: AugmentConfig | None, normalization: Normalization,
-                 elastic_kernel: str = "compiled") -> NoAugmentation:
+                 elastic_kernel: str = kernels.COMPILED) -> NoAugmentation:
     """The strategy for `cfg`; what moves in from outside an image is a black pixel.
-    `elastic_kernel` ("compiled" or "mxnet") is what distorts elastically."""
+    `elastic_kernel` (kernels.COMPILED or kernels.MXNET) is what distorts elastically."""
     if cfg is None or not cfg.active:
         return NoAugmentation()
     background = float(normalise(np.zeros((1, 1), np.uint8), normalization)[0, 0])
     if cfg.elastic.alpha > 0:
-        return (CompiledElastic if elastic_kernel == "compiled" else Elastic)(cfg, background)
+        compiled = elastic_kernel == kernels.COMPILED
+        return (CompiledElastic if compiled else Elastic)(cfg, background)
     if cfg.rotate or cfg.scale:
         return Warped(cfg, background)
     return (ShiftedCopies if uses_copies(cfg) else Shifted)(cfg, background)
@@ -357,9 +358,8 @@ class TakeCompiledElastic(gluon.HybridBlock):
         super().__init__(**kwargs)
         if (missing := kernels.load()) is not None:
             raise RuntimeError(f"the compiled elastic warp is not available: {missing}")
-        self.options = {"alpha": float(np.float32(cfg.elastic.alpha)),
-                        "sigma": float(np.float32(cfg.elastic.sigma)),
-                        "background": float(np.float32(background))}
+        self.options = {"alpha": cfg.elastic.alpha, "sigma": cfg.elastic.sigma,
+                        "background": background}
 
     def hybrid_forward(self, F, images, labels, index, draws, keys):
         batch = F.mnist_elastic_warp(images, index, draws, keys, **self.options)

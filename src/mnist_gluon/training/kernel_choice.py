@@ -24,12 +24,13 @@ def choose_kernels(config: Config, ctxs, recorded: dict[str, str] | None) -> Ker
     and keeps the elastic distortion it began with (a record without one: MXNet's)."""
     on_cpu = all(ctx.device_type == "cpu" for ctx in ctxs)
     wanted = config.kernels == kernels.COMPILED and on_cpu
-    missing = kernels.load() if wanted else None
     elastic = None
-    notes = []
     if config.data.augment.elastic.alpha > 0:
         elastic = recorded.get("elastic", kernels.MXNET) if recorded is not None else (
             kernels.COMPILED if wanted else kernels.MXNET)
+    missing = kernels.load() if wanted or elastic == kernels.COMPILED else None
+    notes = []
+    if elastic is not None:
         if elastic != config.kernels:
             config = dataclasses.replace(config, kernels=elastic)
             notes.append(f"mnist-train: resuming with the elastic distortion the run began with: "
@@ -39,11 +40,11 @@ def choose_kernels(config: Config, ctxs, recorded: dict[str, str] | None) -> Ker
         if elastic == kernels.COMPILED and not on_cpu:
             raise ConfigError("this run was distorted by the compiled kernel, which runs on "
                               "CPU contexts only; resume it with device: cpu")
-        if elastic == kernels.COMPILED and (missing := kernels.load()) is not None:
+        if elastic == kernels.COMPILED and missing is not None:
             raise ConfigError(f"the elastic distortion needs mnist_gluon's compiled kernels: "
                               f"{missing}; build them with `{kernels.BUILD_COMMAND}`, or set "
                               "kernels=mxnet for MXNet's operators (other random numbers)")
-    if missing is not None:
+    if wanted and missing is not None:
         notes.append(f"mnist-train: mnist_gluon's compiled kernels are not available "
                      f"({missing}); the update runs on MXNet's own operators, which give the "
                      "same numbers")

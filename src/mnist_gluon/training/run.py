@@ -20,6 +20,7 @@ from ..data import epoch_order, steps_per_epoch
 from ..device import resolve_contexts
 from ..errors import ConfigError, Diverged, Stopped
 from ..files import atomic_write_text
+from ..kernels import MXNET
 from ..metrics import confusion_matrix
 from ..model import (
     MLP,
@@ -417,7 +418,7 @@ def dropout_reseeder(config: Config) -> Callable[[int], None] | None:
     fields the uninterrupted run drew. MXNet cannot save the generator's state, and nothing else
     draws from it (the other augmentations draw on the host; the compiled elastic warp hashes
     its own). Seeding costs more than a small step."""
-    mxnet_elastic = config.data.augment.elastic.alpha > 0 and config.kernels == "mxnet"
+    mxnet_elastic = config.data.augment.elastic.alpha > 0 and config.kernels == MXNET
     if config.model.dropout == 0 and not mxnet_elastic:
         return None
     return lambda step: mx.random.seed((config.seed * 1_000_003 + step) % 2**31)
