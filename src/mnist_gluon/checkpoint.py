@@ -25,7 +25,7 @@ from .config import ACTIVATIONS, Config, config_from_dict, config_to_dict
 from .data import PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
 from .files import sha256_of
-from .model import Architecture
+from .model import KINDS, Architecture, bare_architecture
 from .reading import MAX_SIDECAR_BYTES, check_regular, read_regular, shown
 
 SIDECAR_FORMAT = "mnist-gluon-checkpoint"
@@ -240,7 +240,7 @@ class Checkpoint:
     params_path: Path
     architecture: Architecture
     normalization: Normalization
-    arrays: dict[str, np.ndarray]  # fc1.weight, fc1.bias, fc2.weight, fc2.bias
+    arrays: dict[str, np.ndarray]  # by our names (Architecture.shapes): fc1.weight, ...
     sidecar: Sidecar | None  # None for a bare file
 
     @property
@@ -251,7 +251,7 @@ class Checkpoint:
 def read_checkpoint(params_path: str | Path, bare_normalization: Normalization | None = None
                     ) -> Checkpoint:
     """Read and check a checkpoint. Without a sidecar, the file is taken for a plain Gluon
-    script's MLP: its layer sizes come from the parameter shapes."""
+    script's MLP or LeNet: its layer sizes come from the parameter shapes."""
     params_path = Path(params_path)
     if params_path.is_symlink() and not params_path.exists():
         raise CheckpointError(f"checkpoint {params_path} is a symbolic link to nothing (or to "
@@ -266,13 +266,12 @@ def read_checkpoint(params_path: str | Path, bare_normalization: Normalization |
         raise CheckpointError(f"checkpoint {params_path} is a directory; pass its .params file")
     check_regular(params_path, CheckpointError, "checkpoint")  # a FIFO would hang MXNet's read
     sidecar = read_sidecar(params_path) if sidecar_path(params_path).exists() else None
-    layers = named_layers(read_param_arrays(params_path), params_path)
+    arrays = read_param_arrays(params_path)
     if sidecar is not None:
         architecture, normalization = sidecar.architecture, sidecar.normalization
+        layers = arrays
     else:
-        hidden, inputs = layers["fc1.weight"].shape
-        architecture = Architecture(inputs=inputs, hidden=hidden,
-                                    classes=layers["fc2.weight"].shape[0])
+        architecture, layers = bare_architecture(arrays, params_path)
         normalization = bare_normalization or GLUON_EXAMPLE_NORMALIZATION
     check_shapes(layers, architecture, params_path)
     return Checkpoint(params_path, architecture, normalization, layers, sidecar)
@@ -300,6 +299,7 @@ def check_meaning(sidecar: Sidecar, path: Path) -> Sidecar:
          f"normalization {norm.mean}, {norm.std} (the std must be finite and above 0)"),
         (arch.activation not in ACTIVATIONS, f"activation {arch.activation!r}"),
         (not 0 <= arch.dropout < 1, f"dropout {arch.dropout}"),
+        (arch.kind not in KINDS, f"model kind {arch.kind!r}"),
     ]
     for bad, what in problems:
         if bad:
@@ -353,36 +353,17 @@ def read_param_arrays(params_path: Path) -> dict[str, np.ndarray]:
     return {name: array.asnumpy() for name, array in loaded.items()}
 
 
-def named_layers(arrays: dict[str, np.ndarray], params_path: Path) -> dict[str, np.ndarray]:
-    """Map a two-Dense-layer parameter file, whatever its names (`fc1.weight`,
-    `0.weight`, `dense0_weight`), onto fc1/fc2 by following the shapes from the input."""
-    weights = {name: a for name, a in arrays.items() if a.ndim == 2}
-    biases = {name: a for name, a in arrays.items() if a.ndim == 1}
-    if len(weights) != 2 or len(biases) != 2 or len(arrays) != 4:
-        shapes = ", ".join(f"{n} {tuple(a.shape)}" for n, a in arrays.items())
-        raise CheckpointError(f"{params_path} is not a two-layer MLP (it holds {shapes}); "
-                              "mnist-eval evaluates Dense(hidden) -> Dense(classes) models")
-    first, second = sorted(weights.values(), key=lambda w: w.shape[1] != PIXELS)
-    if first.shape[0] == second.shape[0]:
-        # Equal sizes leave the biases' order to their names, which sort by layer.
-        first_bias, second_bias = (biases[n] for n in sorted(biases))
-    else:
-        by_size = {bias.shape[0]: bias for bias in biases.values()}
-        first_bias, second_bias = by_size.get(first.shape[0]), by_size.get(second.shape[0])
-    if first_bias is None or second_bias is None or second.shape[1] != first.shape[0]:
-        raise CheckpointError(f"{params_path} holds parameters whose shapes do not chain into "
-                              "an MLP; it was saved from another model")
-    return {"fc1.weight": first, "fc1.bias": first_bias,
-            "fc2.weight": second, "fc2.bias": second_bias}
-
-
 def check_shapes(layers: dict[str, np.ndarray], arch: Architecture, params_path: Path) -> None:
-    expected = {
-        "fc1.weight": (arch.hidden, arch.inputs),
-        "fc1.bias": (arch.hidden,),
-        "fc2.weight": (arch.classes, arch.hidden),
-        "fc2.bias": (arch.classes,),
-    }
+    if arch.kind == "lenet" and not (isinstance(arch.channels, list) and len(arch.channels) == 2
+                                     and all(isinstance(c, int) for c in arch.channels)):
+        raise CheckpointError(f"sidecar of {params_path} holds an impossible architecture."
+                              f"channels {arch.channels!r}; restore it")
+    expected = arch.shapes
+    if set(layers) != set(expected):
+        raise CheckpointError(f"{params_path} holds {', '.join(sorted(layers))}, but the "
+                              f"architecture ({arch.describe()}) has "
+                              f"{', '.join(sorted(expected))}; the sidecar belongs to another "
+                              "model")
     for name, shape in expected.items():
         if layers[name].shape != shape:
             raise CheckpointError(
@@ -394,7 +375,7 @@ def check_shapes(layers: dict[str, np.ndarray], arch: Architecture, params_path:
 
 
 def load_network(checkpoint: Checkpoint, ctx):
-    """The checkpoint's MLP, hybridized, with its parameters, on the contexts `ctx`."""
+    """The checkpoint's network, hybridized, with its parameters, on the contexts `ctx`."""
     from .model import build_model, set_parameters
     from .mxnet_compat import mx
 

@@ -29,6 +29,7 @@ LR_SCHEDULES = ("none", "step", "cosine")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
 DATASETS = tuple(DATASET_SPECS)
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
+MODELS = ("mlp", "lenet")
 KERNELS = ("compiled", "mxnet")  # mnist_gluon.kernels.COMPILED and .MXNET
 # What a config may cost to read: ours are a few hundred bytes (see reading.parse_yaml).
 MAX_CONFIG_BYTES = 1 << 20
@@ -83,10 +84,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    kind: str = "mlp"  # or lenet: two 5x5 convolutions with 2x2 pooling before the Dense layers
     hidden: int = 128
     activation: str = "relu"
     classes: int = 10
     dropout: float = 0.0
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # lenet's convolutions
 
 
 @dataclass
@@ -100,6 +103,17 @@ class AverageConfig:
     # Average the weights at the end of every epoch from this one on (stochastic weight
     # averaging), validated beside the live weights; null: off.
     start_epoch: int | None = None
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation (Hinton et al. 2015): the loss is weight * T^2 *
+    KL(teacher_T || student_T) + (1 - weight) * the labels' cross-entropy, with the teacher's
+    answer on the same augmented batch the student sees."""
+
+    teacher: str | None = None  # a checkpoint mnist-train wrote, of the same dataset; null: off
+    temperature: float = 4.0
+    weight: float = 0.9
 
 
 @dataclass
@@ -120,6 +134,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     average: AverageConfig = field(default_factory=AverageConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass
@@ -331,6 +346,8 @@ RANGES = [
     ("train.lr_decay", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("train.clip_gradient", lambda v: v > 0, "null or > 0"),
     ("train.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.distill.temperature", lambda v: 0.1 <= v <= 100, "in [0.1, 100]"),
+    ("train.distill.weight", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("train.early_stopping.patience", lambda v: 1 <= v <= MAX_EPOCHS, "null or 1 or more"),
     ("train.early_stopping.min_delta", lambda v: v >= 0, "0 or more"),
     # past the run's end is fitted to it (fit_short_run)
@@ -344,7 +361,7 @@ RANGES = [
     ("checkpoint.keep", lambda v: 0 <= v <= MAX_EPOCHS, f"in [0, {MAX_EPOCHS}]"),
     ("track.every_steps", lambda v: 1 <= v <= INT32_MAX, "1 or more"),
 ]
-CHOICES = {"data.name": DATASETS, "model.activation": ACTIVATIONS,
+CHOICES = {"data.name": DATASETS, "model.kind": MODELS, "model.activation": ACTIVATIONS,
            "train.optimizer": OPTIMIZERS, "train.lr_schedule": LR_SCHEDULES,
            "train.kvstore": KVSTORES, "kernels": KERNELS}
 
@@ -356,6 +373,9 @@ def validate(config: Config) -> None:
     for key, test, allowed in RANGES:
         if (value := setting(config, key)) is not None:
             require(test(value), key, value, allowed)
+    channels = config.model.channels
+    require(len(channels) == 2 and all(1 <= c <= 1024 for c in channels), "model.channels",
+            channels, "two numbers of channels in [1, 1024], e.g. [32, 64]")
     t = config.train
     for epoch in t.lr_step_epochs:
         require(0 < epoch < t.epochs, "train.lr_step_epochs", t.lr_step_epochs,

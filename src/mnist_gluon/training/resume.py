@@ -17,8 +17,10 @@ from ..reading import read_regular
 # model, other batches.
 # And the optimizer: its saved state means something else to another (SGD's momentum holds
 # lr-scaled steps, NAG's the gradients), so a switch would continue from a wrong state.
-FIXED_ON_RESUME = ("seed", "data.name", "data.val_size", "model.hidden", "model.activation",
-                   "model.classes", "model.dropout", "train.batch_size", "train.optimizer")
+FIXED_ON_RESUME = ("seed", "data.name", "data.val_size", "model.kind", "model.hidden",
+                   "model.activation", "model.classes", "model.dropout", "model.channels",
+                   "train.batch_size", "train.optimizer", "train.distill.teacher",
+                   "train.distill.temperature", "train.distill.weight")
 
 
 def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:

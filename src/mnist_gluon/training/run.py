@@ -25,6 +25,7 @@ from ..metrics import confusion_matrix
 from ..model import (
     MLP,
     Architecture,
+    architecture_of,
     build_model,
     named_parameters,
     predict_logits,
@@ -223,8 +224,7 @@ def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
     """The model of `config` on `ctxs`, Xavier-initialised or holding `arrays`, with its
     training step; a distributed `cluster` updates on its servers, from step `offset` of
     `steps` per epoch. `compiled_update`: through the compiled kernels (choose_kernels)."""
-    arch = Architecture(hidden=config.model.hidden, activation=config.model.activation,
-                        classes=config.model.classes, dropout=config.model.dropout)
+    arch = architecture_of(config.model)
     net = build_model(arch, ctxs)
     if arrays is not None:
         set_parameters(net, arrays)
