@@ -82,6 +82,21 @@ def model(mnist_dir, tmp_path_factory) -> Path:
     return out / "best.params"
 
 
+@pytest.fixture(scope="session")
+def lenet_model(mnist_dir, tmp_path_factory) -> Path:
+    """A real LeNet (8 and 16 channels, 64 hidden units), one epoch on all of MNIST (about
+    97%)."""
+    from mnist_gluon.cli import run, train_command
+
+    out = tmp_path_factory.mktemp("lenet") / "run"
+    assert run(train_command, [
+        "--config", str(REPO / "configs/base.yaml"), "--out", str(out),
+        "--data-root", str(mnist_dir), "--set", "train.epochs=1", "--set", "device=cpu",
+        "--set", "model.kind=lenet",
+        "--set", "model.channels=[8,16]", "--set", "model.hidden=64", "--quiet"]) == 0
+    return out / "best.params"
+
+
 @pytest.fixture
 def http_server(tmp_path):
     """A real HTTP server on 127.0.0.1 serving a folder; yields (folder, base URL)."""

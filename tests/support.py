@@ -240,3 +240,7 @@ def without_module(module: str, folder: Path, command: str,
     return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           env={"PYTHONPATH": str(blocker), "PATH": ""})
 
+
+
+# A LeNet small enough for a test's run: 4 and 8 channels, 32 hidden units.
+LENET = ("model.kind=lenet", "model.channels=[4, 8]", "model.hidden=32")

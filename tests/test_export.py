@@ -12,47 +12,58 @@ from mnist_gluon.mxnet_compat import mx
 from support import BIN, snapshot, tiny_disk, unwritable
 
 
+@pytest.fixture(params=["mlp", "lenet"])
+def exported(request):
+    """Each kind of model, trained for real, and the name its export files start with."""
+    fixture = "model" if request.param == "mlp" else "lenet_model"
+    return request.getfixturevalue(fixture), f"mnist-{request.param}"
+
+
 def checkpoint_logits(model: Path, pixels: np.ndarray) -> np.ndarray:
     from mnist_gluon.inference.classifier import load
 
     return load(model).pixel_net(mx.nd.array(pixels)).asnumpy()
 
 
-def test_the_mxnet_export_loads_back_and_gives_the_checkpoints_outputs(model, test_set,
+def test_the_mxnet_export_loads_back_and_gives_the_checkpoints_outputs(exported, test_set,
                                                                        tmp_path):
+    model, prefix = exported
     out = tmp_path / "export"
     assert run(export_command, ["--checkpoint", str(model), "--out", str(out)]) == 0
-    net = mx.gluon.SymbolBlock.imports(str(out / "mnist-mlp-symbol.json"), ["data"],
-                                       str(out / "mnist-mlp-0000.params"))
+    net = mx.gluon.SymbolBlock.imports(str(out / f"{prefix}-symbol.json"), ["data"],
+                                       str(out / f"{prefix}-0000.params"))
     pixels = test_set.images[:500].reshape(500, 784).astype(np.float32)
     np.testing.assert_allclose(net(mx.nd.array(pixels)).asnumpy(),
                                checkpoint_logits(model, pixels), rtol=1e-6, atol=1e-6)
     described = json.loads((out / "model.json").read_text())
     assert described["input"]["shape"] == [None, 784] and described["input"]["range"] == [0, 255]
     assert described["classes"] == [str(i) for i in range(10)]
-    assert set(described["files"]) == {"mnist-mlp-symbol.json", "mnist-mlp-0000.params"}
+    assert set(described["files"]) == {f"{prefix}-symbol.json", f"{prefix}-0000.params"}
 
 
-def test_the_onnx_export_agrees_with_the_checkpoint_on_the_whole_test_set(model, test_set,
+def test_the_onnx_export_agrees_with_the_checkpoint_on_the_whole_test_set(exported, test_set,
                                                                           tmp_path):
+    model, prefix = exported
     import onnx
     import onnxruntime
 
     out = tmp_path / "onnx"
     assert run(export_command, ["--checkpoint", str(model), "--format", "onnx",
                                 "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["mnist-mlp.onnx", "model.json"]
-    graph = onnx.load(str(out / "mnist-mlp.onnx")).graph
+    assert sorted(p.name for p in out.iterdir()) == [f"{prefix}.onnx", "model.json"]
+    graph = onnx.load(str(out / f"{prefix}.onnx")).graph
     assert [i.name for i in graph.input] == ["data"]  # weights are initializers, not inputs
     pixels = test_set.images.reshape(-1, 784).astype(np.float32)
-    session = onnxruntime.InferenceSession(str(out / "mnist-mlp.onnx"))
+    session = onnxruntime.InferenceSession(str(out / f"{prefix}.onnx"))
     logits = session.run(None, {"data": pixels})[0]
     expected = checkpoint_logits(model, pixels)
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
     assert np.mean(logits.argmax(axis=1) == expected.argmax(axis=1)) >= 0.999
 
 
-def test_int8_export_reports_its_accuracy_and_loads_back(model, mnist_dir, test_set, tmp_path):
+def test_int8_export_reports_its_accuracy_and_loads_back(exported, mnist_dir, test_set,
+                                                         tmp_path):
+    model, prefix = exported
     out = tmp_path / "int8"
     exported = subprocess.run(
         [str(BIN / "mnist-export"), "--checkpoint", str(model), "--out",
@@ -63,8 +74,11 @@ def test_int8_export_reports_its_accuracy_and_loads_back(model, mnist_dir, test_
     assert exported.stderr == ""  # neither MKLDNN's log line nor MXNet's dtype warning
     figures = json.loads((out / "model.json").read_text())["int8"]
     assert figures["int8_accuracy"] >= figures["float32_accuracy"] - 0.01
-    net = mx.gluon.SymbolBlock.imports(str(out / "mnist-mlp-int8-symbol.json"), ["data"],
-                                       str(out / "mnist-mlp-int8-0000.params"))
+    pixels = test_set.images.reshape(-1, 784).astype(np.float32)
+    evaluated = np.mean(checkpoint_logits(model, pixels).argmax(axis=1) == test_set.labels)
+    assert figures["float32_accuracy"] == pytest.approx(evaluated, abs=1e-9)  # mnist-eval's
+    net = mx.gluon.SymbolBlock.imports(str(out / f"{prefix}-int8-symbol.json"), ["data"],
+                                       str(out / f"{prefix}-int8-0000.params"))
     logits = net(mx.nd.array(test_set.images.reshape(-1, 784).astype(np.float32))).asnumpy()
     assert np.mean(logits.argmax(axis=1) == test_set.labels) == pytest.approx(
         figures["int8_accuracy"], abs=1e-9)

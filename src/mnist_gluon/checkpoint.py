@@ -91,6 +91,14 @@ class DataRecord:
 
 
 @dataclass
+class TeacherRecord:
+    """The checkpoint a distilled run learnt from (train.distill.teacher)."""
+
+    path: str  # as resolved when the run began
+    sha256: str
+
+
+@dataclass
 class Sidecar:
     """What a checkpoint records beside its parameters: the `X.json` file, typed. `epoch`
     counts finished epochs; `in_epoch` is how far the next one had got when the checkpoint
@@ -117,6 +125,7 @@ class Sidecar:
     # Which implementation ran each operator that has two: {"update": "compiled" | "mxnet",
     # "elastic": ...}. Empty: written before the compiled kernels (MXNet's operators).
     kernels: dict[str, str] = field(default_factory=dict)
+    teacher: TeacherRecord | None = None  # train.distill's teacher
     # Which weights the .params file holds: the live ones, or their average (train.average).
     weights: str = "live"
     # The weight average, for resuming it exactly: how many epochs it holds, and its file's.
@@ -131,7 +140,7 @@ class Sidecar:
         record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         record["config"] = config_to_dict(self.config) if self.config is not None else None
         for name in ("architecture", "normalization", "in_epoch", "metrics", "early_stopping",
-                     "data"):
+                     "data", "teacher"):
             if record[name] is not None:
                 record[name] = dataclasses.asdict(record[name])
         return {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, **record}

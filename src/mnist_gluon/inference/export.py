@@ -25,7 +25,6 @@ from .classifier import checkpoint_split, load
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
 
-PREFIX = "mnist-mlp"
 FORMATS = ("mxnet", "onnx")
 ONNX_OPSET = 13  # the newest opset MXNet 1.9.1's exporter has translations for
 
@@ -55,7 +54,7 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
     if quantize is not None and format != "mxnet":
         raise ConfigError("--quantize int8 exports an MXNet graph; use it with --format mxnet")
     classifier = load(checkpoint, "cpu", normalization)
-    calibration = test = None
+    kind, calibration, test = classifier.architecture.kind, None, None
     if quantize:
         calibration, test = quantization_data(classifier.checkpoint, data_root)
     out = Path(out)
@@ -65,12 +64,12 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
     with staging_folder(out) as staging:
         if quantize == "int8":
             network = quantize_int8(classifier.pixel_net, calibration)
-            prefix = staging / f"{PREFIX}-int8"
+            prefix = staging / f"mnist-{kind}-int8"
         else:
-            network, prefix = classifier.pixel_net, staging / PREFIX
+            network, prefix = classifier.pixel_net, staging / f"mnist-{kind}"
         files = export_mxnet(network, prefix)
         if format == "onnx":
-            files = [export_onnx(*files, staging / f"{PREFIX}.onnx")]
+            files = [export_onnx(*files, staging / f"mnist-{kind}.onnx")]
         figures = compare(classifier.pixel_net, network, *test) if quantize else {}
         description = model_description(classifier.checkpoint, format, quantize, files, figures)
         (staging / "model.json").write_text(json.dumps(description, indent=2) + "\n")
@@ -203,7 +202,8 @@ def model_description(checkpoint: Checkpoint, fmt: str, quantize: str | None,
                    "probabilities"},
         "classes": classes,
         "architecture": {k: getattr(checkpoint.architecture, k)
-                         for k in ("inputs", "hidden", "activation", "classes")},
+                         for k in ("kind", "inputs", "hidden", "activation", "classes",
+                                   "channels")},
         "checkpoint": {"path": str(checkpoint.params_path),
                        "sha256": sha256_of(checkpoint.params_path),
                        "dataset": dataset,

@@ -37,6 +37,7 @@ from .augment import NoAugmentation
 from .average import WeightAverage
 from .cluster import Cluster, join_cluster
 from .data import TrainingData, prepare_data, validation_scores
+from .distill import Teacher, read_teacher
 from .kernel_choice import KernelChoice, choose_kernels
 from .loop import PROGRESS_EVERY, StepControl, train_epoch
 from .optim import Updater, learning_rate
@@ -127,9 +128,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     nothing behind when a check fails; and where the run stands."""
     ctxs = resolve_contexts(config.device)
     tcfg, cluster = config.train, join_cluster(config.train.kvstore)
-    if tcfg.batch_size % len(ctxs):
-        raise ConfigError(f"train.batch_size={tcfg.batch_size} does not split evenly over "
-                          f"{len(ctxs)} devices; use a multiple of {len(ctxs)}")
+    check_batch_split(tcfg.batch_size, ctxs)
     lock = folders.lock_run_dir(run_dir) if cluster.writer else None
     # A run stopped before its first checkpoint (a full disk, Ctrl-C) starts again from the
     # beginning, with its saved config.
@@ -144,6 +143,8 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         folders.sweep_stale_temporaries(run_dir)
     seed_everything(config.seed)
     data = prepare_data(config, ctxs, resumed.normalization if resumed else None)
+    teacher = read_teacher(config, data.normalization, ctxs,
+                           resumed.sidecar.teacher if resumed else None)
     steps = steps_per_epoch(data.num_train, tcfg.batch_size * cluster.workers)
     if steps == 0:
         raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
@@ -154,7 +155,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         lock = lock if lock is not None else folders.lock_run_dir(run_dir)
     trainer = build_trainer(config, ctxs, data.augmentation, resumed.arrays if resumed else None,
                             cluster, steps, resumed.sidecar.step if resumed else 0,
-                            compiled_update=kernels.compiled_update)
+                            kernels.compiled_update, teacher)
     state, last = RunState(), None
     if resumed:
         trainer.updater.load(ckpt.states_path(resumed.params_path))
@@ -181,6 +182,12 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     for line in (*kernels.notes, note) if note is not None else kernels.notes:
         run.log.line(line)
     return run, state
+
+
+def check_batch_split(batch_size: int, ctxs) -> None:
+    if batch_size % len(ctxs):
+        raise ConfigError(f"train.batch_size={batch_size} does not split evenly over "
+                          f"{len(ctxs)} devices; use a multiple of {len(ctxs)}")
 
 
 def same_threads(resumed: ckpt.Checkpoint | None, run_dir: Path) -> int | None:
@@ -216,27 +223,30 @@ class Trainer:
     net: MLP
     graph: TrainStep
     updater: Updater | DistUpdater
+    teacher: Teacher | None = None
 
 
 def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
                   arrays: dict | None = None, cluster: Cluster | None = None, steps: int = 1,
-                  offset: int = 0, compiled_update: bool = False) -> Trainer:
+                  offset: int = 0, compiled_update: bool = False,
+                  teacher: Teacher | None = None) -> Trainer:
     """The model of `config` on `ctxs`, Xavier-initialised or holding `arrays`, with its
     training step; a distributed `cluster` updates on its servers, from step `offset` of
-    `steps` per epoch. `compiled_update`: through the compiled kernels (choose_kernels)."""
+    `steps` per epoch. `compiled_update`: through the compiled kernels (choose_kernels);
+    `teacher`: distilled from it (read_teacher)."""
     arch = architecture_of(config.model)
     net = build_model(arch, ctxs)
     if arrays is not None:
         set_parameters(net, arrays)
     # Several devices: gradients meet on the CPU (kvstore local) or on the first device.
     reduce_ctx = mx.cpu() if len(ctxs) > 1 and config.train.kvstore == "local" else ctxs[0]
-    graph = train_step_graph(net, augmentation, config.train.label_smoothing)
+    graph = train_step_graph(net, augmentation, config.train.label_smoothing, teacher)
     if cluster is not None and cluster.kvstore is not None:
         updater = DistUpdater(net, config.train, cluster.kvstore, steps, offset,
                               compiled_update)
     else:
         updater = Updater(named_parameters(net), config.train, reduce_ctx, compiled_update)
-    return Trainer(arch, net, graph, updater)
+    return Trainer(arch, net, graph, updater, teacher)
 
 
 def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: int | None,
@@ -249,7 +259,7 @@ def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: i
                    config=config, data=DataRecord(config.data.name, data.checksums),
                    versions=ckpt.library_versions(),
                    refit_of=str(refit_of.resolve()) if refit_of else None, threads=threads,
-                   kernels=used)
+                   kernels=used, teacher=trainer.teacher.record if trainer.teacher else None)
 
 
 @dataclass

@@ -11,23 +11,26 @@ from ..data import split_steps
 from ..model import MLP
 from ..mxnet_compat import gluon, mx
 from .augment import NoAugmentation
+from .distill import Teacher, distillation_loss
 
 
 class TrainStep(gluon.HybridBlock):
     """One training batch as one graph: the augmentation's block gathers the batch from the
-    training set held on the device, then the MLP classifies it; the graph returns [summed
-    loss, number correct]. Loss and accuracy stay on the device; gradients flow from the loss
+    training set held on the device, then the network classifies it (and a distillation's
+    teacher too); the graph returns [summed loss, number correct]. Loss and accuracy stay on the device; gradients flow from the loss
     alone (argmax and == have none).
 
     Inputs: the device's `DeviceData.inputs`, then the step's from `plan_epoch`.
     """
 
     def __init__(self, net: MLP, gather: gluon.HybridBlock, label_smoothing: float = 0.0,
-                 **kwargs):
+                 teacher: Teacher | None = None, **kwargs):
         super().__init__(**kwargs)
         self.net = net
         self.gather = gather
         self.smoothing = label_smoothing
+        self.distill = teacher
+        self.teacher = teacher.net if teacher is not None else None
         self.calls: dict[int, list] = {}  # per device: its CachedOp's inputs, as `step` fills them
 
     def step(self, *inputs):
@@ -52,13 +55,16 @@ class TrainStep(gluon.HybridBlock):
         if self.smoothing:
             # Label smoothing: the target puts 1 - e on the label and e spread over all.
             loss = (1 - self.smoothing) * loss - self.smoothing * F.mean(log_p, axis=1)
+        if self.teacher is not None:
+            loss = distillation_loss(F, logits, self.teacher(batch), loss,
+                                     self.distill.temperature, self.distill.weight)
         correct = F.sum(F.argmax(logits, axis=1) == labels)
         return F.concat(F.sum(loss), correct, dim=0)
 
 
-def train_step_graph(net: MLP, augmentation: NoAugmentation,
-                     label_smoothing: float = 0.0) -> TrainStep:
-    graph = TrainStep(net, augmentation.gather(), label_smoothing)
+def train_step_graph(net: MLP, augmentation: NoAugmentation, label_smoothing: float = 0.0,
+                     teacher: Teacher | None = None) -> TrainStep:
+    graph = TrainStep(net, augmentation.gather(), label_smoothing, teacher)
     graph.gather.initialize(ctx=net.fc1.weight.list_ctx())  # its constants, if it has any
     graph.hybridize(static_alloc=True, static_shape=True)
     return graph

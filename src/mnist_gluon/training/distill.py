@@ -1,0 +1,84 @@
+"""Knowledge distillation: a teacher checkpoint's answers on the student's own batches.
+
+The teacher sits inside the training graph, frozen, and classifies the same augmented batch
+the student sees; the step's loss becomes W * T^2 * KL(teacher_T || student_T) + (1 - W) *
+the labels' cross-entropy (Hinton, Vinyals and Dean 2015).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .. import checkpoint as ckpt
+from ..checkpoint import TeacherRecord
+from ..config import Config
+from ..data import Normalization
+from ..errors import CheckpointError, ConfigError
+from ..files import sha256_of
+from ..model import MLP, build_model, fold_input, set_parameters
+
+
+@dataclass
+class Teacher:
+    """A frozen network that takes the student's normalised images, and what it was."""
+
+    net: MLP
+    temperature: float
+    weight: float
+    record: TeacherRecord
+
+
+def read_teacher(config: Config, normalization: Normalization, ctxs,
+                 recorded: TeacherRecord | None = None) -> Teacher | None:
+    """The teacher that train.distill names, checked against the run's dataset and classes
+    (and, on resume, against the file the run began with); None without distillation."""
+    distill = config.train.distill
+    if distill.teacher is None:
+        return None
+    path = Path(distill.teacher)
+    try:
+        checkpoint = ckpt.read_checkpoint(path)
+    except CheckpointError as error:
+        raise ConfigError(f"train.distill.teacher: {error}") from None
+    sidecar = checkpoint.sidecar
+    if sidecar is None:
+        raise ConfigError(f"train.distill.teacher={path} has no sidecar: the teacher must be a "
+                          "checkpoint mnist-train wrote (e.g. runs/lenet/best.params)")
+    if sidecar.dataset != config.data.name or checkpoint.architecture.classes != (
+            config.model.classes):
+        raise ConfigError(f"train.distill.teacher={path} was trained on {sidecar.dataset} with "
+                          f"{checkpoint.architecture.classes} classes, this run is "
+                          f"{config.data.name} with {config.model.classes}; pass a teacher of "
+                          "the same dataset")
+    record = TeacherRecord(str(path.resolve()), sha256_of(path))
+    if recorded is not None and recorded.sha256 != record.sha256:
+        raise ConfigError(f"train.distill.teacher={path} is not the teacher this run began "
+                          f"with (sha256 {recorded.sha256[:16]}…, from {recorded.path}); "
+                          "restore that file to resume, or start a new run with --out DIR")
+    return Teacher(frozen_network(checkpoint, normalization, ctxs), distill.temperature,
+                   distill.weight, record)
+
+
+def frozen_network(checkpoint: ckpt.Checkpoint, normalization: Normalization, ctxs) -> MLP:
+    """The teacher as an inference network on images normalised as the student's are: the
+    change to its own normalisation is folded into its first layer, its dropout is off and
+    nothing computes its gradients."""
+    theirs = checkpoint.normalization
+    arch = replace(checkpoint.architecture, dropout=0.0)
+    net = build_model(arch, ctxs)
+    set_parameters(net, fold_input(checkpoint.arrays, arch, normalization.std / theirs.std,
+                                   (theirs.mean - normalization.mean) / theirs.std))
+    for param in net.collect_params().values():
+        param.grad_req = "null"
+    return net
+
+
+def distillation_loss(F, logits, teacher_logits, labels_loss, temperature: float,
+                      weight: float):
+    """Per example: weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 -
+    weight) * `labels_loss`. T^2 keeps the soft targets' gradients on the labels' scale."""
+    log_teacher = F.log_softmax(F.BlockGrad(teacher_logits) / temperature, axis=1)
+    log_student = F.log_softmax(logits / temperature, axis=1)
+    kl = F.sum(F.exp(log_teacher) * (log_teacher - log_student), axis=1)
+    return weight * temperature**2 * kl + (1 - weight) * labels_loss
