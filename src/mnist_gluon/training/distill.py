@@ -16,7 +16,7 @@ from ..config import Config
 from ..data import Normalization
 from ..errors import CheckpointError, ConfigError
 from ..files import sha256_of
-from ..model import MLP, build_model, fold_input, set_parameters
+from ..model import MLP, fold_input
 
 
 @dataclass
@@ -66,9 +66,10 @@ def frozen_network(checkpoint: ckpt.Checkpoint, normalization: Normalization, ct
     nothing computes its gradients."""
     theirs = checkpoint.normalization
     arch = replace(checkpoint.architecture, dropout=0.0)
-    net = build_model(arch, ctxs)
-    set_parameters(net, fold_input(checkpoint.arrays, arch, normalization.std / theirs.std,
-                                   (theirs.mean - normalization.mean) / theirs.std))
+    folded = fold_input(checkpoint.arrays, arch, normalization.std / theirs.std,
+                        (theirs.mean - normalization.mean) / theirs.std)
+    # Made without a random draw, so the student's initialisation is what it is without one.
+    net = ckpt.load_network(replace(checkpoint, architecture=arch, arrays=folded), ctxs)
     for param in net.collect_params().values():
         param.grad_req = "null"
     return net
