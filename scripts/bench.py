@@ -162,6 +162,54 @@ class Torch:
         return time.perf_counter() - started
 
 
+class TorchLeNet(Torch):
+    """configs/lenet.yaml's LeNet in PyTorch: the same layers, padding and pooling."""
+
+    def __init__(self, prepared, batch_size: int, config):
+        super().__init__(prepared, batch_size, config)
+        nn, (c1, c2), m = self.torch.nn, config.model.channels, config.model
+        self.net = nn.Sequential(
+            nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(c2 * 16, m.hidden), nn.ReLU(), nn.Dropout(m.dropout),
+            nn.Linear(m.hidden, m.classes))
+        self.optimizer = self.torch.optim.SGD(self.net.parameters(), lr=config.train.lr,
+                                              momentum=config.train.momentum, nesterov=True,
+                                              weight_decay=config.train.weight_decay)
+
+
+def lenet(prepared, data_root: str, repeats: int, use_torch: bool) -> dict:
+    """configs/lenet.yaml's network, optimizer and batch size, ours against PyTorch's same
+    network, epoch for epoch in turn, without augmentation (the networks alone)."""
+    from mnist_gluon.config import load_config
+    from mnist_gluon.data import epoch_order
+
+    config = load_config(REPO / "configs/lenet.yaml", [
+        f"data.root={data_root}", "device=cpu", "data.download=false",
+        "data.augment.shift=0", "data.augment.rotate=0", "data.augment.scale=0",
+        "data.augment.elastic.alpha=0"])
+    batch = config.train.batch_size
+    runners = {"ours": Ours(config, prepared, batch)}
+    if use_torch:
+        runners["torch"] = TorchLeNet(prepared, batch, config)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for rep in range(repeats + 1):  # the first is warm-up
+        order = epoch_order(prepared.num_train, config.seed, rep + 1)
+        names = list(runners)[rep % len(runners):] + list(runners)[: rep % len(runners)]
+        seconds = {name: runners[name].epoch(order) for name in names}
+        if rep:
+            for name, value in seconds.items():
+                times[name].append(value)
+    result = {"batch_size": batch, "channels": config.model.channels,
+              "hidden": config.model.hidden, "ours_epoch_s": summary(times["ours"])}
+    if use_torch:
+        ratios = [t / o for t, o in zip(times["torch"], times["ours"], strict=True)]
+        result.update({"torch_epoch_s": summary(times["torch"]),
+                       "ratio_vs_pytorch": statistics.median(ratios),
+                       "ratio_vs_pytorch_range": [min(ratios), max(ratios)]})
+    return {"lenet": result}
+
+
 # --- JAX ---------------------------------------------------------------------------------------
 
 class Jax:
@@ -578,8 +626,8 @@ def main() -> int:
         return 2
     # Each part runs in a process of its own, because MXNet's engine is chosen once per process,
     # as mnist-train and mnist-eval choose it (mnist_gluon.engine).
-    parts = [f"batch:{b}" for b in args.batch_sizes.split(",")] + ["kernels", "augmentation",
-                                                                   "evaluation"]
+    parts = [f"batch:{b}" for b in args.batch_sizes.split(",")] + [
+        "lenet", "kernels", "augmentation", "evaluation"]
     figures: dict = {"flop_per_sample": FLOP_PER_SAMPLE, "engines": {}}
     for part in parts:
         result = json.loads(subprocess.run([sys.executable, __file__, *sys.argv[1:],
@@ -626,7 +674,7 @@ def run_part(part: str, args) -> dict:
     from mnist_gluon.training.data import prepare_data
 
     torch = None
-    if not args.no_torch and kind == "batch":
+    if not args.no_torch and kind in ("batch", "lenet"):
         import torch
 
         torch.set_num_threads(args.torch_threads)
@@ -656,6 +704,8 @@ def run_part(part: str, args) -> dict:
         figures.update(augmentation(config, args.data_root, args.repeats))
     elif kind == "kernels":
         figures.update(kernels(config, prepared, args.repeats))
+    elif kind == "lenet":
+        figures.update(lenet(prepared, args.data_root, min(args.repeats, 3), torch is not None))
     else:
         model = Ours(config, prepared, AUGMENT_BATCH).model
         figures.update(evaluation(model, prepared, args.data_root, max(args.repeats, 10)))
@@ -704,6 +754,12 @@ def print_table(figures: dict) -> None:
           f"{figures['epoch_s_without_augmentation']['median']:.3f} s)")
     print(f"elastic distortion (alpha 34, sigma 4): {figures['elastic_overhead']:+.1%} epoch "
           f"time ({figures['epoch_s_with_elastic']['median']:.3f} s)")
+    le = figures["lenet"]
+    print(f"lenet.yaml's LeNet (conv {le['channels'][0]}, {le['channels'][1]}, dense "
+          f"{le['hidden']}) at batch {le['batch_size']}: {le['ours_epoch_s']['median']:.2f} s an "
+          f"epoch" + (f", PyTorch {le['torch_epoch_s']['median']:.2f} s (ratio "
+                      f"{le['ratio_vs_pytorch']:.2f}, {le['ratio_vs_pytorch_range'][0]:.2f}-"
+                      f"{le['ratio_vs_pytorch_range'][1]:.2f})" if "torch_epoch_s" in le else ""))
     k = figures["kernels"]
     for name, what in (("update_us", "us per update of every parameter"),
                        ("elastic_ms_256", "ms per elastic warp of 256 images")):

@@ -46,7 +46,8 @@ def test_a_config_name_means_the_bundled_file_and_a_path_means_a_file(tmp_path, 
     with pytest.raises(ConfigError, match="config file base.yaml does not exist"):
         load_config(config_file("base.yaml"))  # a path is never looked up among the bundled
     with pytest.raises(ConfigError, match="no bundled config of that name; pass a YAML file "
-                                          "or one of base, best, fashion, fashion-best, smoke"):
+                                          "or one of base, best, distilled, fashion, fashion-best, "
+                                          "fashion-distilled, fashion-lenet, lenet, smoke"):
         config_file("bsae")
 
 
@@ -110,8 +111,8 @@ def test_a_key_named_as_other_tools_name_it_points_at_ours():
 
 
 def test_unknown_key_without_a_close_match_lists_the_known_keys():
-    with pytest.raises(ConfigError, match=r"model\.zzz.*known keys: model\.hidden"):
-        load_config(overrides=["model.zzz=1"])
+    with pytest.raises(ConfigError, match=r"model\.qqqqq.*known keys: model\.kind, model\.hidden"):
+        load_config(overrides=["model.qqqqq=1"])
 
 
 @pytest.mark.parametrize(

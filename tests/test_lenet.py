@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from mnist_gluon.checkpoint import read_checkpoint

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import ACTIVATIONS, Config, config_from_dict, config_to_dict
+from .config import ACTIVATIONS, MODELS, Config, config_from_dict, config_to_dict
 from .data import PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
 from .files import sha256_of
-from .model import KINDS, Architecture, bare_architecture
+from .model import Architecture, bare_architecture
 from .reading import MAX_SIDECAR_BYTES, check_regular, read_regular, shown
 
 SIDECAR_FORMAT = "mnist-gluon-checkpoint"
@@ -308,7 +308,7 @@ def check_meaning(sidecar: Sidecar, path: Path) -> Sidecar:
          f"normalization {norm.mean}, {norm.std} (the std must be finite and above 0)"),
         (arch.activation not in ACTIVATIONS, f"activation {arch.activation!r}"),
         (not 0 <= arch.dropout < 1, f"dropout {arch.dropout}"),
-        (arch.kind not in KINDS, f"model kind {arch.kind!r}"),
+        (arch.kind not in MODELS, f"model kind {arch.kind!r}"),
     ]
     for bad, what in problems:
         if bad:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .config import MODELS as KINDS
 from .data import IMAGE_SIZE, PIXELS, Normalization
 from .errors import CheckpointError
 from .mxnet_compat import gluon

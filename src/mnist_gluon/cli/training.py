@@ -34,8 +34,9 @@ from .options import CONTEXT, config_help, data_root_option, debug_option, versi
 @version
 def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir, force,
                   print_config, quiet):
-    """Train the MLP on MNIST (or Fashion-MNIST) and write a run folder: config.yaml,
-    metrics.jsonl, last.params and best.params (best validation accuracy)."""
+    """Train the MLP (or a LeNet: model.kind) on MNIST (or Fashion-MNIST) and write a run
+    folder: config.yaml, metrics.jsonl, last.params and best.params (best validation
+    accuracy)."""
     from ..training.train import plan_run, train
 
     if refit_dir is not None and (config_path is not None or resume_dir is not None):

@@ -37,6 +37,10 @@ def read_teacher(config: Config, normalization: Normalization, ctxs,
     if distill.teacher is None:
         return None
     path = Path(distill.teacher)
+    if not path.exists():
+        raise ConfigError(f"train.distill.teacher={path} does not exist; train the teacher "
+                          "first (distilled.yaml's: mnist-train --config lenet), or name "
+                          "another with --set train.distill.teacher=PATH")
     try:
         checkpoint = ckpt.read_checkpoint(path)
     except CheckpointError as error:

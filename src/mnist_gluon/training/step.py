@@ -17,8 +17,8 @@ from .distill import Teacher, distillation_loss
 class TrainStep(gluon.HybridBlock):
     """One training batch as one graph: the augmentation's block gathers the batch from the
     training set held on the device, then the network classifies it (and a distillation's
-    teacher too); the graph returns [summed loss, number correct]. Loss and accuracy stay on the device; gradients flow from the loss
-    alone (argmax and == have none).
+    teacher too); the graph returns [summed loss, number correct]. Loss and accuracy stay on
+    the device; gradients flow from the loss alone (argmax and == have none).
 
     Inputs: the device's `DeviceData.inputs`, then the step's from `plan_epoch`.
     """
