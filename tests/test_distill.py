@@ -144,3 +144,20 @@ def test_a_teacher_of_another_dataset_is_refused(small_config, teacher, fashion_
                                "--set", f"train.distill.teacher={fashion / 'best.params'}"]) == 2
     err = capsys.readouterr().err
     assert "was trained on fashion-mnist with 10 classes, this run is mnist" in err
+
+
+def test_precomputed_soft_targets_are_the_teacher_s_answers_on_the_unaugmented_images(
+        small_config, teacher, tmp_path):
+    """Without augmentation, the student sees what the teacher saw: precomputed targets train
+    it as the teacher inside the graph does, to float rounding (MKLDNN sums a batch of 50 and
+    one of 2,500 in other orders)."""
+    runs = {}
+    for targets in ("batch", "precomputed"):
+        runs[targets] = tmp_path / targets
+        run_training(load_config(small_config, [f"train.distill.teacher={teacher}",
+                                                f"train.distill.soft_targets={targets}"]),
+                     runs[targets], quiet=True)
+    left, right = params_of(runs["batch"] / "last.params"), params_of(
+        runs["precomputed"] / "last.params")
+    for name in left:
+        np.testing.assert_allclose(left[name], right[name], atol=1e-4, err_msg=name)

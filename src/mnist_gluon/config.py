@@ -30,6 +30,7 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
 DATASETS = tuple(DATASET_SPECS)
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 MODELS = ("mlp", "lenet")
+SOFT_TARGETS = ("batch", "precomputed")
 KERNELS = ("compiled", "mxnet")  # mnist_gluon.kernels.COMPILED and .MXNET
 # What a config may cost to read: ours are a few hundred bytes (see reading.parse_yaml).
 MAX_CONFIG_BYTES = 1 << 20
@@ -114,6 +115,9 @@ class DistillConfig:
     teacher: str | None = None  # a checkpoint mnist-train wrote, of the same dataset; null: off
     temperature: float = 4.0
     weight: float = 0.9
+    # batch: the teacher classifies each step's (augmented) batch inside the training graph;
+    # precomputed: its answers on the unaugmented training images, computed once (cheaper).
+    soft_targets: str = "batch"
 
 
 @dataclass
@@ -363,7 +367,8 @@ RANGES = [
 ]
 CHOICES = {"data.name": DATASETS, "model.kind": MODELS, "model.activation": ACTIVATIONS,
            "train.optimizer": OPTIMIZERS, "train.lr_schedule": LR_SCHEDULES,
-           "train.kvstore": KVSTORES, "kernels": KERNELS}
+           "train.kvstore": KVSTORES, "kernels": KERNELS,
+           "train.distill.soft_targets": SOFT_TARGETS}
 
 
 def validate(config: Config) -> None:

@@ -29,6 +29,7 @@ class TrainingData:
     checkpoints must record: the normalisation and the data files' checksums."""
 
     train: list[DeviceData]  # one copy per device
+    train_pixels: np.ndarray  # the training images as read, N x 784 uint8
     train_labels: np.ndarray
     val_images: mx.nd.NDArray | None
     val_labels: np.ndarray
@@ -57,6 +58,7 @@ def prepare_data(config: Config, ctxs,
     return TrainingData(
         train=DeviceData.on_devices(normalise(train_images, normalization), train_labels,
                                     augment, ctxs),
+        train_pixels=train_images,
         train_labels=train_labels,
         val_images=val_nd,
         val_labels=val_labels,

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .. import checkpoint as ckpt
 from ..checkpoint import TeacherRecord
 from ..config import Config
-from ..data import Normalization
+from ..data import Normalization, normalise
 from ..errors import CheckpointError, ConfigError
 from ..files import sha256_of
-from ..model import MLP, fold_input
+from ..model import MLP, fold_input, predict_logits
+from ..mxnet_compat import mx
+
+if TYPE_CHECKING:  # training.data imports the training step, which imports this
+    from .data import TrainingData
 
 
 @dataclass
@@ -27,9 +34,11 @@ class Teacher:
     temperature: float
     weight: float
     record: TeacherRecord
+    # soft_targets=precomputed: its logits for each training image, in the training set's order.
+    targets: np.ndarray | None = None
 
 
-def read_teacher(config: Config, normalization: Normalization, ctxs,
+def read_teacher(config: Config, data: TrainingData, ctxs,
                  recorded: TeacherRecord | None = None) -> Teacher | None:
     """The teacher that train.distill names, checked against the run's dataset and classes
     (and, on resume, against the file the run began with); None without distillation."""
@@ -60,8 +69,12 @@ def read_teacher(config: Config, normalization: Normalization, ctxs,
         raise ConfigError(f"train.distill.teacher={path} is not the teacher this run began "
                           f"with (sha256 {recorded.sha256[:16]}…, from {recorded.path}); "
                           "restore that file to resume, or start a new run with --out DIR")
-    return Teacher(frozen_network(checkpoint, normalization, ctxs), distill.temperature,
-                   distill.weight, record)
+    net = frozen_network(checkpoint, data.normalization, ctxs)
+    targets = None
+    if distill.soft_targets == "precomputed":
+        images = mx.nd.array(normalise(data.train_pixels, data.normalization), ctx=ctxs[0])
+        targets = predict_logits(net, images).astype(np.float32)
+    return Teacher(net, distill.temperature, distill.weight, record, targets)
 
 
 def frozen_network(checkpoint: ckpt.Checkpoint, normalization: Normalization, ctxs) -> MLP:

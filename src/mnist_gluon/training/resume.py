@@ -20,7 +20,8 @@ from ..reading import read_regular
 FIXED_ON_RESUME = ("seed", "data.name", "data.val_size", "model.kind", "model.hidden",
                    "model.activation", "model.classes", "model.dropout", "model.channels",
                    "train.batch_size", "train.optimizer", "train.distill.teacher",
-                   "train.distill.temperature", "train.distill.weight")
+                   "train.distill.temperature", "train.distill.weight",
+                   "train.distill.soft_targets")
 
 
 def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:

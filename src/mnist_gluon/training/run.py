@@ -143,8 +143,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         folders.sweep_stale_temporaries(run_dir)
     seed_everything(config.seed)
     data = prepare_data(config, ctxs, resumed.normalization if resumed else None)
-    teacher = read_teacher(config, data.normalization, ctxs,
-                           resumed.sidecar.teacher if resumed else None)
+    teacher = read_teacher(config, data, ctxs, resumed.sidecar.teacher if resumed else None)
     steps = steps_per_epoch(data.num_train, tcfg.batch_size * cluster.workers)
     if steps == 0:
         raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
@@ -289,8 +288,10 @@ class Training:
         first_step = (epoch - 1) * self.steps
         order = self.cluster.share(epoch_order(self.data.num_train, config.seed, epoch),
                                    tcfg.batch_size)
+        teacher = self.trainer.teacher
         plan = plan_epoch(order, self.data.train_labels, tcfg.batch_size, self.ctxs,
-                          self.data.augmentation, config.seed, epoch)
+                          self.data.augmentation, config.seed, epoch,
+                          teacher.targets if teacher is not None else None)
         control = StepControl(stops, lambda now: self.saver.mid_epoch(
             state, first_step + now.steps_done, now))
         start = state.start_epoch(epoch)

@@ -30,7 +30,9 @@ class TrainStep(gluon.HybridBlock):
         self.gather = gather
         self.smoothing = label_smoothing
         self.distill = teacher
-        self.teacher = teacher.net if teacher is not None else None
+        # Precomputed soft targets come in as the graph's last input instead of a teacher.
+        self.precomputed = teacher is not None and teacher.targets is not None
+        self.teacher = teacher.net if teacher is not None and not self.precomputed else None
         self.calls: dict[int, list] = {}  # per device: its CachedOp's inputs, as `step` fills them
 
     def step(self, *inputs):
@@ -48,6 +50,8 @@ class TrainStep(gluon.HybridBlock):
         return self._cached_op(*[inputs[v] if is_arg else v for is_arg, v in template])
 
     def hybrid_forward(self, F, *inputs):
+        if self.precomputed:
+            *inputs, teacher_logits = inputs
         batch, labels = self.gather(*inputs)
         logits = self.net(batch)
         log_p = F.log_softmax(logits, axis=1)
@@ -55,9 +59,11 @@ class TrainStep(gluon.HybridBlock):
         if self.smoothing:
             # Label smoothing: the target puts 1 - e on the label and e spread over all.
             loss = (1 - self.smoothing) * loss - self.smoothing * F.mean(log_p, axis=1)
-        if self.teacher is not None:
-            loss = distillation_loss(F, logits, self.teacher(batch), loss,
-                                     self.distill.temperature, self.distill.weight)
+        if self.distill is not None:
+            if not self.precomputed:
+                teacher_logits = self.teacher(batch)
+            loss = distillation_loss(F, logits, teacher_logits, loss, self.distill.temperature,
+                                     self.distill.weight)
         correct = F.sum(F.argmax(logits, axis=1) == labels)
         return F.concat(F.sum(loss), correct, dim=0)
 
@@ -86,6 +92,11 @@ class DeviceData:
 
 
 def plan_epoch(order: np.ndarray, labels: np.ndarray, batch_size: int, ctxs,
-               augmentation: NoAugmentation, seed: int, epoch: int) -> list[list[tuple]]:
-    """Each step's own inputs to the training graph, per device, made once for the epoch."""
-    return split_steps(augmentation.step_columns(order, labels, seed, epoch), batch_size, ctxs)
+               augmentation: NoAugmentation, seed: int, epoch: int,
+               soft_targets: np.ndarray | None = None) -> list[list[tuple]]:
+    """Each step's own inputs to the training graph, per device, made once for the epoch;
+    precomputed `soft_targets` (the teacher's logits per training image) go last."""
+    columns = augmentation.step_columns(order, labels, seed, epoch)
+    if soft_targets is not None:
+        columns = [*columns, soft_targets[order]]
+    return split_steps(columns, batch_size, ctxs)
