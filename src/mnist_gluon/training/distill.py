@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,9 +20,6 @@ from ..errors import CheckpointError, ConfigError
 from ..files import sha256_of
 from ..model import MLP, fold_input, predict_logits
 from ..mxnet_compat import mx
-
-if TYPE_CHECKING:  # training.data imports the training step, which imports this
-    from .data import TrainingData
 
 
 @dataclass
@@ -38,10 +34,12 @@ class Teacher:
     targets: np.ndarray | None = None
 
 
-def read_teacher(config: Config, data: TrainingData, ctxs,
+def read_teacher(config: Config, normalization: Normalization, train_pixels: np.ndarray, ctxs,
                  recorded: TeacherRecord | None = None) -> Teacher | None:
-    """The teacher that train.distill names, checked against the run's dataset and classes
-    (and, on resume, against the file the run began with); None without distillation."""
+    """The teacher that train.distill names, for a student whose images are normalised by
+    `normalization`, checked against the run's dataset and classes (and, on resume, against
+    the file the run began with); None without distillation. Precomputed soft targets are
+    its logits for `train_pixels`, the training images as read."""
     distill = config.train.distill
     if distill.teacher is None:
         return None
@@ -69,10 +67,10 @@ def read_teacher(config: Config, data: TrainingData, ctxs,
         raise ConfigError(f"train.distill.teacher={path} is not the teacher this run began "
                           f"with (sha256 {recorded.sha256[:16]}…, from {recorded.path}); "
                           "restore that file to resume, or start a new run with --out DIR")
-    net = frozen_network(checkpoint, data.normalization, ctxs)
+    net = frozen_network(checkpoint, normalization, ctxs)
     targets = None
     if distill.soft_targets == "precomputed":
-        images = mx.nd.array(normalise(data.train_pixels, data.normalization), ctx=ctxs[0])
+        images = mx.nd.array(normalise(train_pixels, normalization), ctx=ctxs[0])
         targets = predict_logits(net, images).astype(np.float32)
     return Teacher(net, distill.temperature, distill.weight, record, targets)
 

@@ -143,7 +143,8 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         folders.sweep_stale_temporaries(run_dir)
     seed_everything(config.seed)
     data = prepare_data(config, ctxs, resumed.normalization if resumed else None)
-    teacher = read_teacher(config, data, ctxs, resumed.sidecar.teacher if resumed else None)
+    teacher = read_teacher(config, data.normalization, data.train_pixels, ctxs,
+                           resumed.sidecar.teacher if resumed else None)
     steps = steps_per_epoch(data.num_train, tcfg.batch_size * cluster.workers)
     if steps == 0:
         raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
