@@ -161,3 +161,22 @@ def test_precomputed_soft_targets_are_the_teacher_s_answers_on_the_unaugmented_i
         runs["precomputed"] / "last.params")
     for name in left:
         np.testing.assert_allclose(left[name], right[name], atol=1e-4, err_msg=name)
+
+
+def test_an_mlp_teacher_normalised_otherwise_answers_as_its_own_checkpoint_does(
+        model, small_config, test_set):
+    """The conftest model (an MLP of all of MNIST) teaches a student of small_config, whose
+    images are normalised by other statistics: the change is folded into the teacher's first
+    layer, so it answers as mnist-eval's network of it does."""
+    from mnist_gluon.data import Normalization
+    from mnist_gluon.inference.classifier import load
+    from mnist_gluon.training.distill import read_teacher
+
+    config = load_config(small_config, [f"train.distill.teacher={model}",
+                                        "train.distill.soft_targets=precomputed"])
+    pixels = test_set.images[:300].reshape(300, -1)
+    student = Normalization(0.12, 0.29)
+    teacher = read_teacher(config, student, pixels, [mx.cpu()])
+    assert load(model).normalization != student
+    expected = load(model).pixel_net(mx.nd.array(pixels)).asnumpy()
+    np.testing.assert_allclose(teacher.targets, expected, rtol=1e-4, atol=1e-4)
