@@ -7,6 +7,7 @@ import contextlib
 import functools
 import gzip
 import http.server
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +246,27 @@ def without_module(module: str, folder: Path, command: str,
 
 # A LeNet small enough for a test's run: 4 and 8 channels, 32 hidden units.
 LENET = ("model.kind=lenet", "model.channels=[4, 8]", "model.hidden=32")
+
+
+def saved_step(run_dir: Path) -> int:
+    """The step of the run's newest checkpoint; 0 before the first."""
+    try:
+        return json.loads((run_dir / "last.json").read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def kill_once_saved(process: subprocess.Popen, run_dir: Path, step: int,
+                    delay: float = 0.0) -> None:
+    """SIGKILL `process` (an mnist-train into `run_dir`) `delay` seconds after it has saved
+    `step`, and wait for it to end."""
+    try:
+        deadline = time.monotonic() + 60
+        while saved_step(run_dir) < step and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.communicate()

@@ -6,7 +6,6 @@ import random
 import re
 import signal
 import subprocess
-import time
 
 import numpy as np
 from PIL import Image
@@ -17,18 +16,11 @@ from mnist_gluon.config import load_config
 from mnist_gluon.inference.classifier import load
 from mnist_gluon.mxnet_compat import gluon, mx
 from mnist_gluon.training.run import run_training
-from support import BIN, LENET, fetch, serving
+from support import BIN, LENET, fetch, kill_once_saved, serving
 
 
 def params_of(path) -> dict:
     return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
-
-
-def saved_step(run_dir) -> int:
-    try:
-        return json.loads((run_dir / "last.json").read_text())["step"]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return 0
 
 
 def test_the_sidecar_records_the_lenet_it_trained(lenet_model):
@@ -59,15 +51,7 @@ def test_a_killed_lenet_run_resumes_to_bit_identical_parameters(small_config, tm
         [str(BIN / "mnist-train"), "--config", str(small_config), "--out", str(run_dir),
          "--quiet", *[f"--set={o}" for o in overrides], "--set", "checkpoint.every_steps=1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while saved_step(run_dir) < target and time.monotonic() < deadline:
-            time.sleep(0.002)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        process.kill()
-        process.communicate()
+    kill_once_saved(process, run_dir, target)
     assert process.returncode == -signal.SIGKILL, f"the run ended before the kill (seed {seed})"
     assert run(train_command, ["--resume", str(run_dir), "--quiet"]) == 0
     left, right = params_of(run_dir / "last.params"), params_of(reference / "last.params")

@@ -16,7 +16,15 @@ from mnist_gluon.config import load_config
 from mnist_gluon.errors import Stopped
 from mnist_gluon.mxnet_compat import mx
 from mnist_gluon.training.run import run_training
-from support import BIN, snapshot, stop_at, tiny_disk, write_small_config
+from support import (
+    BIN,
+    kill_once_saved,
+    saved_step,
+    snapshot,
+    stop_at,
+    tiny_disk,
+    write_small_config,
+)
 
 STEPS_PER_EPOCH = 50  # small_config: 2,500 training images in batches of 50
 
@@ -47,14 +55,6 @@ def uninterrupted(small_mnist, tmp_path_factory):
         return runs[overrides]
 
     return reference
-
-
-def saved_step(run_dir: Path) -> int:
-    """The step of the run's newest checkpoint; 0 before the first."""
-    try:
-        return json.loads((run_dir / "last.json").read_text())["step"]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return 0
 
 
 def mnist_train(*args) -> subprocess.Popen:
@@ -161,16 +161,7 @@ def test_sigkill_at_a_random_moment_then_resume_gives_bit_identical_parameters(s
     process = mnist_train("--config", small_config, "--out", run_dir, "--quiet",
                           *[f"--set={o}" for o in overrides], "--set",
                           "checkpoint.every_steps=1")
-    try:
-        deadline = time.monotonic() + 60
-        while saved_step(run_dir) < target and time.monotonic() < deadline:
-            time.sleep(0.002)
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        process.kill()
-        process.communicate()
+    kill_once_saved(process, run_dir, target, delay)
     assert process.returncode == -signal.SIGKILL, f"the run ended before the kill (seed {seed})"
     assert run(train_command, ["--resume", str(run_dir), "--quiet"]) == 0, f"seed {seed}"
     assert_bit_identical(run_dir / "last.params", reference / "last.params")
