@@ -166,6 +166,23 @@ def build_model(arch: Architecture, ctx, initialize: bool = True) -> MLP:
     return net
 
 
+def inference_copy(net: MLP) -> MLP:
+    """A network holding `net`'s parameters as they are now, to validate a LeNet with. When a
+    convolution's weights first serve inference, MKLDNN reorders them into a layout of its
+    own, asynchronously; the training steps after that read them in whichever layout the
+    reorder had reached, so validating the live weights made a LeNet's runs differ from one
+    another. Made without a random draw."""
+    from .mxnet_compat import mx
+
+    ctx = net.fc1.weight.list_ctx()
+    copy = build_model(net.architecture, ctx, initialize=False)
+    copy.initialize(mx.init.Zero(), ctx=ctx)
+    source = named_parameters(net)
+    for name, param in named_parameters(copy).items():
+        param.set_data(source[name].data())
+    return copy
+
+
 def named_parameters(net: MLP) -> dict:
     """Parameters by the names `save_parameters` writes: fc1.weight, fc1.bias, fc2.weight, ..."""
     return {

@@ -17,7 +17,7 @@ from ..data import (
     split_validation,
 )
 from ..metrics import softmax_cross_entropy
-from ..model import MLP, predict_logits
+from ..model import MLP, inference_copy, predict_logits
 from ..mxnet_compat import mx
 from .augment import NoAugmentation, augmentation
 from .step import DeviceData
@@ -72,6 +72,8 @@ def validation_scores(net: MLP, data: TrainingData) -> tuple[float | None, float
     """(loss, accuracy) on the validation set; (None, None) without one."""
     if data.val_images is None:
         return None, None
+    if net.architecture.kind == "lenet":
+        net = inference_copy(net)
     logits = predict_logits(net, data.val_images)
     accuracy = float(np.mean(logits.argmax(axis=1) == data.val_labels))
     return softmax_cross_entropy(logits, data.val_labels), accuracy
