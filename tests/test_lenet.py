@@ -13,6 +13,7 @@ from PIL import Image
 from mnist_gluon.checkpoint import read_checkpoint
 from mnist_gluon.cli import eval_command, predict_command, run, sweep_command, train_command
 from mnist_gluon.config import load_config
+from mnist_gluon.files import sha256_of
 from mnist_gluon.inference.classifier import load
 from mnist_gluon.mxnet_compat import gluon, mx
 from mnist_gluon.training.run import run_training
@@ -146,3 +147,20 @@ def test_a_lenet_of_another_shape_is_refused_naming_the_one_needed(tmp_path, cap
     assert run(eval_command, ["--checkpoint", str(tmp_path / "lenet3.params")]) == 2
     err = capsys.readouterr().err
     assert "two 5x5 convolutions from 1 channel" in err and len(err.splitlines()) == 1
+
+
+def test_lenet_runs_that_validate_every_epoch_are_the_same_run(mnist_dir, tmp_path):
+    """Three runs of lenet.yaml side by side, on 10,000 training images, each validating on
+    the other 50,000 after every epoch, end with the same parameters: validation must not
+    touch the weights training reads (MKLDNN would reorder them, at a moment that depends on
+    timing)."""
+    runs = [subprocess.Popen([str(BIN / "mnist-train"), "--config", "lenet", "--data-root",
+                              str(mnist_dir), "--out", str(tmp_path / f"run{i}"), "--quiet",
+                              "--set", "train.epochs=3", "--set", "data.val_size=50000"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for i in range(3)]
+    for process in runs:
+        assert process.wait(timeout=600) == 0, process.stderr.read()
+        process.stderr.close()
+    digests = {sha256_of(tmp_path / f"run{i}" / "last.params") for i in range(3)}
+    assert len(digests) == 1
