@@ -24,7 +24,7 @@ from mnist_gluon.model import Architecture, build_model, named_parameters, predi
 from mnist_gluon.mxnet_compat import autograd, gluon, mx
 from mnist_gluon.training.optim import Updater
 from mnist_gluon.training.run import run_training
-from support import BIN, stop_at
+from support import BIN, LENET, stop_at
 
 BASE_UPDATE = ["train.optimizer=nag", "train.lr=0.2", "train.momentum=0.9",
                "train.weight_decay=5e-4", "train.warmup_epochs=1"]
@@ -48,7 +48,8 @@ def recorded_kernels(run_dir: Path) -> dict[str, str]:
     [*BASE_UPDATE, "train.epochs=3", "data.augment.shift=1", "train.average.start_epoch=2"],
     ["train.optimizer=adam", "train.lr=0.003", "train.weight_decay=1e-4"],
     [*BASE_UPDATE, "device=cpu:0,1"],
-], ids=["base-nag", "sgd-momentum-clipped", "best-averaging", "adam", "two-devices"])
+    [*BASE_UPDATE, *LENET, "model.dropout=0.2", "data.augment.shift=1"],
+], ids=["base-nag", "sgd-momentum-clipped", "best-averaging", "adam", "two-devices", "lenet"])
 def test_a_run_on_the_fused_update_ends_bit_identical_to_one_on_mxnets_operators(
         small_config, tmp_path, settings):
     # The cosine schedule's last rates are where MXNet's own parser of an operator's floats

@@ -309,6 +309,11 @@ def check_meaning(sidecar: Sidecar, path: Path) -> Sidecar:
         (arch.activation not in ACTIVATIONS, f"activation {arch.activation!r}"),
         (not 0 <= arch.dropout < 1, f"dropout {arch.dropout}"),
         (arch.kind not in MODELS, f"model kind {arch.kind!r}"),
+        (arch.kind == "lenet" and not (isinstance(arch.channels, list)
+                                       and len(arch.channels) == 2
+                                       and all(isinstance(c, int) and c > 0
+                                               for c in arch.channels)),
+         f"list of channels {arch.channels!r}"),
     ]
     for bad, what in problems:
         if bad:
@@ -363,10 +368,6 @@ def read_param_arrays(params_path: Path) -> dict[str, np.ndarray]:
 
 
 def check_shapes(layers: dict[str, np.ndarray], arch: Architecture, params_path: Path) -> None:
-    if arch.kind == "lenet" and not (isinstance(arch.channels, list) and len(arch.channels) == 2
-                                     and all(isinstance(c, int) for c in arch.channels)):
-        raise CheckpointError(f"sidecar of {params_path} holds an impossible architecture."
-                              f"channels {arch.channels!r}; restore it")
     expected = arch.shapes
     if set(layers) != set(expected):
         raise CheckpointError(f"{params_path} holds {', '.join(sorted(layers))}, but the "
@@ -385,10 +386,6 @@ def check_shapes(layers: dict[str, np.ndarray], arch: Architecture, params_path:
 
 def load_network(checkpoint: Checkpoint, ctx):
     """The checkpoint's network, hybridized, with its parameters, on the contexts `ctx`."""
-    from .model import build_model, set_parameters
-    from .mxnet_compat import mx
+    from .model import network_holding
 
-    net = build_model(checkpoint.architecture, ctx, initialize=False)
-    net.initialize(mx.init.Zero(), ctx=ctx)
-    set_parameters(net, checkpoint.arrays)
-    return net
+    return network_holding(checkpoint.architecture, checkpoint.arrays, ctx)

@@ -109,8 +109,7 @@ class AverageConfig:
 @dataclass
 class DistillConfig:
     """Knowledge distillation (Hinton et al. 2015): the loss is weight * T^2 *
-    KL(teacher_T || student_T) + (1 - weight) * the labels' cross-entropy, with the teacher's
-    answer on the same augmented batch the student sees."""
+    KL(teacher_T || student_T) + (1 - weight) * the labels' cross-entropy."""
 
     teacher: str | None = None  # a checkpoint mnist-train wrote, of the same dataset; null: off
     temperature: float = 4.0

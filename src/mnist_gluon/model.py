@@ -52,15 +52,11 @@ class Architecture:
         return {**dense, "fc1.bias": (self.hidden,), "fc2.weight": (self.classes, self.hidden),
                 "fc2.bias": (self.classes,)}
 
-    @property
-    def parameters(self) -> int:
-        return sum(int(np.prod(shape)) for shape in self.shapes.values())
-
     def describe(self) -> str:
         if self.kind == "lenet":
             c1, c2 = self.channels
-            return (f"LeNet conv {c1}@5x5 -> pool -> conv {c2}@5x5 -> pool -> {self.hidden} "
-                    f"{self.activation} -> {self.classes}")
+            return (f"LeNet conv {c1}@{KERNEL}x{KERNEL} -> pool -> conv {c2}@{KERNEL}x{KERNEL} "
+                    f"-> pool -> {self.hidden} {self.activation} -> {self.classes}")
         return f"MLP {self.inputs} -> {self.hidden} {self.activation} -> {self.classes}"
 
 
@@ -166,21 +162,26 @@ def build_model(arch: Architecture, ctx, initialize: bool = True) -> MLP:
     return net
 
 
+def network_holding(arch: Architecture, arrays: dict, ctx) -> MLP:
+    """A hybridized network on the contexts `ctx` holding `arrays` (numpy or NDArrays, keyed
+    as in `named_parameters`), made without a random draw."""
+    from .mxnet_compat import mx
+
+    net = build_model(arch, ctx, initialize=False)
+    net.initialize(mx.init.Zero(), ctx=ctx)
+    set_parameters(net, arrays)
+    return net
+
+
 def inference_copy(net: MLP) -> MLP:
     """A network holding `net`'s parameters as they are now, to validate a LeNet with. When a
     convolution's weights first serve inference, MKLDNN reorders them into a layout of its
-    own, asynchronously; the training steps after that read them in whichever layout the
-    reorder had reached, so validating the live weights made a LeNet's runs differ from one
-    another. Made without a random draw."""
-    from .mxnet_compat import mx
-
-    ctx = net.fc1.weight.list_ctx()
-    copy = build_model(net.architecture, ctx, initialize=False)
-    copy.initialize(mx.init.Zero(), ctx=ctx)
-    source = named_parameters(net)
-    for name, param in named_parameters(copy).items():
-        param.set_data(source[name].data())
-    return copy
+    own, asynchronously. Training after that read them in whichever layout the reorder had
+    reached (validating the live weights made a LeNet's runs differ from one another), and an
+    extension operator is handed a copy of an array in that layout, so the fused update's
+    in-place writes would be lost."""
+    arrays = {name: param.data() for name, param in named_parameters(net).items()}
+    return network_holding(net.architecture, arrays, net.fc1.weight.list_ctx())
 
 
 def named_parameters(net: MLP) -> dict:
@@ -193,7 +194,8 @@ def named_parameters(net: MLP) -> dict:
 
 
 def set_parameters(net: MLP, arrays: dict) -> None:
-    """Load numpy arrays, keyed as in `named_parameters`, into every context of `net`."""
+    """Load arrays (numpy or NDArrays), keyed as in `named_parameters`, into every context of
+    `net`."""
     from .mxnet_compat import mx
 
     for name, param in named_parameters(net).items():

@@ -54,7 +54,8 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
     if quantize is not None and format != "mxnet":
         raise ConfigError("--quantize int8 exports an MXNet graph; use it with --format mxnet")
     classifier = load(checkpoint, "cpu", normalization)
-    kind, calibration, test = classifier.architecture.kind, None, None
+    stem = f"mnist-{classifier.architecture.kind}"  # mnist-mlp, mnist-lenet
+    calibration = test = None
     if quantize:
         calibration, test = quantization_data(classifier.checkpoint, data_root)
     out = Path(out)
@@ -64,12 +65,12 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
     with staging_folder(out) as staging:
         if quantize == "int8":
             network = quantize_int8(classifier.pixel_net, calibration)
-            prefix = staging / f"mnist-{kind}-int8"
+            prefix = staging / f"{stem}-int8"
         else:
-            network, prefix = classifier.pixel_net, staging / f"mnist-{kind}"
+            network, prefix = classifier.pixel_net, staging / stem
         files = export_mxnet(network, prefix)
         if format == "onnx":
-            files = [export_onnx(*files, staging / f"mnist-{kind}.onnx")]
+            files = [export_onnx(*files, staging / f"{stem}.onnx")]
         figures = compare(classifier.pixel_net, network, *test) if quantize else {}
         description = model_description(classifier.checkpoint, format, quantize, files, figures)
         (staging / "model.json").write_text(json.dumps(description, indent=2) + "\n")

@@ -1,8 +1,9 @@
 """Knowledge distillation: a teacher checkpoint's answers on the student's own batches.
 
-The teacher sits inside the training graph, frozen, and classifies the same augmented batch
-the student sees; the step's loss becomes W * T^2 * KL(teacher_T || student_T) + (1 - W) *
-the labels' cross-entropy (Hinton, Vinyals and Dean 2015).
+The teacher, frozen, either sits inside the training graph and classifies the same augmented
+batch the student sees (soft_targets: batch), or answers once for the unaugmented training
+images (precomputed); the step's loss becomes W * T^2 * KL(teacher_T || student_T) + (1 - W)
+* the labels' cross-entropy (Hinton, Vinyals and Dean 2015).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from ..mxnet_compat import mx
 
 @dataclass
 class Teacher:
-    """A frozen network that takes the student's normalised images, and what it was."""
+    """What a student learns from: a frozen network that takes the student's normalised
+    images (soft_targets: batch), or its logits for each training image, in the training set's
+    order (precomputed); and what it was."""
 
-    net: MLP
+    net: MLP | None
     temperature: float
     weight: float
     record: TeacherRecord
-    # soft_targets=precomputed: its logits for each training image, in the training set's order.
     targets: np.ndarray | None = None
 
 
@@ -68,11 +70,11 @@ def read_teacher(config: Config, normalization: Normalization, train_pixels: np.
                           f"with (sha256 {recorded.sha256[:16]}…, from {recorded.path}); "
                           "restore that file to resume, or start a new run with --out DIR")
     net = frozen_network(checkpoint, normalization, ctxs)
-    targets = None
-    if distill.soft_targets == "precomputed":
-        images = mx.nd.array(normalise(train_pixels, normalization), ctx=ctxs[0])
-        targets = predict_logits(net, images).astype(np.float32)
-    return Teacher(net, distill.temperature, distill.weight, record, targets)
+    if distill.soft_targets == "batch":
+        return Teacher(net, distill.temperature, distill.weight, record)
+    images = mx.nd.array(normalise(train_pixels, normalization), ctx=ctxs[0])
+    targets = predict_logits(net, images).astype(np.float32)
+    return Teacher(None, distill.temperature, distill.weight, record, targets)
 
 
 def frozen_network(checkpoint: ckpt.Checkpoint, normalization: Normalization, ctxs) -> MLP:

@@ -48,8 +48,4 @@ def choose_kernels(config: Config, ctxs, recorded: dict[str, str] | None) -> Ker
         notes.append(f"mnist-train: mnist_gluon's compiled kernels are not available "
                      f"({missing}); the update runs on MXNet's own operators, which give the "
                      "same numbers")
-    # A LeNet updates with MXNet's operators: once a convolution has run for inference, MKLDNN
-    # holds its weights in a layout of its own, and an extension op is handed a copy of them,
-    # so the fused update's in-place writes would be lost after every validation.
-    compiled_update = wanted and missing is None and config.model.kind == "mlp"
-    return KernelChoice(config, compiled_update, elastic, tuple(notes))
+    return KernelChoice(config, wanted and missing is None, elastic, tuple(notes))

@@ -225,6 +225,11 @@ class Trainer:
     updater: Updater | DistUpdater
     teacher: Teacher | None = None
 
+    @property
+    def soft_targets(self):
+        """The teacher's precomputed logits per training image, if it has them."""
+        return self.teacher.targets if self.teacher is not None else None
+
 
 def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
                   arrays: dict | None = None, cluster: Cluster | None = None, steps: int = 1,
@@ -289,10 +294,8 @@ class Training:
         first_step = (epoch - 1) * self.steps
         order = self.cluster.share(epoch_order(self.data.num_train, config.seed, epoch),
                                    tcfg.batch_size)
-        teacher = self.trainer.teacher
         plan = plan_epoch(order, self.data.train_labels, tcfg.batch_size, self.ctxs,
-                          self.data.augmentation, config.seed, epoch,
-                          teacher.targets if teacher is not None else None)
+                          self.data.augmentation, config.seed, epoch, self.trainer.soft_targets)
         control = StepControl(stops, lambda now: self.saver.mid_epoch(
             state, first_step + now.steps_done, now))
         start = state.start_epoch(epoch)

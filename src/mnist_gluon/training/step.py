@@ -30,9 +30,9 @@ class TrainStep(gluon.HybridBlock):
         self.gather = gather
         self.smoothing = label_smoothing
         self.distill = teacher
-        # Precomputed soft targets come in as the graph's last input instead of a teacher.
-        self.precomputed = teacher is not None and teacher.targets is not None
-        self.teacher = teacher.net if teacher is not None and not self.precomputed else None
+        self.teacher = teacher.net if teacher is not None else None
+        # Precomputed soft targets come in as the graph's last input instead.
+        self.precomputed = teacher is not None and self.teacher is None
         self.calls: dict[int, list] = {}  # per device: its CachedOp's inputs, as `step` fills them
 
     def step(self, *inputs):
