@@ -2,8 +2,9 @@
 # missing, with a supported Python (python3 if it is one, else the newest of 3.10-3.14 found;
 # PYTHON=/path/to/python chooses), and installs the package into it first, with numpy 2
 # (scripts/install; NUMPY=1 for numpy 1.26), then compiles mnist_gluon's kernels (g++, against
-# the installed mxnet). `make test` also installs the Debian packages the
-# tests use (scripts/system-packages).
+# the installed mxnet). `make train` installs what the README's quick start uses (the onnx,
+# plot and serve extras); `make test` the dev extra, and the Debian packages the tests use
+# (scripts/system-packages). `make docs` builds the documentation site into site/.
 
 PYTHON ?=
 NUMPY ?= 2
@@ -15,17 +16,21 @@ ARGS ?=
 # else the default data root (Gluon's cache, downloading what is missing) is used.
 DATA_ROOT ?= $(if $(shell grep -qs "name: *fashion" $(CONFIG) && echo fashion),,$(wildcard ../shared/data/mnist))
 
-.PHONY: train test dist lint format clean
+.PHONY: train test docs dist lint format clean
 
 # mnist_gluon's own kernels, compiled against the installed mxnet's lib_api files.
 KERNELS := src/mnist_gluon/kernels/libmnist_kernels.so
 
 train: $(VENV)/.installed $(KERNELS)
-	$(BIN)/mnist-train --config $(CONFIG) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
+	@$(BIN)/python scripts/make-train $(CONFIG) $(DATA_ROOT) -- $(ARGS)
 
 test: $(VENV)/.installed-dev $(KERNELS)
 	scripts/system-packages
 	$(BIN)/python -m pytest
+
+# The documentation site, into site/ (`$(BIN)/mkdocs serve` to browse it while editing).
+docs: $(VENV)/.installed-docs
+	$(BIN)/mkdocs build --strict
 
 # An sdist and a wheel in dist/; the wheel carries the configs, the page and the compiled
 # kernels, built against this venv's mxnet (hence no isolation).
@@ -44,12 +49,16 @@ $(BIN)/python:
 	  "$$python" -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml overrides/numpy$(NUMPY).txt | $(BIN)/python
-	$(BIN)/python scripts/install --numpy $(NUMPY) -e .
+	$(BIN)/python scripts/install --numpy $(NUMPY) -e ".[quickstart]"
 	touch $@
+
+$(VENV)/.installed-docs: pyproject.toml overrides/numpy$(NUMPY).txt | $(BIN)/python
+	$(BIN)/python scripts/install --numpy $(NUMPY) -e ".[quickstart,docs]"
+	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-dev: pyproject.toml overrides/numpy$(NUMPY).txt | $(BIN)/python
 	$(BIN)/python scripts/install --numpy $(NUMPY) -e ".[dev]"
-	touch $@ $(VENV)/.installed
+	touch $@ $(VENV)/.installed $(VENV)/.installed-docs
 
 $(KERNELS): src/mnist_gluon/kernels/kernels.cc src/mnist_gluon/kernels/build.py | $(VENV)/.installed
 	$(BIN)/python -m mnist_gluon.kernels.build
@@ -61,4 +70,4 @@ $(KERNELS): src/mnist_gluon/kernels/kernels.cc src/mnist_gluon/kernels/build.py 
 	mv $@.tmp $@
 
 clean:
-	rm -rf $(VENV) .venv-jax build dist src/*.egg-info .pytest_cache .ruff_cache $(KERNELS)
+	rm -rf $(VENV) .venv-jax build dist site src/*.egg-info .pytest_cache .ruff_cache $(KERNELS)

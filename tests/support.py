@@ -10,6 +10,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -242,6 +243,17 @@ def without_module(module: str, folder: Path, command: str,
     return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           env={"PYTHONPATH": str(blocker), "PATH": ""})
 
+
+def check_install_hint(text: str) -> None:
+    """The install command quoted in `text` is one that works where it was printed: pip, run by
+    this Python, resolves it (a dry run) without moving numpy."""
+    start = text.index(f"{sys.executable} -m pip install")
+    command = shlex.split(text[start:].splitlines()[0].removesuffix(" (see mnist-sweep --help)"))
+    done = subprocess.run([*command[:4], "--dry-run", *command[4:]], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    would = [line for line in done.stdout.splitlines() if line.startswith("Would install")]
+    assert not any("numpy" in line for line in would), would
 
 
 # A LeNet small enough for a test's run: 4 and 8 channels, 32 hidden units.

@@ -143,3 +143,36 @@ def test_every_public_name_says_what_it_is():
     for name in mnist_gluon.__all__:
         assert getattr(mnist_gluon, name).__doc__, name
     assert sorted(dir(mnist_gluon)) == sorted([*mnist_gluon.__all__, "__version__"])
+
+
+def test_a_refused_train_leaves_the_folder_free_and_names_the_apis_keywords(small_config,
+                                                                           tmp_path):
+    out = tmp_path / "run"
+    mnist_gluon.train(small_config, out, train={"epochs": 1}, quiet=True)
+    with pytest.raises(mnist_gluon.UserError) as refused:
+        mnist_gluon.train(small_config, out, train={"epochs": 1}, quiet=True)
+    message = str(refused.value)
+    assert "resume=True" in message and "force=True" in message and "out=DIR" in message
+    assert "--" not in message
+    # The same process goes on: neither call is told the folder is in use by itself.
+    resumed = mnist_gluon.train(small_config, out, resume=True, train={"epochs": 2}, quiet=True)
+    assert [epoch.epoch for epoch in resumed.history] == [1, 2]
+    again = mnist_gluon.train(small_config, out, force=True, train={"epochs": 1}, quiet=True)
+    assert [epoch.epoch for epoch in again.history] == [1]
+
+
+def test_a_missing_data_folder_is_named_with_the_data_keyword(small_config, tmp_path):
+    with pytest.raises(mnist_gluon.UserError) as missing:
+        mnist_gluon.train(small_config, tmp_path / "run", data={"root": str(tmp_path / "none"),
+                                                                "download": False})
+    assert 'pass data={"root": DIR}' in str(missing.value)
+    assert "--" not in str(missing.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_commands_keep_their_flags_in_the_same_message(small_config, tmp_path):
+    done = subprocess.run([BIN / "mnist-train", "--config", str(small_config), "--out",
+                           str(tmp_path / "run"), "--data-root", str(tmp_path / "none"), "--set",
+                           "data.download=false"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "or pass --data-root DIR pointing at a folder" in done.stderr

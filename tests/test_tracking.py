@@ -10,7 +10,7 @@ from mnist_gluon.checkpoint import read_checkpoint
 from mnist_gluon.cli import run, train_command
 from mnist_gluon.config import load_config
 from mnist_gluon.training.run import run_training
-from support import without_module
+from support import check_install_hint, without_module
 
 EVERY = 10  # track.every_steps in these runs; small_config has 50 steps an epoch
 
@@ -73,11 +73,21 @@ def test_tracking_can_be_turned_off(small_config, tmp_path):
     assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
 
 
-def test_without_the_extra_the_run_says_how_to_install_it_and_trains(small_config, tmp_path):
+def test_without_the_extra_a_run_trains_without_a_word_of_tensorboard(small_config, tmp_path):
     result = without_module("tensorboardX", tmp_path, "train_command", [
         "--config", small_config, "--out", tmp_path / "run", "--quiet"])
     assert result.returncode == 0, result.stderr
-    assert ("no TensorBoard logs: they need tensorboardX: pip install 'mnist-gluon[track]'"
-            in result.stdout)
+    assert "TensorBoard" not in result.stdout + result.stderr
     assert (tmp_path / "run" / "best.params").exists()
     assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+
+def test_a_run_that_asks_for_tensorboard_without_the_extra_says_how_to_install_it(
+        small_config, tmp_path):
+    result = without_module("tensorboardX", tmp_path, "train_command", [
+        "--config", small_config, "--out", tmp_path / "run", "--quiet", "--set",
+        "track.tensorboard=true"])
+    assert result.returncode == 0, result.stderr
+    assert "no TensorBoard logs: track.tensorboard=true needs tensorboardX: " in result.stdout
+    check_install_hint(result.stdout)
+    assert (tmp_path / "run" / "best.params").exists()

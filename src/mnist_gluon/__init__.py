@@ -13,7 +13,8 @@ line: each function below is what the command of the same job runs.
     from mnist_gluon import mx  # MXNet itself, importable beside numpy 2
 
 A mistake the user can fix raises a `UserError` (`mnist_gluon.errors` has its kinds) whose
-message is the line the commands print. Nothing here imports MXNet until it is used.
+message is the line the commands print, naming these functions' keywords where the commands
+name their flags (`force=True` for `--force`). Nothing here imports MXNet until it is used.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _PUBLIC = {
     "export": "inference.export", "Exported": "inference.export",
     "mx": "mxnet_compat",
 }
+_FUNCTIONS = ("train", "load", "evaluate", "export")  # whose errors speak the API's words
 __all__ = ["Classifier", "Exported", "Predictions", "Report", "Run", "UserError", "evaluate",
            "export", "load", "mx", "train"]
 
@@ -42,6 +44,10 @@ def __getattr__(name: str):
     if name not in _PUBLIC:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    if name in _FUNCTIONS:
+        from .phrasing import in_api_words
+
+        value = in_api_words(name)(value)
     globals()[name] = value
     return value
 

@@ -148,7 +148,9 @@ class CheckpointConfig:
 
 @dataclass
 class TrackConfig:
-    tensorboard: bool = True  # event files in the run folder (needs the track extra)
+    # TensorBoard event files in the run folder; null: when tensorboardX (the track extra)
+    # is installed; true: asked for, and said when it is not
+    tensorboard: bool | None = None
     every_steps: int = 50  # the training loss and accuracy every N steps
     histograms: bool = True  # the weights' histograms every epoch
 

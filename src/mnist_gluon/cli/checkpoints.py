@@ -191,14 +191,16 @@ def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_
                   body_timeout, keep_alive_timeout, max_connections, access_log):
     """Serve a checkpoint over HTTP: POST /v1/predict (an image upload, or JSON pixels for a
     batch), GET /v1/model, /healthz and /metrics (Prometheus), and at / a page to draw a digit
-    on. Needs the serve extra: pip install "mnist-gluon[serve]"."""
+    on. Needs the serve extra (`make train` installs it)."""
     if token is not None and not token.strip():
         raise click.BadParameter("the token is empty", param_hint="--token")
     missing = [name for name in ("fastapi", "uvicorn", "prometheus_client", "multipart")
                if importlib.util.find_spec(name) is None]
     if missing:
+        from ..extras import install_command
+
         raise click.UsageError(f"mnist-serve needs {', '.join(missing)}: "
-                               'pip install "mnist-gluon[serve]"')
+                               f"{install_command('serve')}")
     # One OpenMP thread: the event loop needs the other core.
     engine.choose(engine.inference_settings(device, threads=1))
     from ..serving.app import serve_checkpoint

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from ..sweep.search import SAMPLERS
-from ..sweep.study import INSTALL
 from ..training.trial import PRUNERS
 from .options import CONTEXT, config_help, data_root_option, debug_option, version
 
@@ -109,7 +108,10 @@ def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner,
     try:
         import optuna  # noqa: F401
     except ImportError:
-        raise click.UsageError(f"mnist-sweep needs optuna: {INSTALL}") from None
+        from ..extras import install_command
+
+        raise click.UsageError(f"mnist-sweep needs optuna: {install_command('sweep')}"
+                               ) from None
     from ..config import config_file
     from ..sweep.search import Search, parse_grid, parse_ranges
     from ..sweep.study import run_sweep

@@ -128,7 +128,9 @@ def export_onnx(symbol_file: Path, params_file: Path, onnx_file: Path) -> Path:
 
         mx_onnx = onnx_exporter()
     except ImportError:
-        raise ConfigError("ONNX export needs the onnx extra: pip install 'mnist-gluon[onnx]'"
+        from ..extras import install_command
+
+        raise ConfigError(f"ONNX export needs the onnx extra: {install_command('onnx')}"
                           ) from None
     # A None inside the plain input shape crashes the exporter; a dynamic batch is declared
     # this way instead.

@@ -13,14 +13,14 @@ import numpy as np
 
 from ..files import atomic_write
 
-INSTALL = "pictures need matplotlib: pip install 'mnist-gluon[plot]'"
-
 
 def missing() -> str | None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        return INSTALL
+        from ..extras import install_command
+
+        return f"pictures need matplotlib: {install_command('plot')}"
     return None
 
 

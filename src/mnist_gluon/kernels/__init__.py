@@ -5,22 +5,62 @@ for bit as MXNet's own update operators do. `mnist_elastic_warp` gathers a batch
 its affine draws and distorts it elastically in one pass, from random numbers keyed by (seed,
 epoch, image). Both run on CPU contexts.
 
-The wheel carries the library; `make` builds it from source (`python -m
-mnist_gluon.kernels.build`). Where it cannot be loaded, `load` says why in one line, and the
-update uses MXNet's own operators, which give the same numbers.
+A built wheel and `make` carry the library beside this file. An install from source without
+it (`pip install .`, `pip install -e .`, whose isolated build has no mxnet to compile against)
+builds it at first use, against the installed mxnet, into a per-user cache
+($XDG_CACHE_HOME/mnist-gluon, else ~/.cache/mnist-gluon), once, under a lock. Where it can be
+neither found nor built, `load` says why in one line, and the run uses MXNet's own operators.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from pathlib import Path
 
 from ..config import KERNELS
 
-LIBRARY = Path(__file__).resolve().parent / "libmnist_kernels.so"
+LIBRARY = Path(__file__).resolve().parent / "libmnist_kernels.so"  # build.LIBRARY_NAME
 COMPILED, MXNET = KERNELS  # which implementation ran, as `kernels:` and the sidecar name it
 BUILD_COMMAND = "python -m mnist_gluon.kernels.build"
 OPERATORS = ("mnist_fused_update", "mnist_elastic_warp")  # what kernels.cc registers
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mnist-gluon" / "kernels"
+
+
+def library() -> Path:
+    """The library this install uses: the one beside this file, else the cached build for
+    this source and this mxnet, built here first if there is none yet (BuildError: it
+    cannot be)."""
+    if LIBRARY.is_file():
+        return LIBRARY
+    import fcntl
+
+    from . import build  # not at the top: `python -m mnist_gluon.kernels.build` imports this
+
+    cached = cache_dir() / build.source_key() / build.LIBRARY_NAME
+    if cached.is_file():
+        return cached
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(cached.parent / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise build.BuildError(f"the cache {cached.parent} is not writable "
+                               f"({error.strerror})") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it: wait for it
+        if not cached.is_file():
+            build.compiler()  # no note when there is nothing to compile with
+            print(f"mnist-gluon: compiling its kernels for this install, once, into "
+                  f"{cached.parent} (about 10 s)", file=sys.stderr, flush=True)
+            build.build(cached)
+    finally:
+        os.close(lock)
+    return cached
 
 
 @functools.cache
@@ -28,20 +68,23 @@ def load() -> str | None:
     """Load the library into this process's MXNet, once: None when its operators are there,
     otherwise why they are not."""
     from ..mxnet_compat import mx
+    from .build import BuildError
 
-    if not LIBRARY.is_file():
-        return f"{LIBRARY.name} was not built for this install"
     try:
-        register_operators()
+        path = library()
+    except BuildError as error:
+        return f"{LIBRARY.name} was not built for this install, and cannot be built here: {error}"
+    try:
+        register_operators(path)
     except mx.base.MXNetError as error:
         lines = [line for line in str(error).splitlines() if line.strip()]
-        return f"{LIBRARY} did not load ({lines[-1].strip() if lines else 'no reason given'})"
+        return f"{path} did not load ({lines[-1].strip() if lines else 'no reason given'})"
     except OSError as error:
-        return f"{LIBRARY} did not load ({error})"
+        return f"{path} did not load ({error})"
     return None
 
 
-def register_operators() -> None:
+def register_operators(path: Path) -> None:
     """What mx.library.load does, for our two operators alone: it makes the Python function of
     every one of MXNet's 2,500 operators again, 0.26 s of a run's start-up. MXNet is reached by
     name: a parameter server calls this from inside `import mxnet`, before mx.nd exists."""
@@ -51,7 +94,7 @@ def register_operators() -> None:
     from mxnet.ndarray.register import _make_ndarray_function
     from mxnet.symbol.register import _make_symbol_function
 
-    base.check_call(base._LIB.MXLoadLib(str(LIBRARY).encode(), base.mx_uint(0)))
+    base.check_call(base._LIB.MXLoadLib(str(path).encode(), base.mx_uint(0)))
     for name in OPERATORS:
         handle = base.OpHandle()
         base.check_call(base._LIB.NNGetOpHandle(base.c_str(name), ctypes.byref(handle)))

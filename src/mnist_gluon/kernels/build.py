@@ -6,6 +6,7 @@ build writes it into the wheel. MXNet is not imported: only its headers and lib_
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -31,6 +32,16 @@ def mxnet_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BuildError("mxnet is not installed, so its lib_api files are missing")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def source_key() -> str:
+    """What a built library depends on, as a short digest: our source, the flags, and the
+    lib_api files of the installed mxnet (a cached build of another is never loaded)."""
+    digest = hashlib.sha256(" ".join(FLAGS).encode())
+    mxnet = mxnet_dir()
+    for path in (SOURCE, mxnet / "src" / "lib_api.cc", mxnet / "include" / "mxnet" / "lib_api.h"):
+        digest.update(path.read_bytes() if path.is_file() else b"-")
+    return digest.hexdigest()[:16]
 
 
 def compiler() -> str:

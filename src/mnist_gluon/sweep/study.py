@@ -35,7 +35,6 @@ from ..files import atomic_write_text
 from ..training.trial import ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, make_pruner
 from .search import Search, prepare
 
-INSTALL = "pip install 'mnist-gluon[sweep]'"
 INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)  # a trial stopped with a checkpoint
 DISCARDED = "discarded"  # a trial's attribute: why it repeated another and never ran
 MAX_ASKS = 20

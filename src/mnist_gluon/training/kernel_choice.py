@@ -30,22 +30,30 @@ def choose_kernels(config: Config, ctxs, recorded: dict[str, str] | None) -> Ker
             kernels.COMPILED if wanted else kernels.MXNET)
     missing = kernels.load() if wanted or elastic == kernels.COMPILED else None
     notes = []
-    if elastic is not None:
-        if elastic != config.kernels:
-            config = dataclasses.replace(config, kernels=elastic)
-            notes.append(f"mnist-train: resuming with the elastic distortion the run began with: "
-                         f"kernels={elastic}" if recorded is not None else
-                         "mnist-train: the elastic distortion runs on MXNet's operators on GPU "
-                         "contexts (the compiled kernel is for CPUs)")
-        if elastic == kernels.COMPILED and not on_cpu:
-            raise ConfigError("this run was distorted by the compiled kernel, which runs on "
-                              "CPU contexts only; resume it with device: cpu")
-        if elastic == kernels.COMPILED and missing is not None:
-            raise ConfigError(f"the elastic distortion needs mnist_gluon's compiled kernels: "
-                              f"{missing}; build them with `{kernels.BUILD_COMMAND}`, or set "
-                              "kernels=mxnet for MXNet's operators (other random numbers)")
-    if wanted and missing is not None:
+    if elastic == kernels.COMPILED and missing is not None:
+        if recorded is not None:  # its random numbers were the compiled kernel's
+            raise ConfigError(f"this run was distorted by mnist_gluon's compiled kernels: "
+                              f"{missing}; resume it where they are (a C++ compiler builds "
+                              "them at first use)")
+        elastic = kernels.MXNET
+        notes.append(f"mnist-train: mnist_gluon's compiled kernels are not available "
+                     f"({missing}); the update and the elastic distortion run on MXNet's own "
+                     "operators (the update gives the same numbers, the distortion draws "
+                     "others)")
+    elif wanted and missing is not None:
         notes.append(f"mnist-train: mnist_gluon's compiled kernels are not available "
                      f"({missing}); the update runs on MXNet's own operators, which give the "
                      "same numbers")
+    if elastic is not None:
+        if elastic != config.kernels:
+            config = dataclasses.replace(config, kernels=elastic)
+            if not notes:
+                notes.append(
+                    f"mnist-train: resuming with the elastic distortion the run began with: "
+                    f"kernels={elastic}" if recorded is not None else
+                    "mnist-train: the elastic distortion runs on MXNet's operators on GPU "
+                    "contexts (the compiled kernel is for CPUs)")
+        if elastic == kernels.COMPILED and not on_cpu:
+            raise ConfigError("this run was distorted by the compiled kernel, which runs on "
+                              "CPU contexts only; resume it with device: cpu")
     return KernelChoice(config, wanted and missing is None, elastic, tuple(notes))

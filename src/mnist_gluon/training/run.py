@@ -129,7 +129,21 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     ctxs = resolve_contexts(config.device)
     tcfg, cluster = config.train, join_cluster(config.train.kvstore)
     check_batch_split(tcfg.batch_size, ctxs)
-    lock = folders.lock_run_dir(run_dir) if cluster.writer else None
+    held: list[int | None] = [folders.lock_run_dir(run_dir) if cluster.writer else None]
+    try:
+        return prepare(config, run_dir, resume, force, quiet, refit_of, ctxs, cluster, held)
+    except BaseException:
+        if held[0] is not None:  # a refused run leaves the folder free for the next call
+            os.close(held[0])
+        raise
+
+
+def prepare(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool,
+            refit_of: Path | None, ctxs, cluster: Cluster, held: list[int | None]
+            ) -> tuple[Training, RunState]:
+    """set_up's checks and preparations, in order; `held` holds the folder's lock, taken here
+    once the folder is made if it was not there before."""
+    tcfg = config.train
     # A run stopped before its first checkpoint (a full disk, Ctrl-C) starts again from the
     # beginning, with its saved config.
     resumed = (read_resumable(run_dir, config)
@@ -152,7 +166,8 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if resumed is None and cluster.writer:
         # Created only now, so a failure to read the data leaves no empty run folder behind.
         folders.prepare_run_dir(run_dir, force)
-        lock = lock if lock is not None else folders.lock_run_dir(run_dir)
+        if held[0] is None:
+            held[0] = folders.lock_run_dir(run_dir)
     trainer = build_trainer(config, ctxs, data.augmentation, resumed.arrays if resumed else None,
                             cluster, steps, resumed.sidecar.step if resumed else 0,
                             kernels.compiled_update, teacher)
@@ -174,7 +189,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
     run = Training(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
-                   Log(quiet, cluster.prefix), tracker, average, lock)
+                   Log(quiet, cluster.prefix), tracker, average, held[0])
     run.announce(resumed, state)
     if resume and resumed is None:
         run.log.line(f"mnist-train: {run_dir} holds no checkpoint yet; training it from the "

@@ -18,8 +18,6 @@ from ..checkpoint import EpochProgress, EpochResult
 from ..config import Config, config_to_dict
 from ..model import MLP, named_parameters
 
-INSTALL = "pip install 'mnist-gluon[track]'"
-
 
 class NoTracking:
     """What a run does without TensorBoard logs: nothing."""
@@ -43,13 +41,20 @@ class NoTracking:
 
 def open_tracking(config: Config, run_dir: Path, writer: bool,
                   resumed_step: int | None) -> tuple[NoTracking, str | None]:
-    """The run's tracker, and a note for the log when it cannot track as configured."""
-    if not config.track.tensorboard or not writer:
+    """The run's tracker, and a note for the log when it cannot track as configured: with
+    `track.tensorboard: null` (the default) a run logs when tensorboardX is installed, and says
+    nothing when it is not; `true` asks for the logs, and their absence is said."""
+    if config.track.tensorboard is False or not writer:
         return NoTracking(), None
     try:
         import_tensorboardx()
     except ImportError:
-        return NoTracking(), f"no TensorBoard logs: they need tensorboardX: {INSTALL}"
+        if config.track.tensorboard is None:
+            return NoTracking(), None
+        from ..extras import install_command
+
+        return NoTracking(), ("no TensorBoard logs: track.tensorboard=true needs tensorboardX: "
+                              f"{install_command('track')}")
     return TensorBoard(config, run_dir, resumed_step), None
 
 
