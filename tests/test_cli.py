@@ -561,3 +561,34 @@ def test_the_recipe_script_fails_loudly_without_mnist_train(tmp_path):
     assert done.returncode == 2
     assert done.stderr == ("compare_recipes.sh: error: no mnist-train found; run 'make train' "
                            "first, or set MNIST_TRAIN=/path/to/mnist-train\n")
+
+
+def test_epochs_lr_and_batch_size_are_shorthands_for_set_shown_in_help(capsys):
+    assert run(train_command, ["--config", "base", "--epochs", "3", "--lr", "0.05",
+                               "--batch-size", "128", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)["train"]
+    assert (printed["epochs"], printed["lr"], printed["batch_size"]) == (3, 0.05, 128)
+    helped = command("mnist-train", "--help").stdout
+    for flag, key in (("--epochs", "train.epochs"), ("--lr", "train.lr"),
+                      ("--batch-size", "train.batch_size")):
+        assert flag in helped and f"Short for --set {key}=" in helped
+    assert run(train_command, ["--config", "base", "--epochs", "0", "--print-config"]) == 2
+    assert "train.epochs is 0; it must be in [1, 100000]" in capsys.readouterr().err
+
+
+def test_the_checkpoint_commands_take_the_checkpoint_or_its_run_folder_first(trained, tmp_path):
+    folder = trained.parent if trained.name.endswith(".params") else trained
+    for name, args in (("mnist-eval", ["--json"]), ("mnist-export", ["--out", tmp_path / "e"])):
+        done = command(name, folder, *args)
+        assert done.returncode == 0, done.stderr
+    np.save(tmp_path / "digit.npy", np.eye(28) * 255)
+    by_folder = command("mnist-predict", folder, tmp_path / "digit.npy")
+    by_option = command("mnist-predict", "--checkpoint", folder / "best.params",
+                        tmp_path / "digit.npy")
+    assert by_folder.returncode == 0 and by_folder.stdout == by_option.stdout != ""
+    assert command("mnist-eval", folder, "--checkpoint", folder).stderr == (
+        f"mnist-eval: error: the checkpoint is given twice ({folder} and --checkpoint {folder}); "
+        "give it once (see mnist-eval --help)\n")
+    assert command("mnist-eval").stderr == (
+        "mnist-eval: error: give the checkpoint as the first argument, e.g. runs/base (its "
+        "best.params), or with --checkpoint PATH (see mnist-eval --help)\n")

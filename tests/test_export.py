@@ -128,3 +128,59 @@ def test_an_export_into_a_read_only_folder_is_one_line(model, tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith(f"mnist-export: error: cannot write into {out} (")
     assert done.stderr.count("\n") == 1 and list(out.iterdir()) == []
+
+
+def test_mnist_exports_own_model_is_read_with_its_recorded_normalisation_not_as_bare(
+        exported, mnist_dir, tmp_path):
+    """eval on the export's .params scored 8.92%: it was read as a bare network of
+    unnormalised input."""
+    import mnist_gluon
+
+    model, prefix = exported
+    out = tmp_path / "export"
+    assert run(export_command, ["--checkpoint", str(model), "--out", str(out)]) == 0
+    expected = mnist_gluon.evaluate(model, data_root=str(mnist_dir)).accuracy
+    for given in (out, out / f"{prefix}-0000.params"):
+        done = subprocess.run([str(BIN / "mnist-eval"), str(given), "--data-root",
+                               str(mnist_dir), "--json"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert abs(json.loads(done.stdout)["accuracy"] - expected) <= 2e-4
+    assert mnist_gluon.load(out).predict(np.zeros((1, 784)) + np.eye(1, 784) * 255) is not None
+    done = subprocess.run([str(BIN / "mnist-eval"), str(out), "--normalize", "0,1"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "drop --normalize" in done.stderr
+
+
+def test_files_that_are_not_a_model_to_score_are_named_for_what_they_are(model, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for suffix in (".params", ".json"):
+        shutil.copy(model.with_suffix(suffix), run_dir / f"best{suffix}")
+    (run_dir / "best.states").write_bytes(b"optimizer state")
+    out = tmp_path / "int8"
+    (out).mkdir()
+    (out / "mnist-mlp-int8-0000.params").write_bytes(b"int8")
+    (out / "model.json").write_text(json.dumps({
+        "format": "mxnet-int8", "files": {"mnist-mlp-int8-0000.params": "0"},
+        "checkpoint": {"path": "runs/base/best.params"}}))
+    cases = {
+        run_dir / "best.states": "is a checkpoint's optimizer state (it resumes a run); pass "
+                                 f"its parameter file, {run_dir / 'best.params'}",
+        out / "model.json": "is mnist-export's description of the model beside it; pass its "
+                            f"folder, {out}",
+        out: "is mnist-export's mxnet-int8 model, which mnist-gluon does not load; pass the "
+             "checkpoint it was exported from (runs/base/best.params)",
+        tmp_path / "nothing": "does not exist",
+    }
+    (tmp_path / "nothing").mkdir()
+    cases[tmp_path / "nothing"] = "is a folder that holds no run (best.params) and no export"
+    for given, words in cases.items():
+        done = subprocess.run([str(BIN / "mnist-eval"), str(given)], capture_output=True,
+                              text=True)
+        assert done.returncode == 2 and done.stdout == "", done.stdout
+        assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
+    done = subprocess.run([str(BIN / "mnist-eval"), str(run_dir), "--json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and json.loads(done.stdout)["accuracy"] > 0.9, done.stderr

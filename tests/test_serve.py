@@ -191,6 +191,7 @@ A_JPEG = encoded(A_STROKE, "JPEG")
 
 
 ZEROS = [0] * 784
+STROKE = A_STROKE.reshape(-1).tolist()
 REQUESTS = {
     # name: (content type, body, query, token, status, words in the message)
     "no token": ("application/json", {"pixels": [ZEROS]}, {}, None, 401, "Bearer"),
@@ -222,11 +223,13 @@ REQUESTS = {
                                  {}, TOKEN, 422, "holds true or false"),
     "nothing drawn": ("image/png", encoded(np.full((50, 50), 255, np.uint8), "PNG"), {}, TOKEN,
                       422, "the upload has nothing drawn on it"),
+    "nothing drawn in JSON": ("application/json", {"pixels": [STROKE, ZEROS]}, {}, TOKEN, 422,
+                              "pixels[1] has nothing drawn on it"),
     "two IHDR chunks": ("image/png", A_PNG[:33] + A_PNG[8:33] + A_PNG[33:], {}, TOKEN, 400,
                         "second IHDR chunk"),
-    "top_k too big": ("application/json", {"pixels": [ZEROS]}, {"top_k": 11}, TOKEN, 422,
+    "top_k too big": ("application/json", {"pixels": [STROKE]}, {"top_k": 11}, TOKEN, 422,
                       "top_k"),
-    "top_k not a number": ("application/json", {"pixels": [ZEROS]}, {"top_k": "x"}, TOKEN,
+    "top_k not a number": ("application/json", {"pixels": [STROKE]}, {"top_k": "x"}, TOKEN,
                            422, "top_k"),
 }
 

@@ -14,16 +14,19 @@ from ..data import DATASETS
 from ..serving.settings import ConnectionLimits, Limits, ServeOptions
 from .options import (
     CONTEXT,
+    checkpoint_argument,
     checkpoint_option,
     data_root_option,
     debug_option,
     device_option,
     normalize_option,
+    the_checkpoint,
     version,
 )
 
 
 @click.command("mnist-eval", context_settings=CONTEXT)
+@checkpoint_argument
 @checkpoint_option
 @data_root_option("Folder holding the test set's IDX files.  "
                   "[default: the checkpoint's, else $MXNET_HOME/datasets/<name>]")
@@ -38,12 +41,13 @@ from .options import (
                    "images) into this folder; needs the plot extra.")
 @debug_option
 @version
-def eval_command(checkpoint_path, data_root, dataset, device, bare_normalization, no_download,
+def eval_command(checkpoint_argument, checkpoint_option, data_root, dataset, device, bare_normalization, no_download,
                  as_json, plot_dir):
     """Evaluate a checkpoint on the test set: accuracy, loss, per-class precision, recall and
-    F1, macro averages and the confusion matrix."""
+    F1, macro averages and the confusion matrix. CHECKPOINT: as --checkpoint."""
     from ..inference.evaluate import evaluate
 
+    checkpoint_path = the_checkpoint(checkpoint_option, checkpoint_argument)
     report = evaluate(checkpoint_path, dataset, data_root=data_root, device=device,
                       normalization=bare_normalization, download=not no_download)
     if report.foreign:
@@ -63,7 +67,7 @@ def eval_command(checkpoint_path, data_root, dataset, device, bare_normalization
 
 @click.command("mnist-predict", context_settings=CONTEXT)
 @checkpoint_option
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="[CHECKPOINT] INPUTS...")
 @click.option("--top-k", "top_k", type=click.IntRange(1, None), default=3, show_default=True,
               help="How many classes to show per image.")
 @device_option()
@@ -72,16 +76,23 @@ def eval_command(checkpoint_path, data_root, dataset, device, bare_normalization
               help="Print a JSON list: one object per image with path, label and top_k.")
 @debug_option
 @version
-def predict_command(checkpoint_path, inputs, top_k, device, bare_normalization, as_json):
+def predict_command(checkpoint_option, inputs, top_k, device, bare_normalization, as_json):
     """Classify images: PNG/JPEG/BMP files of any size (a dark digit on light paper is
     inverted, cropped and centred the way MNIST's digits are), .npy arrays and IDX files of
     28x28 images, or folders of them. A file that cannot be read is reported and skipped;
-    the exit status is then 1, or 2 when no file could be read."""
+    the exit status is then 1, or 2 when no file could be read. Without --checkpoint, the
+    first argument is the checkpoint."""
     from ..errors import DataError
     from ..inference.classifier import load
     from ..inference.images import expand, load_inputs
     from ..inference.predict import predict
 
+    if checkpoint_option is None:
+        if len(inputs) < 2:
+            raise click.UsageError("give the checkpoint and then the images, e.g. "
+                                   "mnist-predict runs/base digit.png (or --checkpoint PATH)")
+        checkpoint_option, inputs = inputs[0], inputs[1:]
+    checkpoint_path = checkpoint_option
     classifier = load(checkpoint_path, device, bare_normalization)
     paths = expand([Path(p) for p in inputs])
     if not paths:
@@ -108,6 +119,7 @@ def predict_command(checkpoint_path, inputs, top_k, device, bare_normalization, 
 
 
 @click.command("mnist-export", context_settings=CONTEXT)
+@checkpoint_argument
 @checkpoint_option
 @click.option("--format", "fmt", type=click.Choice(["mxnet", "onnx"]), default="mxnet",
               show_default=True, help="mxnet: *-symbol.json + *-0000.params; onnx: one .onnx.")
@@ -120,12 +132,13 @@ def predict_command(checkpoint_path, inputs, top_k, device, bare_normalization, 
 @click.option("--force", is_flag=True, help="Replace an export already in --out.")
 @debug_option
 @version
-def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normalization, force):
+def export_command(checkpoint_argument, checkpoint_option, fmt, out, quantize, data_root, bare_normalization, force):
     """Export a checkpoint for serving. The exported model takes raw pixels (float32, 0-255,
     N x 784) with the normalisation inside the graph, and returns logits; model.json beside
-    it describes input, output and class names."""
+    it describes input, output and class names. CHECKPOINT: as --checkpoint."""
     from ..inference.export import export
 
+    checkpoint_path = the_checkpoint(checkpoint_option, checkpoint_argument)
     exported = export(checkpoint_path, Path(out), fmt, quantize, data_root=data_root,
                       normalization=bare_normalization, force=force)
     for path in exported.files:
@@ -138,6 +151,7 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normaliz
 
 
 @click.command("mnist-serve", context_settings=CONTEXT)
+@checkpoint_argument
 @checkpoint_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 opens the server to the network.")
@@ -186,12 +200,13 @@ def export_command(checkpoint_path, fmt, out, quantize, data_root, bare_normaliz
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @debug_option
 @version
-def serve_command(checkpoint_path, host, port, token, max_body, max_images, max_batch,
+def serve_command(checkpoint_argument, checkpoint_option, host, port, token, max_body, max_images, max_batch,
                   max_wait_ms, device, bare_normalization, allowed_hosts, cors, header_timeout,
                   body_timeout, keep_alive_timeout, max_connections, access_log):
     """Serve a checkpoint over HTTP: POST /v1/predict (an image upload, or JSON pixels for a
     batch), GET /v1/model, /healthz and /metrics (Prometheus), and at / a page to draw a digit
-    on. Needs the serve extra (`make train` installs it)."""
+    on. Needs the serve extra (`make train` installs it). CHECKPOINT: as --checkpoint."""
+    checkpoint_path = the_checkpoint(checkpoint_option, checkpoint_argument)
     if token is not None and not token.strip():
         raise click.BadParameter("the token is empty", param_hint="--token")
     missing = [name for name in ("fastapi", "uvicorn", "prometheus_client", "multipart")

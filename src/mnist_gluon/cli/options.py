@@ -44,8 +44,23 @@ def check_device(ctx, param, device: str) -> str:
 debug_option = click.option("--debug", is_flag=True, expose_value=False, callback=remember_debug,
                             help="Show Python tracebacks of errors.")
 checkpoint_option = click.option(
-    "--checkpoint", "checkpoint_path", required=True, type=click.Path(),
-    help="A .params file from mnist-train (or a plain Gluon script's).")
+    "--checkpoint", "checkpoint_option", type=click.Path(), metavar="PATH",
+    help="The checkpoint, if not given as the first argument: a .params file from mnist-train "
+         "(or a plain Gluon script's), a run folder (its best.params), or mnist-export's "
+         "folder.")
+checkpoint_argument = click.argument("checkpoint_argument", metavar="[CHECKPOINT]",
+                                     required=False, type=click.Path())
+
+
+def the_checkpoint(option: str | None, argument: str | None) -> str:
+    """The checkpoint, given once: as the first argument or with --checkpoint."""
+    if option is not None and argument is not None:
+        raise click.UsageError(f"the checkpoint is given twice ({argument} and --checkpoint "
+                               f"{option}); give it once")
+    if option is None and argument is None:
+        raise click.UsageError("give the checkpoint as the first argument, e.g. runs/base "
+                               "(its best.params), or with --checkpoint PATH")
+    return option if option is not None else argument
 normalize_option = click.option(
     "--normalize", "bare_normalization", default=None, metavar="MEAN,STD",
     callback=parse_normalize,

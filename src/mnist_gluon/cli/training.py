@@ -17,6 +17,11 @@ from .options import CONTEXT, config_help, data_root_option, debug_option, versi
                    "[default: none]")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config key, e.g. --set train.lr=0.01; repeatable.")
+@click.option("--epochs", type=int, default=None, metavar="N",
+              help="Short for --set train.epochs=N.")
+@click.option("--lr", default=None, metavar="X", help="Short for --set train.lr=X.")
+@click.option("--batch-size", type=int, default=None, metavar="N",
+              help="Short for --set train.batch_size=N.")
 @click.option("--out", type=click.Path(), default=None,
               help="Run folder.  [default: runs/<config file name>]")
 @data_root_option("Folder holding the dataset's IDX files (sets data.root).  "
@@ -31,8 +36,8 @@ from .options import CONTEXT, config_help, data_root_option, debug_option, versi
 @click.option("--quiet", is_flag=True, help="No progress bar: one line per epoch.")
 @debug_option
 @version
-def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir, force,
-                  print_config, quiet):
+def train_command(config_path, overrides, epochs, lr, batch_size, out, data_root, resume_dir,
+                  refit_dir, force, print_config, quiet):
     """Train the MLP (or a LeNet: model.kind) on MNIST (or Fashion-MNIST) and write a run
     folder: config.yaml, metrics.jsonl, last.params and best.params (best validation
     accuracy)."""
@@ -42,7 +47,10 @@ def train_command(config_path, overrides, out, data_root, resume_dir, refit_dir,
         raise click.UsageError("--refit uses the run's saved config; drop --config and --resume")
     if resume_dir is not None and config_path is not None:
         raise click.UsageError("--resume uses the run's saved config; drop --config")
-    overrides = [*overrides, *([f"data.root={data_root}"] if data_root else [])]
+    shorthands = {"train.epochs": epochs, "train.lr": lr, "train.batch_size": batch_size}
+    overrides = [*overrides, *(f"{key}={value}" for key, value in shorthands.items()
+                               if value is not None),
+                 *([f"data.root={data_root}"] if data_root else [])]
     out = resume_dir if resume_dir is not None else out
     if print_config:
         from ..config import config_to_yaml, fit_short_run

@@ -88,8 +88,9 @@ def load(checkpoint: str | Path, device: str = "auto",
 
     bare = Normalization(*normalization) if isinstance(normalization, tuple) else normalization
     read = read_checkpoint(checkpoint, bare)
-    if bare is not None and read.sidecar is not None:
-        raise ConfigError(f"--normalize is for bare .params files; {checkpoint} has a sidecar "
+    if bare is not None and (read.sidecar is not None or read.exported is not None):
+        has = "a sidecar" if read.sidecar is not None else "mnist-export's model.json"
+        raise ConfigError(f"--normalize is for bare .params files; {checkpoint} has {has} "
                           "that records its normalisation: drop --normalize")
     net = load_network(read, resolve_contexts(device)[0])
     return Classifier(read, net, pixel_classifier(net, read.normalization))

@@ -232,7 +232,8 @@ def from_stack(path: str | Path, array: np.ndarray) -> list[Input]:
     if array.ndim == 3 and array.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE) or (
             array.ndim == 2 and array.shape[1] == PIXELS):
         flat = array.reshape(len(array), PIXELS)
-        return [Input(str(path), i, check_pixels(path, row)) for i, row in enumerate(flat)]
+        return [Input(str(path), i, check_pixels(f"{path}[{i}]", row))
+                for i, row in enumerate(flat)]
     raise DataError(f"{path} holds an array of shape {array.shape}; expected 28x28, Nx28x28, "
                     "784 or Nx784 pixels")
 
@@ -241,7 +242,19 @@ def check_pixels(path: str | Path, pixels: np.ndarray) -> np.ndarray:
     pixels = pixels.astype(np.float32)
     if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
         raise DataError(f"{path} has pixel values outside 0-255")
+    if (blank := nothing_drawn(pixels.reshape(1, -1))[0]) is not None:
+        raise DataError(f"{path} {blank}")
     return pixels
+
+
+def nothing_drawn(images: np.ndarray) -> list[str | None]:
+    """For each row of `images` (N x pixels, 0-255): why it is blank ("has nothing drawn on
+    it ..."), or None for an image with a digit's contrast. A blank image is refused alike
+    from every input, not classified."""
+    spans = np.ptp(images, axis=1) if images.size else np.zeros(len(images))
+    return [None if span >= BLANK_RANGE else
+            f"has nothing drawn on it (its grey levels span {span:.0f} of 255); send an image "
+            "of a digit" for span in spans.tolist()]
 
 
 def mnist_like(image: np.ndarray, name: str) -> np.ndarray:
@@ -251,9 +264,8 @@ def mnist_like(image: np.ndarray, name: str) -> np.ndarray:
     if border_is_light(image):
         image = 255.0 - image  # people draw dark digits on light paper
     low, high = float(image.min()), float(image.max())
-    if high - low < BLANK_RANGE:
-        raise DataError(f"{name} has nothing drawn on it (its grey levels span "
-                        f"{high - low:.0f} of 255); send an image of a digit")
+    if (blank := nothing_drawn(np.array([[low, high]]))[0]) is not None:
+        raise DataError(f"{name} {blank}")
     image = (image - low) * (255.0 / (high - low))
     if image.shape == (IMAGE_SIZE, IMAGE_SIZE):
         return image  # already MNIST's size: taken as it is

@@ -115,6 +115,11 @@ def pixels_from_json(body: bytes, max_images: int) -> np.ndarray:
     if bad.any():
         raise ApiError(422, f"pixels[{int(np.argmax(bad.any(axis=1)))}] has values outside "
                             "0-255")
+    from ..inference.images import nothing_drawn
+
+    for i, blank in enumerate(nothing_drawn(pixels)):
+        if blank is not None:
+            raise ApiError(422, f"pixels[{i}] {blank}")
     return pixels.astype(np.float32)
 
 
