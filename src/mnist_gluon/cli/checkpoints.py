@@ -41,8 +41,8 @@ from .options import (
                    "images) into this folder; needs the plot extra.")
 @debug_option
 @version
-def eval_command(checkpoint_argument, checkpoint_option, data_root, dataset, device, bare_normalization, no_download,
-                 as_json, plot_dir):
+def eval_command(checkpoint_argument, checkpoint_option, data_root, dataset, device,
+                 bare_normalization, no_download, as_json, plot_dir):
     """Evaluate a checkpoint on the test set: accuracy, loss, per-class precision, recall and
     F1, macro averages and the confusion matrix. CHECKPOINT: as --checkpoint."""
     from ..inference.evaluate import evaluate
@@ -67,7 +67,8 @@ def eval_command(checkpoint_argument, checkpoint_option, data_root, dataset, dev
 
 @click.command("mnist-predict", context_settings=CONTEXT)
 @checkpoint_option
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="[CHECKPOINT] INPUTS...")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(),
+                metavar="[CHECKPOINT] INPUTS...")
 @click.option("--top-k", "top_k", type=click.IntRange(1, None), default=3, show_default=True,
               help="How many classes to show per image.")
 @device_option()
@@ -132,7 +133,8 @@ def predict_command(checkpoint_option, inputs, top_k, device, bare_normalization
 @click.option("--force", is_flag=True, help="Replace an export already in --out.")
 @debug_option
 @version
-def export_command(checkpoint_argument, checkpoint_option, fmt, out, quantize, data_root, bare_normalization, force):
+def export_command(checkpoint_argument, checkpoint_option, fmt, out, quantize, data_root,
+                   bare_normalization, force):
     """Export a checkpoint for serving. The exported model takes raw pixels (float32, 0-255,
     N x 784) with the normalisation inside the graph, and returns logits; model.json beside
     it describes input, output and class names. CHECKPOINT: as --checkpoint."""
@@ -200,9 +202,10 @@ def export_command(checkpoint_argument, checkpoint_option, fmt, out, quantize, d
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @debug_option
 @version
-def serve_command(checkpoint_argument, checkpoint_option, host, port, token, max_body, max_images, max_batch,
-                  max_wait_ms, device, bare_normalization, allowed_hosts, cors, header_timeout,
-                  body_timeout, keep_alive_timeout, max_connections, access_log):
+def serve_command(checkpoint_argument, checkpoint_option, host, port, token, max_body,
+                  max_images, max_batch, max_wait_ms, device, bare_normalization, allowed_hosts,
+                  cors, header_timeout, body_timeout, keep_alive_timeout, max_connections,
+                  access_log):
     """Serve a checkpoint over HTTP: POST /v1/predict (an image upload, or JSON pixels for a
     batch), GET /v1/model, /healthz and /metrics (Prometheus), and at / a page to draw a digit
     on. Needs the serve extra (`make train` installs it). CHECKPOINT: as --checkpoint."""
