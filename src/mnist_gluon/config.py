@@ -49,17 +49,17 @@ class ElasticConfig:
     """Elastic distortion (Simard et al. 2003): a random displacement field per image,
     smoothed by a Gaussian of `sigma` pixels and scaled by `alpha` pixels; 0 turns it off."""
 
-    alpha: float = 0.0
-    sigma: float = 4.0
+    alpha: float = 0.0  # displacement scale in pixels; 0 is off (Simard et al.: 34)
+    sigma: float = 4.0  # the Gaussian that smooths the random displacement field, in pixels
 
 
 @dataclass
 class AugmentConfig:
     """Random changes to each training image, drawn per image and per step, on the device."""
 
-    shift: int = 0  # translate by up to this many whole pixels each way
-    rotate: float = 0.0  # rotate by up to this many degrees each way
-    scale: float = 0.0  # scale by a factor in [1 - scale, 1 + scale]
+    shift: int = 0  # translate by up to this many whole pixels each way (exact, cheap)
+    rotate: float = 0.0  # rotate by up to this many degrees each way (affine sampler)
+    scale: float = 0.0  # scale by a factor in [1 - scale, 1 + scale] (affine sampler)
     flip: bool = False  # mirror left-right half the time (clothes, not digits)
     elastic: ElasticConfig = field(default_factory=ElasticConfig)
 
@@ -74,33 +74,45 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "mnist"
+    """Where the images come from, and how many are held out for validation."""
+
+    name: str = "mnist"  # the dataset
+    # the folder holding its four IDX files (gzip or not); null: $MXNET_HOME/datasets/<name>
+    # (~/.mxnet/datasets/<name>), downloading what is missing
     root: str | None = None
-    download: bool = True
-    verify: bool = True
-    val_size: int = 5000
-    mirrors: list[str] | None = None
+    download: bool = True  # fetch missing files from data.mirrors
+    verify: bool = True  # check the files' SHA-1 sums; false for IDX data of your own
+    val_size: int = 5000  # held out of the training set, for choosing best.params
+    mirrors: list[str] | None = None  # null: Gluon's repository, then the usual MNIST mirrors
+    # training images only, drawn per image and per step from (seed, epoch)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "mlp"  # or lenet: two 5x5 convolutions with 2x2 pooling before the Dense layers
-    hidden: int = 128
-    activation: str = "relu"
-    classes: int = 10
-    dropout: float = 0.0
-    channels: list[int] = field(default_factory=lambda: [32, 64])  # lenet's convolutions
+    """The network."""
+
+    # mlp: the two Dense layers; lenet: two 5x5 convolutions, each with 2x2 max pooling, first
+    kind: str = "mlp"
+    hidden: int = 128  # the hidden Dense layer's units
+    activation: str = "relu"  # the hidden layers' activation
+    classes: int = 10  # the output layer's units
+    dropout: float = 0.0  # on the hidden layer, while training only
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # lenet's convolutions' outputs
 
 
 @dataclass
 class EarlyStoppingConfig:
-    patience: int | None = None  # stop after this many epochs without improvement
+    """Stop when validation accuracy stops rising; best.params stays the best epoch."""
+
+    patience: int | None = None  # stop after this many epochs without improvement; null: off
     min_delta: float = 0.0  # validation accuracy must rise by more than this to count
 
 
 @dataclass
 class AverageConfig:
+    """Stochastic weight averaging, validated beside the live weights."""
+
     # Average the weights at the end of every epoch from this one on (stochastic weight
     # averaging), validated beside the live weights; null: off.
     start_epoch: int | None = None
@@ -112,8 +124,8 @@ class DistillConfig:
     KL(teacher_T || student_T) + (1 - weight) * the labels' cross-entropy."""
 
     teacher: str | None = None  # a checkpoint mnist-train wrote, of the same dataset; null: off
-    temperature: float = 4.0
-    weight: float = 0.9
+    temperature: float = 4.0  # T: both networks' logits are divided by it in the KL term
+    weight: float = 0.9  # W: the KL term's share of the loss
     # batch: the teacher classifies each step's (augmented) batch inside the training graph;
     # precomputed: its answers on the unaugmented training images, computed once (cheaper).
     soft_targets: str = "batch"
@@ -121,19 +133,24 @@ class DistillConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    lr_decay: float = 0.1
-    lr_step_epochs: list[int] = field(default_factory=list)
-    clip_gradient: float | None = None
+    """The training loop and its optimizer."""
+
+    epochs: int = 10  # passes over the training images
+    batch_size: int = 64  # split evenly over the devices
+    optimizer: str = "adam"  # the update rule
+    lr: float = 0.001  # the peak learning rate
+    momentum: float = 0.9  # sgd and nag
+    weight_decay: float = 0.0  # L2 penalty on every parameter
+    lr_schedule: str = "cosine"  # after the warm-up: constant, stepped down, or cosine to 0
+    warmup_epochs: float = 0.0  # linear warm-up from 0; cut to half a shorter run
+    lr_decay: float = 0.1  # step schedule: the factor at each of lr_step_epochs
+    lr_step_epochs: list[int] = field(default_factory=list)  # step schedule; []: 1/2 and 3/4
+    clip_gradient: float | None = None  # clip each gradient element to +-value; null: off
+    # how gradients meet: local, device (several devices), or a parameter server's dist_*
+    # (mnist-launch)
     kvstore: str = "local"
-    skip_nonfinite: bool = False  # skip a batch whose loss is not finite
+    skip_nonfinite: bool = False  # skip a batch whose loss is not finite, instead of stopping
+    # the target puts 1 - e on the label and e spread over all the classes
     label_smoothing: float = 0.0
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     average: AverageConfig = field(default_factory=AverageConfig)
@@ -142,12 +159,16 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
-    keep: int = 3
+    """What is saved, and how often."""
+
+    keep: int = 3  # epoch-NNNN checkpoints kept beside last and best
     every_steps: int | None = None  # also write last.* every N steps inside an epoch
 
 
 @dataclass
 class TrackConfig:
+    """TensorBoard event files: `tensorboard --logdir runs` shows every run."""
+
     # TensorBoard event files in the run folder; null: when tensorboardX (the track extra)
     # is installed; true: asked for, and said when it is not
     tensorboard: bool | None = None
@@ -157,8 +178,10 @@ class TrackConfig:
 
 @dataclass
 class Config:
-    seed: int = 42
-    device: str = "auto"
+    """A training run's settings: the top level of a config file."""
+
+    seed: int = 42  # Python's, numpy's and MXNet's generators; also draws the validation split
+    device: str = "auto"  # auto (GPU 0 when MXNet sees one, else the CPU), cpu, gpu, gpu:N
     # compiled: mnist_gluon's own kernels on CPU contexts (kernels.cc); mxnet: MXNet's operators.
     # The update gives the same numbers either way; the elastic distortion draws others.
     kernels: str = KERNELS[0]
@@ -372,6 +395,15 @@ CHOICES = {"data.name": DATASETS, "model.kind": MODELS, "model.activation": ACTI
            "train.distill.soft_targets": SOFT_TARGETS}
 
 
+# The checks of `validate` that RANGES and CHOICES cannot express, as what each value must be.
+RULES = {
+    "model.channels": "two numbers of channels in [1, 1024], e.g. [32, 64]",
+    "train.lr_step_epochs": "epochs in (0, train.epochs)",
+    "data.mirrors": "http://, https:// or file:// URLs",
+    "device": "auto, cpu, gpu, gpu:N, or several: gpu:0,1 or cpu:0,1 (ids 0-63)",
+}
+
+
 def validate(config: Config) -> None:
     """Range and choice checks that types alone cannot express."""
     for key, choices in CHOICES.items():
@@ -381,14 +413,14 @@ def validate(config: Config) -> None:
             require(test(value), key, value, allowed)
     channels = config.model.channels
     require(len(channels) == 2 and all(1 <= c <= 1024 for c in channels), "model.channels",
-            channels, "two numbers of channels in [1, 1024], e.g. [32, 64]")
+            channels, RULES["model.channels"])
     t = config.train
     for epoch in t.lr_step_epochs:
         require(0 < epoch < t.epochs, "train.lr_step_epochs", t.lr_step_epochs,
                 f"epochs in (0, train.epochs={t.epochs})")
     for mirror in config.data.mirrors or ():
         require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors", mirror,
-                "http://, https:// or file:// URLs")
+                RULES["data.mirrors"])
     parse_device(config.device)  # so a typo fails before any data is read
 
 

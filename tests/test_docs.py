@@ -1,8 +1,11 @@
-"""The README tells the truth: every message its Troubleshooting table quotes is what the
-command it names prints, every option of every command is in the README and in its --help,
-and the files and columns it documents are the ones the commands write."""
+"""The documentation tells the truth: every message the Troubleshooting page quotes is what the
+command it names prints; the site builds with `mkdocs build --strict` and carries every option
+of every command, every public name of the API and every config key; the files and columns it
+documents are the ones the commands write; and the README is a front page whose quick start
+names only what exists."""
 
 import fcntl
+import html
 import json
 import os
 import re
@@ -20,17 +23,13 @@ from mnist_gluon.cli import mnist_group
 from support import BIN, REPO, billion_laughs, idx_bytes, tiny_disk, unwritable
 
 README = (REPO / "README.md").read_text()
-
-
-def section(title: str) -> str:
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start:end]
+DOCS = REPO / "docs"
+TRAINING = (DOCS / "training.md").read_text()
 
 
 def quoted_messages() -> list[str]:
     """The messages in the first column of the Troubleshooting table."""
-    rows = [line for line in section("Troubleshooting").splitlines()
+    rows = [line for line in (DOCS / "troubleshooting.md").read_text().splitlines()
             if line.startswith("| `")]
     return [message for row in rows for message in re.findall(r"`([^`]+)`", row.split(" | ")[0])]
 
@@ -314,21 +313,68 @@ def test_each_troubleshooting_message_is_what_the_command_prints(message, tmp_pa
     assert pattern(message).search(printed), printed[-3000:]
 
 
-# --- options ----------------------------------------------------------------------------------
+# --- the site ---------------------------------------------------------------------------------
 
 COMMANDS = sorted(mnist_group.commands.items())
 
 
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> dict[str, str]:
+    """The documentation site, built as `make docs` builds it (strict: a broken link, a missing
+    page or a warning fails): each page's text, by its path."""
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([str(BIN / "mkdocs"), "build", "--strict", "--site-dir", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {str(page.relative_to(out)): html.unescape(re.sub(r"<[^>]+>", " ", page.read_text()))
+            for page in out.rglob("*.html")}
+
+
 @pytest.mark.parametrize("name, command", COMMANDS, ids=[name for name, _ in COMMANDS])
-def test_every_option_is_in_the_commands_help_and_in_the_readme(name, command):
+def test_every_option_is_in_the_commands_help_and_on_the_commands_page(name, command, site):
     helped = subprocess.run([str(BIN / f"mnist-{name}"), "--help"], capture_output=True,
                             text=True).stdout
+    page = site["commands/index.html"]
+    assert f"mnist-{name}" in page
     for option in command.params:
         names = [o for o in option.opts + option.secondary_opts if o.startswith("-")]
         if not names:
             continue  # an argument
         assert any(re.search(re.escape(o) + r"(?![\w-])", helped) for o in names), (name, names)
-        assert any(re.search(re.escape(o) + r"(?![\w-])", README) for o in names), (name, names)
+        assert any(re.search(re.escape(o) + r"(?![\w-])", page) for o in names), (name, names)
+
+
+def test_every_public_name_has_its_reference_on_the_api_page(site):
+    import mnist_gluon
+
+    page = site["api/index.html"]
+    missing = [name for name in mnist_gluon.__all__ if not re.search(rf"\b{name}\b", page)]
+    assert missing == []
+    assert "Load a checkpoint for prediction" in page  # load's docstring, generated
+
+
+def test_every_config_key_is_on_the_configs_page_with_its_default(site):
+    from mnist_gluon.config import Config, config_to_dict
+    from mnist_gluon.training.train import flat
+
+    page = site["configs/index.html"]
+    for key, default in flat(config_to_dict(Config())):
+        shown = "null" if default is None else str(default).lower() if isinstance(
+            default, bool) else str(default)
+        row = re.search(re.escape(key) + r"\s+(.*?)\s{2,}" + re.escape(shown), page)
+        assert row is not None, (key, shown)
+
+
+def test_the_readme_is_a_front_page(site):
+    lines = README.splitlines()
+    assert len(lines) <= 250
+    assert any("make train" in line for line in lines[:10])
+    assert not re.search(r"\bissue\b|\bgoal\b", README, re.IGNORECASE)
+    for page in re.findall(r"\]\((docs/[\w-]+)\.md\)", README):
+        assert f"{page.removeprefix('docs/')}/index.html" in site, page
+    for text in (README, *(p.read_text() for p in DOCS.glob("*.md"))):
+        assert not re.search(r"\bissue \d+\b|\bour [\d.]+% goal\b", text)
 
 
 def test_one_device_default_across_the_commands():
@@ -364,7 +410,7 @@ def test_the_run_folder_holds_what_the_readme_says(small_config, tmp_path):
                            str(run_dir), "--set", "train.average.start_epoch=1", "--set",
                            "track.tensorboard=true", "--quiet"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    documented = [as_regex(n) for n in table_entries(README, "The run folder:")]
+    documented = [as_regex(n) for n in table_entries(TRAINING, "The run folder:")]
     written = [p.name for p in run_dir.iterdir()]
     # Each X.params comes with its X.json sidecar and X.states, as the text beside it says.
     params = [re.compile(p.pattern.replace(r"\.params", r"\.(params|json|states)"))
@@ -373,7 +419,7 @@ def test_the_run_folder_holds_what_the_readme_says(small_config, tmp_path):
     assert undocumented == []
     missing = [p.pattern for p in documented if not any(p.match(n) for n in written)]
     assert missing == []
-    columns = re.findall(r"`(\w+)`", [line for line in README.splitlines()
+    columns = re.findall(r"`(\w+)`", [line for line in TRAINING.splitlines()
                                       if line.startswith("| `metrics.jsonl`")][0])
     row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert columns == list(row)
@@ -385,11 +431,11 @@ def test_the_sweep_folder_and_its_columns_are_what_the_readme_says(small_config,
                            str(out), "--grid", "train.lr=0.001,0.002", "--set",
                            "train.epochs=1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    documented = [as_regex(n) for n in table_entries(README, "The sweep folder holds:")]
+    documented = [as_regex(n) for n in table_entries(TRAINING, "The sweep folder holds:")]
     written = [p.name for p in out.iterdir()]
     assert [n for n in written if not any(p.match(n) for p in documented)] == []
     assert [p.pattern for p in documented if not any(p.match(n) for n in written)] == []
-    results = [line for line in README.splitlines() if line.startswith("| `results.csv`")][0]
+    results = [line for line in TRAINING.splitlines() if line.startswith("| `results.csv`")][0]
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     described = re.findall(r"`(\w+)`", results.split(" | ")[1])
     assert header == [described[0], "train.lr", *described[1:]]
