@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce README's "How base.yaml was chosen": train each recipe for each seed and print its
+# Reproduce docs/results.md's "How base.yaml was chosen": train each recipe for each seed and print its
 # best validation accuracy. The test set is not touched. About 15 s a run on 2 cores.
 #   scripts/compare_recipes.sh [DATA_ROOT] [OUT_DIR]
 set -euo pipefail

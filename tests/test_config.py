@@ -5,10 +5,10 @@ from mnist_gluon.config import (
     bundled_configs,
     config_file,
     config_to_yaml,
-    fit_short_run,
     load_config,
 )
 from mnist_gluon.errors import ConfigError
+from mnist_gluon.training.train import fit_short_run
 from support import REPO
 
 

@@ -45,7 +45,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
     if name in _FUNCTIONS:
-        from .phrasing import in_api_words
+        from .errors import in_api_words
 
         value = in_api_words(name)(value)
     globals()[name] = value

@@ -39,7 +39,6 @@ PREVIOUS = "previous"  # the `last` checkpoint before the newest, kept while it 
 GLUON_EXAMPLE_NORMALIZATION = Normalization(0.1307, 0.3081)
 # mnist-export's float MXNet model takes raw pixels, 0-255: its normalisation is in its weights.
 RAW_PIXELS = Normalization(0.0, 1.0 / 255.0)
-EXPORT_DESCRIPTION = "model.json"  # what mnist-export writes beside its files
 
 
 @dataclass
@@ -263,81 +262,12 @@ class Checkpoint:
         return (self.exported or {}).get("checkpoint", {}).get("dataset") or "mnist"
 
 
-def checkpoint_file(path: Path) -> tuple[Path, dict | None]:
-    """The parameter file that `path` stands for, and model.json's content when that file is
-    mnist-export's model: a run folder means its best.params, an export's folder its model;
-    a file that is part of a checkpoint or an export but not its parameters is named for what
-    it is, and refused."""
-    if path.is_dir():
-        if (path / "best.params").exists():
-            return path / "best.params", None
-        if (path / EXPORT_DESCRIPTION).is_file():
-            description = export_description(path / EXPORT_DESCRIPTION)
-            params = [name for name in description.get("files", {}) if name.endswith(".params")]
-            if not params:
-                raise CheckpointError(f"{path} holds mnist-export's {description.get('format')} "
-                                      f"model, which mnist-gluon does not load; "
-                                      f"{exported_from(description)}")
-            return exported_params(path / params[0], description), description
-        raise CheckpointError(f"checkpoint {path} is a folder that holds no run (best.params) "
-                              "and no export (model.json); pass a .params file or such a "
-                              "folder")
-    parts = {".states": "optimizer state (it resumes a run)",
-             ".average": "weight average (it resumes a run)"}
-    if path.suffix in parts and path.with_suffix(".params").exists():
-        raise CheckpointError(f"{path} is a checkpoint's {parts[path.suffix]}; pass its "
-                              f"parameter file, {path.with_suffix('.params')}")
-    if path.name == EXPORT_DESCRIPTION and path.is_file():
-        raise CheckpointError(f"{path} is mnist-export's description of the model beside it; "
-                              f"pass its folder, {path.parent}")
-    beside = path.parent / EXPORT_DESCRIPTION
-    if path.is_file() and beside.is_file():
-        description = export_description(beside)
-        if path.name in description.get("files", {}):
-            if path.suffix != ".params":
-                raise CheckpointError(f"{path} is a file of mnist-export's "
-                                      f"{description.get('format')} model; pass its folder, "
-                                      f"{path.parent}, or {exported_from(description)}")
-            return exported_params(path, description), description
-    return path, None
-
-
-def export_description(path: Path) -> dict:
-    try:
-        description = json.loads(read_regular(path, MAX_SIDECAR_BYTES, CheckpointError,
-                                              "export description"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise CheckpointError(f"{path} is not readable JSON ({error}); export the model "
-                              "again") from None
-    if not isinstance(description, dict) or not isinstance(description.get("files"), dict):
-        raise CheckpointError(f"{path} is not mnist-export's model.json; move it away, or "
-                              "export the model again")
-    return description
-
-
-def exported_from(description: dict) -> str:
-    source = (description.get("checkpoint") or {}).get("path")
-    return (f"pass the checkpoint it was exported from ({source})" if source else
-            "pass the checkpoint it was exported from")
-
-
-def exported_params(path: Path, description: dict) -> Path:
-    """An export's parameter file, once model.json says it is the float MXNet model it
-    describes."""
-    if description.get("format") != "mxnet":
-        raise CheckpointError(f"{path} is mnist-export's {description.get('format')} model, "
-                              f"which mnist-gluon does not load; {exported_from(description)}")
-    if path.is_file() and sha256_of(path) != description["files"].get(path.name):
-        raise CheckpointError(f"{path} does not match the checksum in {EXPORT_DESCRIPTION}: "
-                              "it was changed after it was exported; export the model again")
-    return path
-
-
-def read_checkpoint(params_path: str | Path, bare_normalization: Normalization | None = None
-                    ) -> Checkpoint:
+def read_checkpoint(params_path: str | Path, bare_normalization: Normalization | None = None,
+                    exported: dict | None = None) -> Checkpoint:
     """Read and check a checkpoint. Without a sidecar, the file is taken for a plain Gluon
-    script's MLP or LeNet: its layer sizes come from the parameter shapes."""
-    params_path, exported = checkpoint_file(Path(params_path))
+    script's MLP or LeNet: its layer sizes come from the parameter shapes. `exported` is
+    mnist-export's model.json when the file is its float model (inference.sources)."""
+    params_path = Path(params_path)
     if params_path.is_symlink() and not params_path.exists():
         raise CheckpointError(f"checkpoint {params_path} is a symbolic link to nothing (or to "
                               "itself); pass the .params file it should name")
@@ -347,6 +277,8 @@ def read_checkpoint(params_path: str | Path, bare_normalization: Normalization |
     if not params_path.exists():
         raise CheckpointError(f"checkpoint {params_path} does not exist; pass a .params file "
                               "written by mnist-train (e.g. runs/base/best.params)")
+    if params_path.is_dir():
+        raise CheckpointError(f"checkpoint {params_path} is a directory; pass its .params file")
     check_regular(params_path, CheckpointError, "checkpoint")  # a FIFO would hang MXNet's read
     sidecar = (read_sidecar(params_path) if exported is None and sidecar_path(params_path).exists()
                else None)

@@ -77,8 +77,7 @@ class DataConfig:
     """Where the images come from, and how many are held out for validation."""
 
     name: str = "mnist"  # the dataset
-    # the folder holding its four IDX files (gzip or not); null: $MXNET_HOME/datasets/<name>
-    # (~/.mxnet/datasets/<name>), downloading what is missing
+    # the folder of its four IDX files (gzip or not); null: $MXNET_HOME/datasets/<name>
     root: str | None = None
     download: bool = True  # fetch missing files from data.mirrors
     verify: bool = True  # check the files' SHA-1 sums; false for IDX data of your own
@@ -146,9 +145,7 @@ class TrainConfig:
     lr_decay: float = 0.1  # step schedule: the factor at each of lr_step_epochs
     lr_step_epochs: list[int] = field(default_factory=list)  # step schedule; []: 1/2 and 3/4
     clip_gradient: float | None = None  # clip each gradient element to +-value; null: off
-    # how gradients meet: local, device (several devices), or a parameter server's dist_*
-    # (mnist-launch)
-    kvstore: str = "local"
+    kvstore: str = "local"  # where gradients meet: several devices, or dist_* (mnist-launch)
     skip_nonfinite: bool = False  # skip a batch whose loss is not finite, instead of stopping
     # the target puts 1 - e on the label and e spread over all the classes
     label_smoothing: float = 0.0
@@ -291,19 +288,10 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 # Names other tools use for our keys: a user coming from them gets pointed at ours.
-SYNONYMS = {
-    "learning_rate": "lr",
-    "wd": "weight_decay",
-    "num_epochs": "epochs",
-    "batch": "batch_size",
-    "hidden_size": "hidden",
-    "hidden_units": "hidden",
-    "num_classes": "classes",
-    "dataset": "name",
-    "lr_scheduler": "lr_schedule",
-    "clip_grad": "clip_gradient",
-    "ctx": "device",
-}
+SYNONYMS = {"learning_rate": "lr", "wd": "weight_decay", "num_epochs": "epochs",
+            "batch": "batch_size", "hidden_size": "hidden", "hidden_units": "hidden",
+            "num_classes": "classes", "dataset": "name", "lr_scheduler": "lr_schedule",
+            "clip_grad": "clip_gradient", "ctx": "device"}
 
 
 def unknown_key_message(key: str, known: list[str]) -> str:
@@ -378,7 +366,7 @@ RANGES = [
     ("train.distill.weight", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("train.early_stopping.patience", lambda v: 1 <= v <= MAX_EPOCHS, "null or 1 or more"),
     ("train.early_stopping.min_delta", lambda v: v >= 0, "0 or more"),
-    # past the run's end is fitted to it (fit_short_run)
+    # past the run's end is fitted to it (training.train.fit_short_run)
     ("train.average.start_epoch", lambda v: 1 <= v <= MAX_EPOCHS, "null or 1 or more"),
     ("data.augment.shift", lambda v: 0 <= v <= 8, "in [0, 8] pixels"),
     ("data.augment.rotate", lambda v: 0 <= v <= 45, "in [0, 45] degrees"),
@@ -430,24 +418,6 @@ def setting(config: Config, key: str) -> Any:
     for part in key.split("."):
         value = getattr(value, part)
     return value
-
-
-def fit_short_run(config: Config) -> list[str]:
-    """A short try of a longer recipe (`--set train.epochs=1`) still trains as the recipe
-    would: a warm-up as long as the run or longer is cut to half the run, and a weight
-    average that would start after the run's end starts halfway through it instead. Returns
-    a line saying what changed, for each change."""
-    t, notes = config.train, []
-    if t.warmup_epochs >= t.epochs:
-        before, t.warmup_epochs = t.warmup_epochs, t.epochs / 2
-        notes.append(f"train.warmup_epochs={before:g} does not fit a {t.epochs}-epoch run; "
-                     f"warming up for {t.warmup_epochs:g} epochs instead")
-    start = t.average.start_epoch
-    if start is not None and start > t.epochs:
-        t.average.start_epoch = t.epochs // 2 + 1
-        notes.append(f"train.average.start_epoch={start} does not fit a {t.epochs}-epoch run; "
-                     f"averaging the weights from epoch {t.average.start_epoch} instead")
-    return notes
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:

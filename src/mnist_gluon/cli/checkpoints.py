@@ -215,7 +215,7 @@ def serve_command(checkpoint_argument, checkpoint_option, host, port, token, max
     missing = [name for name in ("fastapi", "uvicorn", "prometheus_client", "multipart")
                if importlib.util.find_spec(name) is None]
     if missing:
-        from ..extras import install_command
+        from ..errors import install_command
 
         raise click.UsageError(f"mnist-serve needs {', '.join(missing)}: "
                                f"{install_command('serve')}")

@@ -53,7 +53,8 @@ def train_command(config_path, overrides, epochs, lr, batch_size, out, data_root
                  *([f"data.root={data_root}"] if data_root else [])]
     out = resume_dir if resume_dir is not None else out
     if print_config:
-        from ..config import config_to_yaml, fit_short_run
+        from ..config import config_to_yaml
+        from ..training.train import fit_short_run
 
         config, _, _ = plan_run(config_path, out, resume_dir is not None, refit_dir, overrides)
         for note in fit_short_run(config):
@@ -116,7 +117,7 @@ def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner,
     try:
         import optuna  # noqa: F401
     except ImportError:
-        from ..extras import install_command
+        from ..errors import install_command
 
         raise click.UsageError(f"mnist-sweep needs optuna: {install_command('sweep')}"
                                ) from None

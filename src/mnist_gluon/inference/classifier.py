@@ -16,6 +16,7 @@ from ..data import DATASETS, Normalization, Split, read_split
 from ..errors import ConfigError
 from ..metrics import softmax
 from .images import inputs_of
+from .sources import checkpoint_file
 
 if TYPE_CHECKING:  # these import MXNet, which `load` imports only once the engine is chosen
     from ..checkpoint import Checkpoint
@@ -87,7 +88,8 @@ def load(checkpoint: str | Path, device: str = "auto",
     from ..model import pixel_classifier
 
     bare = Normalization(*normalization) if isinstance(normalization, tuple) else normalization
-    read = read_checkpoint(checkpoint, bare)
+    path, exported = checkpoint_file(Path(checkpoint))
+    read = read_checkpoint(path, bare, exported)
     if bare is not None and (read.sidecar is not None or read.exported is not None):
         has = "a sidecar" if read.sidecar is not None else "mnist-export's model.json"
         raise ConfigError(f"--normalize is for bare .params files; {checkpoint} has {has} "

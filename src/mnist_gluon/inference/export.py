@@ -128,7 +128,7 @@ def export_onnx(symbol_file: Path, params_file: Path, onnx_file: Path) -> Path:
 
         mx_onnx = onnx_exporter()
     except ImportError:
-        from ..extras import install_command
+        from ..errors import install_command
 
         raise ConfigError(f"ONNX export needs the onnx extra: {install_command('onnx')}"
                           ) from None

@@ -18,7 +18,7 @@ def missing() -> str | None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        from ..extras import install_command
+        from ..errors import install_command
 
         return f"pictures need matplotlib: {install_command('plot')}"
     return None

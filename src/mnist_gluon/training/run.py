@@ -3,7 +3,6 @@ epoch plan, train, validate, update the run's state and save."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 from collections.abc import Callable
@@ -94,28 +93,30 @@ def train_epochs(config: Config, run_dir: Path, resume: bool, force: bool, quiet
                  stop_signal: Callable[[], int | None] | None,
                  judge: Callable[[int, float | None], str | None] | None,
                  refit_of: Path | None) -> Run:
-    run, state = set_up(config, run_dir, resume, force, quiet, refit_of)
-    stops = StopRequests(stop_signal, config.checkpoint.every_steps, run.steps)
-    trained = False
+    lock = folders.FolderLock(run_dir)  # released on every exit, a refusal included
     try:
-        for epoch in range(state.next_epoch, config.train.epochs + 1):
-            if state.early.stopped:
-                break
-            progress = run.train(epoch, state, stops)
-            result = run.result(epoch, progress)
-            improved = state.finish_epoch(result, config.train.early_stopping,
-                                          config.train.epochs)
-            verdict = judge(epoch, result.val_accuracy) if judge is not None else None
-            state.early.stopped |= verdict is not None and epoch < config.train.epochs
-            run.saver.end_of_epoch(state, result, improved)
-            run.report(result, progress, state, verdict)
-            trained = True
-        if trained:
-            run.finish_tracking(state)
+        run, state = set_up(config, run_dir, resume, force, quiet, lock, refit_of)
+        stops = StopRequests(stop_signal, config.checkpoint.every_steps, run.steps)
+        trained = False
+        try:
+            for epoch in range(state.next_epoch, config.train.epochs + 1):
+                if state.early.stopped:
+                    break
+                progress = run.train(epoch, state, stops)
+                result = run.result(epoch, progress)
+                improved = state.finish_epoch(result, config.train.early_stopping,
+                                              config.train.epochs)
+                verdict = judge(epoch, result.val_accuracy) if judge is not None else None
+                state.early.stopped |= verdict is not None and epoch < config.train.epochs
+                run.saver.end_of_epoch(state, result, improved)
+                run.report(result, progress, state, verdict)
+                trained = True
+            if trained:
+                run.finish_tracking(state)
+        finally:
+            run.tracker.close()
     finally:
-        run.tracker.close()
-        if run.lock is not None:
-            os.close(run.lock)
+        lock.release()
     if run.cluster.kvstore is not None:
         run.log.line(f"parameters sha256 {parameters_digest(run.trainer.net)}")
     return Run(run_dir, config, state.history, state.best_epoch, state.best_val_accuracy,
@@ -123,29 +124,15 @@ def train_epochs(config: Config, run_dir: Path, resume: bool, force: bool, quiet
 
 
 def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool,
-           refit_of: Path | None = None) -> tuple[Training, RunState]:
+           lock: folders.FolderLock, refit_of: Path | None = None) -> tuple[Training, RunState]:
     """Everything a run needs before its first step, checked in the order that leaves
     nothing behind when a check fails; and where the run stands."""
     ctxs = resolve_contexts(config.device)
     tcfg, cluster = config.train, join_cluster(config.train.kvstore)
     check_batch_split(tcfg.batch_size, ctxs)
-    held: list[int | None] = [folders.lock_run_dir(run_dir) if cluster.writer else None]
-    try:
-        return prepare(config, run_dir, resume, force, quiet, refit_of, ctxs, cluster, held)
-    except BaseException:
-        if held[0] is not None:  # a refused run leaves the folder free for the next call
-            os.close(held[0])
-        raise
-
-
-def prepare(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool,
-            refit_of: Path | None, ctxs, cluster: Cluster, held: list[int | None]
-            ) -> tuple[Training, RunState]:
-    """set_up's checks and preparations, in order; `held` holds the folder's lock, taken here
-    once the folder is made if it was not there before."""
-    tcfg = config.train
-    # A run stopped before its first checkpoint (a full disk, Ctrl-C) starts again from the
-    # beginning, with its saved config.
+    if cluster.writer:
+        lock.take()
+    # A run stopped before its first checkpoint (a full disk, Ctrl-C) starts from the start.
     resumed = (read_resumable(run_dir, config)
                if resume and any(run_dir.glob("*.params")) else None)
     threads = same_threads(resumed, run_dir)
@@ -166,8 +153,7 @@ def prepare(config: Config, run_dir: Path, resume: bool, force: bool, quiet: boo
     if resumed is None and cluster.writer:
         # Created only now, so a failure to read the data leaves no empty run folder behind.
         folders.prepare_run_dir(run_dir, force)
-        if held[0] is None:
-            held[0] = folders.lock_run_dir(run_dir)
+        lock.take()
     trainer = build_trainer(config, ctxs, data.augmentation, resumed.arrays if resumed else None,
                             cluster, steps, resumed.sidecar.step if resumed else 0,
                             kernels.compiled_update, teacher)
@@ -189,7 +175,7 @@ def prepare(config: Config, run_dir: Path, resume: bool, force: bool, quiet: boo
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
     run = Training(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
-                   Log(quiet, cluster.prefix), tracker, average, held[0])
+                   Log(quiet, cluster.prefix), tracker, average)
     run.announce(resumed, state)
     if resume and resumed is None:
         run.log.line(f"mnist-train: {run_dir} holds no checkpoint yet; training it from the "
@@ -297,7 +283,6 @@ class Training:
     log: Log
     tracker: NoTracking
     average: WeightAverage | None = None
-    lock: int | None = None  # the run folder's lock (rank 0), held until the run ends
 
     def lr_at(self, step: int) -> float:
         return learning_rate(step, self.steps, self.config.train)

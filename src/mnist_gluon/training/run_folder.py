@@ -51,6 +51,23 @@ def lock_run_dir(run_dir: Path) -> int | None:
     return fd
 
 
+class FolderLock:
+    """A run folder's lock (`lock_run_dir`), taken once the folder exists, held while the run
+    lasts, released on every way out."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.fd = run_dir, None
+
+    def take(self) -> None:
+        if self.fd is None:
+            self.fd = lock_run_dir(self.run_dir)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def sweep_stale_temporaries(run_dir: Path) -> None:
     """Remove the temporaries (`.NAME.tmp-PID`) that a process killed while writing left
     behind; a live process's are kept."""

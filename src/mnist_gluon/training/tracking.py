@@ -51,7 +51,7 @@ def open_tracking(config: Config, run_dir: Path, writer: bool,
     except ImportError:
         if config.track.tensorboard is None:
             return NoTracking(), None
-        from ..extras import install_command
+        from ..errors import install_command
 
         return NoTracking(), ("no TensorBoard logs: track.tensorboard=true needs tensorboardX: "
                               f"{install_command('track')}")

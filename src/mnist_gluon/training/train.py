@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import engine
-from ..config import Config, config_file, config_to_dict, fit_short_run, load_config
+from ..config import Config, config_file, config_to_dict, load_config
 from ..errors import ConfigError, Interrupted
 from .curves import plot_curves
 from .signals import StopSignals
@@ -123,3 +123,21 @@ def flat(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any
             yield from flat(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+def fit_short_run(config: Config) -> list[str]:
+    """A short try of a longer recipe (`--set train.epochs=1`) still trains as the recipe
+    would: a warm-up as long as the run or longer is cut to half the run, and a weight
+    average that would start after the run's end starts halfway through it instead. Returns
+    a line saying what changed, for each change."""
+    t, notes = config.train, []
+    if t.warmup_epochs >= t.epochs:
+        before, t.warmup_epochs = t.warmup_epochs, t.epochs / 2
+        notes.append(f"train.warmup_epochs={before:g} does not fit a {t.epochs}-epoch run; "
+                     f"warming up for {t.warmup_epochs:g} epochs instead")
+    start = t.average.start_epoch
+    if start is not None and start > t.epochs:
+        t.average.start_epoch = t.epochs // 2 + 1
+        notes.append(f"train.average.start_epoch={start} does not fit a {t.epochs}-epoch run; "
+                     f"averaging the weights from epoch {t.average.start_epoch} instead")
+    return notes
