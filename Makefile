@@ -30,7 +30,7 @@ test: $(VENV)/.installed-dev $(KERNELS)
 
 # The documentation site, into site/ (`$(BIN)/mkdocs serve` to browse it while editing).
 docs: $(VENV)/.installed-docs
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # An sdist and a wheel in dist/; the wheel carries the configs, the page and the compiled
 # kernels, built against this venv's mxnet (hence no isolation).
