@@ -344,7 +344,7 @@ TRAIN_CASES = {
     "unknown optimizer": (lambda s: ["--set", "train.optimizer=lion"],
                           "choose one of sgd, nag, adam, rmsprop"),
     "override without =": (lambda s: ["--set", "train.lr"], "is not KEY=VALUE"),
-    "unknown option": (lambda s: ["--epochs", "3"], r"No such option.*--epochs"),
+    "unknown option": (lambda s: ["--epoch", "3"], r"No such option.*--epoch.*--epochs"),
     "config with resume": (lambda s: ["--config", s.file("c.yaml", ""), "--resume", s.tmp],
                            "--resume uses the run's saved config"),
     "resume of no run": (lambda s: ["--resume", s.tmp / "empty"], "holds no run to resume"),
@@ -422,7 +422,8 @@ TRAIN_CASES = {
 EVAL_CASES = {
     "missing checkpoint": (lambda s: ["--checkpoint", s.tmp / "none.params"],
                            r"none\.params does not exist"),
-    "checkpoint is a folder": (lambda s: ["--checkpoint", s.tmp], "is a directory"),
+    "checkpoint is a folder": (lambda s: ["--checkpoint", s.tmp],
+                               "is a folder that holds no run .best.params. and no export"),
     "empty checkpoint": (lambda s: ["--checkpoint", s.file("e.params", b"")],
                          "is not an MXNet parameter file"),
     "random bytes checkpoint": (
@@ -450,7 +451,7 @@ EVAL_CASES = {
     "test data missing": (
         lambda s: ["--checkpoint", s.trained / "best.params", "--data-root", s.tmp / "nodata",
                    "--no-download"], "mnist files missing from"),
-    "no checkpoint option": (lambda s: [], r"Missing option.*--checkpoint"),
+    "no checkpoint option": (lambda s: [], r"give the checkpoint as the first argument"),
 }
 
 

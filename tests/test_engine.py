@@ -99,7 +99,8 @@ def test_a_resume_where_mxnet_already_runs_on_another_count_is_refused_in_one_li
     assert result.stdout.splitlines() == [
         f"{run_dir} was trained on 1 OpenMP thread, and its numbers depend on the count, but "
         "MXNet was imported here on 2 OpenMP threads before the run could "
-        f"choose; resume it in a new process: mnist-train --resume {run_dir}"]
+        f"choose; resume it in a new process: mnist_gluon.train(out=\"{run_dir}\", "
+        "resume=True)"]
     assert (run_dir / "last.params").read_bytes() == kept
 
 
