@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .config import ACTIVATIONS, MODELS, Config, config_from_dict, config_to_dict
-from .data import PIXELS, Normalization
+from .data import DATASETS, PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
 from .files import sha256_of
 from .model import Architecture, bare_architecture
@@ -317,6 +317,8 @@ def check_meaning(sidecar: Sidecar, path: Path) -> Sidecar:
         (arch.activation not in ACTIVATIONS, f"activation {arch.activation!r}"),
         (not 0 <= arch.dropout < 1, f"dropout {arch.dropout}"),
         (arch.kind not in MODELS, f"model kind {arch.kind!r}"),
+        (sidecar.dataset not in DATASETS, f"dataset {sidecar.dataset!r} (this mnist-gluon "
+                                          f"knows {', '.join(DATASETS)})"),
         (arch.kind == "lenet" and not (isinstance(arch.channels, list)
                                        and len(arch.channels) == 2
                                        and all(isinstance(c, int) and c > 0

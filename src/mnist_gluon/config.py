@@ -36,6 +36,7 @@ KERNELS = ("compiled", "mxnet")  # mnist_gluon.kernels.COMPILED and .MXNET
 MAX_CONFIG_BYTES = 1 << 20
 MAX_OVERRIDE_CHARS = 10_000
 FLOAT32_MAX = 3.4028234663852886e38  # what MXNet's float32 parameters can hold
+FLOAT32_TINY = 1.1754943508222875e-38  # float32's smallest normal number
 INT32_MAX = 2**31 - 1
 # Sizes that set how much is allocated: far beyond any MNIST-like use, short of exhausting
 # memory on a typo.
@@ -326,23 +327,32 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return value  # each integer's range is checked by `validate`
         raise ConfigError(f"{key} must be an integer, got {shown(value)}")
     if hint is float:
-        number = math.nan
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = float(value) if abs(value) < 2**1000 else FLOAT32_MAX * 2
-        elif isinstance(value, (float, str)):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            with contextlib.suppress(ValueError):
-                number = float(value)
-        if not math.isfinite(number):
-            raise ConfigError(f"{key} must be a finite number, got {shown(value)}")
-        if abs(number) > FLOAT32_MAX:
-            raise ConfigError(f"{key} is {number:g}; MXNet computes in float32, which "
-                              f"holds numbers up to {FLOAT32_MAX:.4g}")
-        return number
+        return float32_number(key, value)
     if hint is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key} must be a string, got {shown(value)}")
     raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def float32_number(key: str, value: Any) -> float:
+    """`value` as a number MXNet takes as float32 (finite, in range, and not so small that
+    float32 makes it 0 or a subnormal, which MXNet's parser refuses), or a ConfigError."""
+    number = math.nan
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = float(value) if abs(value) < 2**1000 else FLOAT32_MAX * 2
+    elif isinstance(value, (float, str)):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{key} must be a finite number, got {shown(value)}")
+    if abs(number) > FLOAT32_MAX:
+        raise ConfigError(f"{key} is {number:g}; MXNet computes in float32, which "
+                          f"holds numbers up to {FLOAT32_MAX:.4g}")
+    if 0 < abs(number) < FLOAT32_TINY:
+        raise ConfigError(f"{key} is {number!r}; MXNet computes in float32, whose smallest "
+                          f"normal number is {FLOAT32_TINY:.4g}: use 0 or a larger value")
+    return number
 
 
 # Each number's range, as (key, test, what the message says it must be); null skips the test.

@@ -74,8 +74,10 @@ COMMON = [
     (r"--device (\w+)", r'device="\1"'),
     (r"--format ('?\w+'?)", r"format=\1"),
     (r"--format (\w+)", r'format="\1"'),
+    (r"--quantize ('\w+')", r"quantize=\1"),
     (r"--quantize (\w+)", r'quantize="\1"'),
     (r"--plot folder", "plot folder"),
+    (r"--dataset (\S+)", r"dataset=\1"),
 ]
 KEYWORDS = {
     "train": [(r"--data-root DIR", 'data={"root": DIR}'),

@@ -102,7 +102,16 @@ class BoundedLoader(yaml.SafeLoader):
 def parse_yaml(text: str, what: str, plain: bool = False) -> Any:
     """`text` as YAML, bounded (BoundedLoader); any problem is a ConfigError naming `what`.
     With `plain`, text that is not YAML (`a: b:`) is that string."""
-    loader = BoundedLoader(text)
+    try:
+        loader = BoundedLoader(text)  # its reader refuses a control character at once
+    except yaml.reader.ReaderError as error:
+        if plain:
+            return text
+        character = chr(error.character) if isinstance(error.character, int) else (
+            error.character)
+        raise ConfigError(f"{what} is not valid YAML: it holds the control character "
+                          f"{character!r} at character {error.position + 1}; remove it"
+                          ) from None
     try:
         return loader.get_single_data()
     except ConfigError as error:

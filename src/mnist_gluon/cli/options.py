@@ -19,18 +19,11 @@ def remember_debug(ctx: click.Context, param, value: bool) -> bool:
 
 
 def parse_normalize(ctx, param, text: str | None):
-    from ..data import Normalization
+    from ..inference.classifier import checked_normalization
 
     if text is None:
         return None
-    try:
-        mean, std = (float(part) for part in text.split(","))
-    except ValueError:
-        raise click.BadParameter("write MEAN,STD, e.g. 0.1307,0.3081",
-                                 param_hint="--normalize") from None
-    if std <= 0:
-        raise click.BadParameter("STD must be greater than 0", param_hint="--normalize")
-    return Normalization(mean, std)
+    return checked_normalization(text.split(","), "--normalize")
 
 
 def check_device(ctx, param, device: str) -> str:

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .. import engine
-from ..config import DataConfig
+from ..config import DataConfig, float32_number
 from ..data import DATASETS, Normalization, Split, read_split
 from ..errors import ConfigError
 from ..metrics import softmax
+from ..reading import shown
 from .images import inputs_of
 from .sources import checkpoint_file
 
@@ -87,7 +88,7 @@ def load(checkpoint: str | Path, device: str = "auto",
     from ..device import resolve_contexts
     from ..model import pixel_classifier
 
-    bare = Normalization(*normalization) if isinstance(normalization, tuple) else normalization
+    bare = checked_normalization(normalization, "normalization")
     path, exported = checkpoint_file(Path(checkpoint))
     read = read_checkpoint(path, bare, exported)
     if bare is not None and (read.sidecar is not None or read.exported is not None):
@@ -96,6 +97,23 @@ def load(checkpoint: str | Path, device: str = "auto",
                           "that records its normalisation: drop --normalize")
     net = load_network(read, resolve_contexts(device)[0])
     return Classifier(read, net, pixel_classifier(net, read.normalization))
+
+
+def checked_normalization(values: Any, where: str) -> Normalization | None:
+    """(mean, std) of pixels scaled to [0, 1], for a bare .params file, checked as every number
+    is: finite float32 numbers, and a std above 0 (`where` names the flag or keyword)."""
+    if values is None:
+        return None
+    if isinstance(values, Normalization):
+        values = (values.mean, values.std)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != 2:
+        raise ConfigError(f"{where} must be two numbers, MEAN,STD (e.g. 0.1307,0.3081), got "
+                          f"{shown(values)}")
+    mean, std = (float32_number(f"{where}'s {name}", value)
+                 for name, value in zip(("mean", "std"), values, strict=True))
+    if std <= 0:
+        raise ConfigError(f"{where}'s std is {std:g}; it must be greater than 0")
+    return Normalization(mean, std)
 
 
 def checkpoint_split(checkpoint: Checkpoint, split: str, data_root: str | None = None,

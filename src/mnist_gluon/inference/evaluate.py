@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DATASETS, PIXELS, Normalization
+from ..errors import ConfigError
 from ..metrics import ClassScores, Scores, classification_report, format_report, softmax
+from ..reading import shown
 from .classifier import checkpoint_split, load
 from .plots import missing, plot_confusion, plot_mistakes
 
@@ -80,6 +82,9 @@ def evaluate(checkpoint: str | Path, dataset: str | None = None, *, data_root: s
     mnist or fashion-mnist), rebuilt from the checkpoint alone: what mnist-eval reports.
     `data_root` is where the dataset's IDX files are (default: where the run found them);
     `normalization` is for a bare .params file, as in `load`."""
+    if dataset is not None and dataset not in DATASETS:
+        raise ConfigError(f"--dataset {shown(dataset)} is not a dataset mnist-gluon knows; "
+                          f"choose one of {', '.join(DATASETS)}")
     classifier = load(checkpoint, device, normalization)
     from ..model import predict_logits
     from ..mxnet_compat import mx

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
 
 FORMATS = ("mxnet", "onnx")
+QUANTIZATIONS = ("int8",)
 ONNX_OPSET = 13  # the newest opset MXNet 1.9.1's exporter has translations for
 
 
@@ -51,6 +52,9 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
     them). `force` replaces an export already in `out`."""
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ConfigError(f"--quantize {quantize!r}: choose {', '.join(QUANTIZATIONS)}, or "
+                          "leave it out for float32")
     if quantize is not None and format != "mxnet":
         raise ConfigError("--quantize int8 exports an MXNet graph; use it with --format mxnet")
     classifier = load(checkpoint, "cpu", normalization)
