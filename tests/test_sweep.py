@@ -239,3 +239,41 @@ def test_sigterm_stops_the_sweep_and_its_trials_with_checkpoints(small_config, t
     again = mnist_sweep(*args)
     _, err = again.communicate(timeout=120)
     assert again.returncode == 0 and "trial-000: resumed" in err
+
+
+def test_the_same_sweep_started_twice_on_one_folder_is_refused_and_the_first_goes_on(
+        small_config, tmp_path):
+    """The second marked the first's running trial failed, and the first crashed."""
+    args = ["--config", small_config, "--out", tmp_path / "sweep", "--grid", "train.lr=0.003",
+            "--set", "train.epochs=1000", "--set", "checkpoint.every_steps=5"]
+    first = mnist_sweep(*args)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "sweep" / "trial-000" / "last.json").exists():
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    second = mnist_sweep(*args)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 2
+    assert err == (f"mnist-sweep: error: {tmp_path / 'sweep'} is in use by a running "
+                   f"mnist-sweep (PID {first.pid}); wait for it to end, stop it, or pass "
+                   "--out DIR for a new run\n")
+    assert first.poll() is None  # still training its trial
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (  # not "Cannot tell a FAIL trial"
+        "mnist-sweep: stopped by SIGTERM; the trials saved checkpoints: run the same command "
+        "again to continue")
+
+
+def test_a_damaged_sweep_plan_is_one_line(small_config, tmp_path):
+    args = ["--config", small_config, "--out", tmp_path / "sweep", "--grid", "train.lr=0.003",
+            "--set", "train.epochs=1"]
+    assert mnist_sweep(*args).wait(timeout=120) == 0
+    plan = tmp_path / "sweep" / "sweep.json"
+    plan.write_text(plan.read_text()[:40])
+    process = mnist_sweep(*args)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert err.startswith(f"mnist-sweep: error: {plan} is damaged (") and err.count("\n") == 1
+    assert err.endswith("; restore it to continue the sweep, or pass --out DIR for a new one\n")

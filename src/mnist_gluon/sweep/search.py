@@ -11,8 +11,10 @@ from pathlib import Path
 from ..config import load_config, parse_override
 from ..errors import ConfigError, OutputError
 from ..files import atomic_write_text
+from ..reading import read_regular
 
 PLAN = "sweep.json"
+MAX_PLAN_BYTES = 1 << 20  # a plan is a few hundred bytes
 SAMPLERS = ("grid", "random", "tpe")
 
 
@@ -127,7 +129,13 @@ def prepare(out: Path, search: Search) -> None:
     plan = search.plan()
     existing = out / PLAN
     if existing.exists():
-        if json.loads(existing.read_text()) != plan:
+        try:
+            recorded = json.loads(read_regular(existing, MAX_PLAN_BYTES, OutputError,
+                                               "sweep plan"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+            raise OutputError(f"{existing} is damaged ({error}); restore it to continue the "
+                              "sweep, or pass --out DIR for a new one") from None
+        if recorded != plan:
             raise OutputError(f"{out} holds another sweep ({PLAN} differs); pass --out DIR "
                               "for a new one, or the same options to continue that one")
         return

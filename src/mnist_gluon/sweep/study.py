@@ -32,6 +32,7 @@ from pathlib import Path
 from ..config import load_config
 from ..errors import ConfigError, Interrupted, Stopped
 from ..files import atomic_write_text
+from ..training.run_folder import lock_run_dir
 from ..training.trial import ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, make_pruner
 from .search import Search, prepare
 
@@ -237,6 +238,16 @@ def run_sweep(search: Search, out: Path, storage: str | None, study_name: str | 
     `study_name` in `storage` (by default sqlite in `out`, named after it): `trials` in all
     (the whole grid if None), `jobs` at once. Writes results.csv, results.json and best.yaml."""
     prepare(out, search)
+    lock = lock_run_dir(out, "mnist-sweep")  # one sweep process per folder; others share a study
+    try:
+        return sweep_in(search, out, storage, study_name, trials, jobs, say)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def sweep_in(search: Search, out: Path, storage: str | None, study_name: str | None,
+             trials: int | None, jobs: int, say) -> SweepResult:
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study = open_study(search, storage, study_name or out.resolve().name)
     continuing = "the trials saved checkpoints: run the same command again to continue"

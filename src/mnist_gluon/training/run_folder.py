@@ -27,7 +27,7 @@ def check_run_dir(out: Path, force: bool) -> None:
 LOCK = ".lock"
 
 
-def lock_run_dir(run_dir: Path) -> int | None:
+def lock_run_dir(run_dir: Path, command: str = "mnist-train") -> int | None:
     """Mark `run_dir` in use for as long as this process runs (an advisory flock on
     `.lock`, which holds the PID); refuse a folder another live run holds. The returned file
     descriptor keeps the lock; None when the folder does not exist yet."""
@@ -44,7 +44,7 @@ def lock_run_dir(run_dir: Path) -> int | None:
     except BlockingIOError:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise OutputError(f"{run_dir} is in use by a running mnist-train (PID {holder}); wait "
+        raise OutputError(f"{run_dir} is in use by a running {command} (PID {holder}); wait "
                           "for it to end, stop it, or pass --out DIR for a new run") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
