@@ -138,6 +138,8 @@ def test_a_distributed_run_resumes_with_its_parameters(small_config, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["-n", "2", "--"], "Missing argument 'COMMAND...'"),
     (["-n", "0", "--", "true"], "Invalid value for '-n'"),
+    (["-n", "100000", "--", "true"], "100000 is not in the range 1<=x<=256"),
+    (["-n", "1", "-s", "1000", "--", "true"], "1000 is not in the range 1<=x<=64"),
 ])
 def test_bad_launcher_arguments_are_one_line_exit_2(argv, message):
     result = subprocess.run([str(BIN / "mnist-launch"), *argv], capture_output=True, text=True)
@@ -259,3 +261,24 @@ def test_a_stopped_worker_ends_the_cluster_after_the_stall_timeout(small_config,
     assert process.returncode == 1
     assert f"mnist-launch: worker 1 (pid {started['worker 1']}) has used no CPU for" in err
     assert_all_gone(started)
+
+
+def test_a_module_in_the_folder_the_cluster_starts_in_runs_in_none_of_its_processes(
+        small_config, tmp_path):
+    """`python -m` put the working folder first on the scheduler's and servers' import path:
+    a numpy.py there ran inside them, on every host."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    for name in ("numpy", "mxnet", "mnist_gluon", "runpy"):
+        (folder / f"{name}.py").write_text(
+            f"open({str(marker)!r}, 'a').write('{name}\\n')\nraise SystemExit('hijacked')\n")
+    process = subprocess.Popen(
+        [str(BIN / "mnist-launch"), "-n", "1", "-s", "1", "--", str(BIN / "mnist-train"),
+         "--config", str(small_config), "--out", str(tmp_path / "run"), "--quiet", "--set",
+         "train.kvstore=dist_sync", "--set", "train.epochs=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert not marker.exists(), marker.read_text()
+    assert (tmp_path / "run" / "best.params").is_file()

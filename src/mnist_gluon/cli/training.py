@@ -149,11 +149,15 @@ def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner,
     return 1 if done.failed else 0
 
 
+# A cluster's processes, bounded: each is a whole Python with MXNet (about 200 MB).
+MAX_WORKERS, MAX_SERVERS = 256, 64
+
+
 @click.command("mnist-launch", context_settings={**CONTEXT, "ignore_unknown_options": True})
-@click.option("-n", "--workers", type=click.IntRange(1, None), required=True,
-              help="Number of workers: each runs COMMAND.")
-@click.option("-s", "--servers", type=click.IntRange(1, None), default=1, show_default=True,
-              help="Number of parameter servers.")
+@click.option("-n", "--workers", type=click.IntRange(1, MAX_WORKERS), required=True,
+              help=f"Number of workers, 1 to {MAX_WORKERS}: each runs COMMAND.")
+@click.option("-s", "--servers", type=click.IntRange(1, MAX_SERVERS), default=1,
+              show_default=True, help=f"Number of parameter servers, 1 to {MAX_SERVERS}.")
 @click.option("-H", "--hostfile", type=click.Path(dir_okay=False), default=None,
               help="Run over ssh on these hosts, one per line: the scheduler on the first, "
                    "servers and workers in turn.  [default: all on 127.0.0.1]")

@@ -31,6 +31,10 @@ HOST = "127.0.0.1"
 POLL_SECONDS = 0.2
 GRACE_SECONDS = 5.0  # a terminated process gets this long before SIGKILL
 SERVERS_EXIT_SECONDS = 30.0  # after the workers finish, servers get this long to exit
+# `python -m` would put the folder it starts in first on the import path: a numpy.py there would
+# run inside the scheduler and the servers, on every host. -c's first entry is dropped instead.
+IDLE = ("import sys; del sys.path[0]; import runpy; "
+        "runpy.run_module('mnist_gluon.mxnet_compat', run_name='__main__')")
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Process:
     name: str
     popen: subprocess.Popen
     worker: bool
+
 
 
 def free_port() -> int:
@@ -197,7 +202,7 @@ def launch(command: list[str], workers: int, servers: int, say: Callable[[str], 
     def on(i: int) -> str | None:
         return hosts[i % len(hosts)] if hosts else None
 
-    idle = [sys.executable, "-m", "mnist_gluon.mxnet_compat"]  # scheduler and servers live in here
+    idle = [sys.executable, "-c", IDLE]  # the scheduler and the servers live in here
     end_on_signals()
     processes: list[Process] = []
     try:

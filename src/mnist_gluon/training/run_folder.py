@@ -35,8 +35,9 @@ def lock_run_dir(run_dir: Path, command: str = "mnist-train") -> int | None:
 
     if not run_dir.is_dir():
         return None
+    refuse_links(run_dir, command)
     try:
-        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError:
         return None  # an unwritable folder is reported when the run writes to it
     try:
@@ -49,6 +50,29 @@ def lock_run_dir(run_dir: Path, command: str = "mnist-train") -> int | None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def refuse_links(folder: Path, command: str = "mnist-train") -> None:
+    """Refuse a folder where a file the command writes or reads is a symbolic link: the
+    command would write through it, outside the folder (a `.lock` linked to a user's file
+    was emptied and given a PID)."""
+    for path in folder.iterdir():
+        if path.is_symlink() and (is_run_file(path) or path.name.startswith(".")
+                                  or path.suffix in (".json", ".yaml", ".jsonl", ".db",
+                                                     ".csv", ".log")):
+            raise OutputError(f"{path} is a symbolic link; {command} writes only real files in "
+                              "its folder: remove the link, or pass --out DIR")
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append `line` to `path` in a run folder, never through a symbolic link."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        raise OutputError(f"cannot write {path} ({error.strerror}); remove what is there, or "
+                          "pass --out DIR") from None
+    with os.fdopen(fd, "a") as handle:
+        handle.write(line)
 
 
 class FolderLock:

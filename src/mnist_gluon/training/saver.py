@@ -14,6 +14,7 @@ from ..files import commit, link_or_copy, sha256_of, stage, sync, temporary_for
 from ..model import MLP
 from .average import WeightAverage
 from .resume import saved_at
+from .run_folder import append_line
 from .state import RunState
 
 
@@ -56,8 +57,8 @@ class Saver:
         sidecar = state.sidecar(self.run, result.step)
         if self.writer:
             # Metrics first: a crash before the checkpoint leaves a line that resume drops.
-            with open(self.run_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(dataclasses.asdict(result)) + "\n")
+            append_line(self.run_dir / "metrics.jsonl",
+                        json.dumps(dataclasses.asdict(result)) + "\n")
             # The same weights under several names are written once (save_checkpoint).
             copies = [(f"epoch-{result.epoch:04d}", sidecar)] if self.keep > 0 else []
             if improved and state.best_weights == "live":
