@@ -24,7 +24,7 @@ import numpy as np
 from .config import ACTIVATIONS, MODELS, Config, config_from_dict, config_to_dict
 from .data import DATASETS, PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
-from .files import sha256_of
+from .files import check_path_names, sha256_of
 from .model import Architecture, bare_architecture
 from .reading import MAX_SIDECAR_BYTES, check_regular, read_regular, shown
 
@@ -365,6 +365,7 @@ def read_sidecar(params_path: Path) -> Sidecar:
 def read_param_arrays(params_path: Path) -> dict[str, np.ndarray]:
     from .mxnet_compat import mx
 
+    check_path_names(params_path, "checkpoint")
     try:
         loaded = mx.nd.load(str(params_path))
     except mx.base.MXNetError:

@@ -12,16 +12,68 @@ from pathlib import Path
 
 from .errors import OutputError
 
+NAME_MAX, PATH_MAX = 255, 4095  # bytes, as Linux's file systems take them
+# What this process is writing under a temporary name: taken away if a signal ends it midway.
+HALF_MADE: set[Path] = set()
+
+
+def remove_half_made() -> None:
+    """Remove every temporary file and staging folder this process is still writing."""
+    for path in list(HALF_MADE):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def check_path_names(path: Path, what: str) -> Path:
+    """Refuse, before any work, a path that no file system here takes (a name over 255 bytes, a
+    path over 4,095) or that MXNet cannot open (a name that is not UTF-8: MXNet encodes it so,
+    and failed only when it came to save, after a whole run). `what` names it in the message:
+    "output folder", "--plot folder", "checkpoint"."""
+    raw = os.fsencode(path)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        shown = raw.decode("utf-8", "backslashreplace")
+        raise OutputError(f"{what} {shown} has a name that is not UTF-8, which MXNet cannot "
+                          "open; rename it, or choose another") from None
+    long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        raise OutputError(f"{what} {path}: the name {long[0][:40]}... has "
+                          f"{len(os.fsencode(long[0]))} bytes, over the {NAME_MAX} a file system "
+                          "takes; choose a shorter one")
+    if len(raw) > PATH_MAX:
+        raise OutputError(f"{what} {str(path)[:60]}... is {len(raw):,} bytes long, over the "
+                          f"{PATH_MAX:,} a path may have; choose a shorter one")
+    return path
+
+
+def writable_folder(folder: Path, what: str) -> Path:
+    """`folder`, created if needed and proven writable before any work is done for it."""
+    check_path_names(folder, what)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(f"{what} {folder} is not writable ({error.strerror}); choose a "
+                          "folder you can write") from None
+    return folder
+
 
 def stage(path: Path, write: Callable[[Path], None]) -> Path:
     """Run `write` on a temporary name beside `path` and fsync it; the caller commits it.
     A write that fails because the disk is full is an OutputError that says so."""
     temporary = temporary_for(path)
+    HALF_MADE.add(temporary)
     try:
         write(temporary)
         sync(temporary)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
+        HALF_MADE.discard(temporary)
         # MXNet reports a short write as "FileStream.Write incomplete", not as ENOSPC.
         if isinstance(error, Exception) and disk_full(path.parent):
             raise OutputError(f"cannot write {path}: the disk holding {path.parent} is full; "
@@ -72,6 +124,7 @@ def staging_folder(out: Path) -> Iterator[Path]:
     except OSError as error:
         raise OutputError(f"cannot write into {out} ({error.strerror}); pass --out DIR "
                           "somewhere you can write") from None
+    HALF_MADE.add(staging)
     try:
         yield staging
     except Exception:
@@ -81,6 +134,7 @@ def staging_folder(out: Path) -> Iterator[Path]:
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        HALF_MADE.discard(staging)
 
 
 def commit_files(pairs: list[tuple[Path, Path]]) -> None:

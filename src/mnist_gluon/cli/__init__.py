@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 from typing import NoReturn
 
@@ -36,6 +37,7 @@ def run(command: click.Command, argv: list[str] | None = None) -> int:
     def debug() -> bool:
         return ctx is not None and ctx.meta.get("debug", False)
 
+    previous = signal.signal(signal.SIGTERM, stopped_by_sigterm(prog))
     try:
         ctx = command.make_context(prog, list(args))
         with ctx:
@@ -66,7 +68,25 @@ def run(command: click.Command, argv: list[str] | None = None) -> int:
             raise
         click.echo(f"{prog}: error: {error}", err=True)
         return USAGE_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return result if isinstance(result, int) else 0
+
+
+def stopped_by_sigterm(prog: str):
+    """SIGTERM's handler for the commands that do not stop at a checkpoint (mnist-train,
+    mnist-sweep) or drain (mnist-serve), which install their own: what the command was writing
+    under a temporary name (an export's staging folder, a picture) is taken away, one line
+    says so, and the process ends with 143. Raising from the handler instead could land inside
+    MXNet's own code, which turns exceptions into others."""
+    def handler(signum, frame) -> None:
+        from ..files import remove_half_made
+
+        remove_half_made()
+        click.echo(f"{prog}: stopped by SIGTERM; nothing half-written was kept", err=True)
+        finish(128 + signum)
+
+    return handler
 
 
 def finish(status: int) -> NoReturn:

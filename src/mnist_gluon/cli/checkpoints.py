@@ -45,9 +45,13 @@ def eval_command(checkpoint_argument, checkpoint_option, data_root, dataset, dev
                  bare_normalization, no_download, as_json, plot_dir):
     """Evaluate a checkpoint on the test set: accuracy, loss, per-class precision, recall and
     F1, macro averages and the confusion matrix. CHECKPOINT: as --checkpoint."""
+    from ..files import writable_folder
     from ..inference.evaluate import evaluate
+    from ..inference.plots import missing
 
     checkpoint_path = the_checkpoint(checkpoint_option, checkpoint_argument)
+    if plot_dir is not None and missing() is None:  # before the work, not after it
+        writable_folder(Path(plot_dir), "--plot folder")
     report = evaluate(checkpoint_path, dataset, data_root=data_root, device=device,
                       normalization=bare_normalization, download=not no_download)
     if report.foreign:
@@ -56,8 +60,6 @@ def eval_command(checkpoint_argument, checkpoint_option, data_root, dataset, dev
                    err=True)
     click.echo(json.dumps(report.to_dict()) if as_json else str(report))
     if plot_dir is not None:
-        from ..inference.plots import missing
-
         if (note := missing()) is not None:
             click.echo(f"mnist-eval: no pictures written; {note}", err=True)
             return

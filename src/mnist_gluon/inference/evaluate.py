@@ -9,6 +9,7 @@ import numpy as np
 
 from ..data import DATASETS, PIXELS, Normalization
 from ..errors import ConfigError
+from ..files import writable_folder
 from ..metrics import ClassScores, Scores, classification_report, format_report, softmax
 from ..reading import shown
 from .classifier import checkpoint_split, load
@@ -62,12 +63,7 @@ class Report:
 
         if (note := missing()) is not None:
             raise OutputError(f"no pictures written; {note}")
-        folder = Path(folder)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"--plot folder {folder} cannot be created ({error.strerror})"
-                              ) from None
+        folder = writable_folder(Path(folder), "--plot folder")
         confusion, mistakes = folder / "confusion.png", folder / "mistakes.png"
         plot_confusion(self.confusion, list(self.class_names), confusion)
         plot_mistakes(self.images, self.labels, softmax(self.logits), list(self.class_names),

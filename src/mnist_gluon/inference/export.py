@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data import DATASETS, Normalization
 from ..errors import ConfigError, OutputError
-from ..files import commit_files, sha256_of, staging_folder
+from ..files import check_path_names, commit_files, sha256_of, staging_folder
 from .classifier import checkpoint_split, load
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
                           "leave it out for float32")
     if quantize is not None and format != "mxnet":
         raise ConfigError("--quantize int8 exports an MXNet graph; use it with --format mxnet")
+    check_path_names(Path(out), "output folder")
     classifier = load(checkpoint, "cpu", normalization)
     stem = f"mnist-{classifier.architecture.kind}"  # mnist-mlp, mnist-lenet
     calibration = test = None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import load_config, parse_override
 from ..errors import ConfigError, OutputError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, check_path_names
 from ..reading import read_regular
 
 PLAN = "sweep.json"
@@ -126,6 +126,7 @@ def check_search(search: Search) -> None:
 def prepare(out: Path, search: Search) -> None:
     """Check the search, and that `out` holds this sweep or nothing."""
     check_search(search)
+    check_path_names(out, "sweep folder")
     plan = search.plan()
     existing = out / PLAN
     if existing.exists():

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .. import engine
 from ..config import Config, config_file, config_to_dict, load_config
 from ..errors import ConfigError, Interrupted
+from ..files import check_path_names
 from .curves import plot_curves
 from .signals import StopSignals
 from .trial import TrialJudge
@@ -44,6 +45,8 @@ def train(config: str | Path | Config | None = "base", out: str | Path | None = 
     """
     say = say or (lambda text: print(f"mnist_gluon.train: {text}", file=sys.stderr))
     config, run_dir, refit_of = plan_run(config, out, resume, refit, set, overrides)
+    if force and not resume:
+        keep_teacher(config, run_dir)
     for note in fit_short_run(config):
         say(note)
     if (note := engine.choose_training(engine.recorded_threads(run_dir) if resume
@@ -97,9 +100,25 @@ def plan_run(config: str | Path | Config | None, out: str | Path | None = None,
             path = config_file(config)
         run_dir = Path(out) if out else Path("runs") / (path.stem if path else "default")
         config = load_config(path, strings, settings)
+    check_path_names(run_dir, "output folder")
     if config.data.root is not None:  # so that eval and --resume find it from any folder
         config.data.root = str(Path(config.data.root).expanduser().resolve())
     return config, run_dir, refit_of
+
+
+def keep_teacher(config: Config, run_dir: Path) -> None:
+    """Refuse a --force that would clear the run's own teacher out of its folder (the run
+    then trained from it, and could never be resumed)."""
+    from .run_folder import is_run_file
+
+    teacher = config.train.distill.teacher
+    if teacher is None:
+        return
+    path = Path(teacher).expanduser().resolve()
+    if path.parent == run_dir.resolve() and is_run_file(path):
+        raise ConfigError(f"train.distill.teacher {teacher} is in {run_dir}, which --force "
+                          "clears; copy the teacher elsewhere and name the copy, or pass "
+                          "--out DIR")
 
 
 def chosen_epochs(run_dir: Path) -> int:
