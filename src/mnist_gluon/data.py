@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import DataError
 from .files import atomic_write
-from .reading import read_regular
+from .reading import fetch, read_regular
 
 IMAGE_SIZE = 28
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -280,15 +280,12 @@ def download_file(
 ) -> Path:
     """Fetch `file` from the first mirror that serves it intact; written atomically. The
     folder is created only once there is a file to put in it."""
-    import urllib.request  # only when downloading: it is slow to import
-
     destination = folder / file.name
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + file.name
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                stored = response.read()
+            stored = fetch(url, timeout, MAX_IDX_BYTES)
         except (OSError, ValueError) as error:  # urllib's URLError is an OSError
             failures.append(f"{url}: {getattr(error, 'reason', error)}")
             continue

@@ -1,12 +1,15 @@
 """Reading what a user hands over, at a cost bounded by what it promises: regular files only
 (a FIFO would hang the read, /dev/zero never end it), up to a stated size; YAML that cannot
-stand for more values than a stated limit; values shown in messages cut short."""
+stand for more values than a stated limit; downloads up to a size and a time in all; values
+shown in messages cut short."""
 
 from __future__ import annotations
 
+import math
 import os
 import reprlib
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,9 @@ from .errors import ConfigError, UserError
 MAX_DEPTH = 32
 MAX_VALUES = 100_000
 MAX_SIDECAR_BYTES = 1 << 20  # a checkpoint's .json; ours are about 4 KB
+# One file from one mirror, start to end (MNIST's largest is 9.9 MB); the environment's
+# MNIST_GLUON_DOWNLOAD_SECONDS overrides it, for a slow line.
+DOWNLOAD_SECONDS = 600.0
 
 KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
@@ -142,3 +148,40 @@ _SHORT.maxlevel = 2
 def shown(value: Any) -> str:
     """`repr(value)`, cut short: a message must stay one line whatever the value."""
     return _SHORT.repr(value)
+
+
+def fetch(url: str, timeout: float, limit: int, deadline: float | None = None) -> bytes:
+    """The body at `url`, read a chunk at a time: refused past `limit` bytes (a mirror that
+    streams forever) or `deadline` seconds in all (one that sends a byte now and then; the
+    `timeout` bounds each wait). OSError says which."""
+    import urllib.request  # only when downloading: it is slow to import
+
+    if deadline is None:
+        deadline = download_seconds()
+    started = time.monotonic()
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise OSError(f"it offers {int(declared):,} bytes, more than the {limit:,} a file "
+                          "here may have")
+        body = bytearray()
+        while chunk := response.read1(1 << 16):
+            body += chunk
+            if len(body) > limit:
+                raise OSError(f"it sent more than the {limit:,} bytes a file here may have")
+            if time.monotonic() - started > deadline:
+                raise OSError(f"it sent {len(body):,} bytes in {deadline:.0f} s and was still "
+                              "sending")
+    return bytes(body)
+
+
+def download_seconds() -> float:
+    text = os.environ.get("MNIST_GLUON_DOWNLOAD_SECONDS", "")
+    try:
+        seconds = float(text) if text else DOWNLOAD_SECONDS
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"MNIST_GLUON_DOWNLOAD_SECONDS={text!r} is not a number of seconds; "
+                          "set it to one above 0, or unset it")
+    return seconds

@@ -1,9 +1,11 @@
 """Stopping a run cleanly on SIGINT or SIGTERM.
 
-The first signal is only noted: the training loop asks after every step, finishes it, writes a
-checkpoint and ends with exit status 128 + the signal's number. A second SIGINT (Ctrl-C twice)
-raises KeyboardInterrupt at once; every checkpoint file is written atomically, so that cannot
-leave one half-written.
+Once training has begun, the first signal is only noted: the training loop asks after every
+step, finishes it, writes a checkpoint and ends with exit status 128 + the signal's number. A
+second SIGINT (Ctrl-C twice) raises KeyboardInterrupt at once; every checkpoint file is written
+atomically, so that cannot leave one half-written. Before the loop first asks (reading or
+downloading the data, building the network), there is nothing to save: a signal stops the run
+at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+
+from ..errors import Stopped
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -22,11 +26,18 @@ class StopSignals:
         self.prog = prog
         self.signum: int | None = None
         self.previous: dict = {}
+        self.training = False  # whether the loop has asked yet: a step is there to finish
 
     def received(self) -> int | None:
+        self.training = True
         return self.signum
 
     def _handle(self, signum: int, frame) -> None:
+        if not self.training:  # a download, say: nothing to finish or save
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise Stopped(f"stopped by {signal.Signals(signum).name} before training began; "
+                          "nothing was trained", signum)
         if self.signum is not None:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt

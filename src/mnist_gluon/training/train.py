@@ -63,7 +63,8 @@ def train(config: str | Path | Config | None = "base", out: str | Path | None = 
         kept = (f"the last checkpoint is intact; continue with: mnist-train --resume {run_dir}"
                 if (run_dir / "last.params").exists() else
                 "no checkpoint had been written; mnist-train --resume "
-                f"{run_dir} starts it again")
+                f"{run_dir} starts it again" if (run_dir / "config.yaml").exists() else
+                "nothing had been written; run the same command again")
         raise Interrupted(f"interrupted; {kept}") from None
     if run.written:
         plot_curves([vars(epoch) for epoch in run.history], run.folder / "curves.png")
