@@ -174,3 +174,47 @@ def test_a_fifo_as_the_sidecar_of_a_run_to_resume_is_refused_without_waiting(tmp
         for suffix in (".params", ".states", ".json"):
             (run_dir / f"{name}{suffix}").unlink(missing_ok=True)
     refused("mnist-train", "--resume", run_dir, says="last.json is a FIFO, not a file")
+
+
+# --- files mnist-predict reads: sizes and decoding work, bounded ------------------------------
+
+def npy_header(shape: tuple, descr: str = "<f4") -> bytes:
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (63 - (len(header) + 10) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+
+
+def test_an_npy_header_declaring_petabytes_is_refused_from_the_header(model, tmp_path):
+    huge = tmp_path / "huge.npy"
+    huge.write_bytes(npy_header((1_000_000, 1_000_000, 784)))
+    refused("mnist-predict", model, huge, says="declares an array of shape (1000000, 1000000, "
+                                               "784)")
+
+
+@pytest.mark.parametrize("name, content", [
+    ("sparse.png", b"\x89PNG\r\n\x1a\n"),
+    ("honest.npy", npy_header((2_000_000, 784), "|u1")),
+])
+def test_a_sparse_file_of_gigabytes_is_refused_by_its_size_not_read(model, tmp_path, name,
+                                                                   content):
+    big = tmp_path / name
+    with open(big, "wb") as handle:
+        handle.write(content)
+        handle.truncate(3 << 30 if name.endswith(".png") else 2_000_000 * 784 + len(content))
+    refused("mnist-predict", model, big, says="bytes, more than the 6")
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(model, tmp_path):
+    """A 300 kB progressive JPEG of 30,000 empty scans cost about a minute of decoding."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 200).save(buffer, "JPEG", progressive=True)
+    jpeg = buffer.getvalue()
+    last_scan = jpeg.rindex(b"\xff\xda")
+    scans = jpeg[:-2] + jpeg[last_scan:-2] * 30_000 + b"\xff\xd9"
+    (tmp_path / "scans.jpg").write_bytes(scans)
+    line = refused("mnist-predict", model, tmp_path / "scans.jpg", says="is a JPEG of ")
+    assert "scans, more than the 100 an encoder writes; send it saved again" in line

@@ -38,9 +38,9 @@ def guarded(model):
         yield url
 
 
-def encoded(image: np.ndarray, fmt: str) -> bytes:
+def encoded(image: np.ndarray, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format=fmt)
+    Image.fromarray(image).save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 
@@ -192,6 +192,15 @@ A_JPEG = encoded(A_STROKE, "JPEG")
 
 ZEROS = [0] * 784
 STROKE = A_STROKE.reshape(-1).tolist()
+
+
+def many_scans(count: int) -> bytes:
+    """A progressive JPEG whose last scan is repeated `count` times."""
+    last_scan = A_PROGRESSIVE.rindex(b"\xff\xda")
+    return A_PROGRESSIVE[:-2] + A_PROGRESSIVE[last_scan:-2] * count + b"\xff\xd9"
+
+
+A_PROGRESSIVE = encoded(A_STROKE, "JPEG", progressive=True)
 REQUESTS = {
     # name: (content type, body, query, token, status, words in the message)
     "no token": ("application/json", {"pixels": [ZEROS]}, {}, None, 401, "Bearer"),
@@ -225,6 +234,8 @@ REQUESTS = {
                       422, "the upload has nothing drawn on it"),
     "nothing drawn in JSON": ("application/json", {"pixels": [STROKE, ZEROS]}, {}, TOKEN, 422,
                               "pixels[1] has nothing drawn on it"),
+    "a JPEG of a thousand scans": ("image/jpeg", many_scans(1000), {}, TOKEN, 400,
+                                   "is a JPEG of 1,00"),
     "two IHDR chunks": ("image/png", A_PNG[:33] + A_PNG[8:33] + A_PNG[33:], {}, TOKEN, 400,
                         "second IHDR chunk"),
     "top_k too big": ("application/json", {"pixels": [STROKE]}, {"top_k": 11}, TOKEN, 422,

@@ -8,6 +8,7 @@ grey, inverted when the digit is dark on light, cropped to its ink, scaled and c
 from __future__ import annotations
 
 import io
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..data import IMAGE_SIZE, PIXELS, parse_idx, read_file_bytes
 from ..errors import DataError
-from ..reading import check_regular
+from ..reading import check_regular, read_regular
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ARRAY_SUFFIXES = (".npy",)
@@ -26,6 +27,12 @@ BOX = 20  # MNIST fits each digit's ink into 20 x 20 pixels
 # billions of pixels. mnist-predict and mnist-serve share it.
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGE_SIDE = 1_000_000  # libpng's limit (PNG_USER_WIDTH_MAX, PNG_USER_HEIGHT_MAX)
+# What a file handed to mnist-predict may weigh: a 4096 x 4096 RGBA image is 64 MiB raw; a
+# sparse file of gigabytes would be read whole.
+MAX_IMAGE_BYTES = MAX_ARRAY_BYTES = 64 << 20
+# A progressive JPEG decodes the whole image once per scan: encoders write up to about 20;
+# 30,000 empty ones cost a minute of decoding for a 300 kB file.
+MAX_JPEG_SCANS = 100
 INK = 0.2  # of the image's range: what counts as ink when cropping
 # Less contrast than this many grey levels is an empty sheet (a transparent PNG, a blank
 # canvas): stretched to the full range, its noise would be classified with confidence.
@@ -75,7 +82,8 @@ def expand(paths: list[Path]) -> list[Path]:
 
 def read_image(path: Path) -> np.ndarray:
     """A greyscale float32 image from a PNG/JPEG/BMP file."""
-    return decode_image(path.read_bytes(), str(path), MAX_IMAGE_PIXELS)
+    return decode_image(read_regular(path, MAX_IMAGE_BYTES, DataError, "image"), str(path),
+                        MAX_IMAGE_PIXELS)
 
 
 def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
@@ -98,6 +106,11 @@ def decode_image(raw: bytes, name: str, max_pixels: int | None = None) -> np.nda
         if size is None:
             raise DataError(f"{name} has no readable {kind} header")
         check_pixel_count(name, size, max_pixels)
+    if kind == "JPEG" and (scans := raw.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+        # In a JPEG's coded data every 0xFF is followed by 0 or a restart marker: each
+        # FF DA is a scan's start.
+        raise DataError(f"{name} is a JPEG of {scans:,} scans, more than the "
+                        f"{MAX_JPEG_SCANS} an encoder writes; send it saved again")
     try:
         with PIL.Image.open(io.BytesIO(raw)) as image:
             if max_pixels is not None:  # Pillow's size, which it decodes by, checked too
@@ -190,9 +203,23 @@ def image_size(raw: bytes, kind: str) -> tuple[int, int] | None:
 
 
 def read_npy(path: Path) -> np.ndarray:
+    """A .npy array, read only once its header says it is not larger than MAX_ARRAY_BYTES
+    (and the file holds no more than that)."""
+    raw = read_regular(path, MAX_ARRAY_BYTES + 4096, DataError, "array")
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
+        handle = io.BytesIO(raw)
+        header = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}.get(
+                      np.lib.format.read_magic(handle))
+        if header is None:
+            raise ValueError("a .npy format version other than 1.0 and 2.0")
+        shape, _, dtype = header(handle)
+        size = math.prod(shape) * dtype.itemsize
+        if size > MAX_ARRAY_BYTES:
+            raise DataError(f"{path} declares an array of shape {shape} ({size:,} bytes), "
+                            f"more than the {MAX_ARRAY_BYTES:,} an input may have")
+        array = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, TypeError) as error:
         raise DataError(f"{path} is not a readable .npy file ({error})") from None
     return pixel_values(array, path)
 
