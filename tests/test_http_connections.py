@@ -2,6 +2,7 @@
 a running server."""
 
 import socket
+import time
 import urllib.parse
 
 import pytest
@@ -84,3 +85,66 @@ def test_a_body_over_the_limit_is_answered_413_even_to_a_client_that_sends_it_al
         status, _, body = fetch(url + "v1/predict", "POST", bytes(size),
                                 {"Content-Type": "image/png"})
         assert status == 413 and b"bytes" in body
+
+
+def headers_and_body(answer: bytes) -> tuple[dict[str, str], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}, body
+
+
+def test_the_408_declares_the_length_of_the_body_it_sends(model):
+    with serving(model, "--header-timeout", "0.5") as (url, _, _):
+        sock = connect(url)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        headers, body = headers_and_body(read_until_closed(sock))
+        assert int(headers["content-length"]) == len(body) == len(b"request took too long\r\n")
+
+
+def test_a_request_with_both_content_length_and_transfer_encoding_is_refused_and_closed(model):
+    with serving(model) as (url, _, _):
+        sock = connect(url)
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 4\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                     b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # smuggled, or not
+        answer = read_until_closed(sock)  # returns: the server closed the connection
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert answer.count(b"HTTP/1.1 ") == 1  # the second request was never answered
+        assert b"both Content-Length and Transfer-Encoding" in answer
+        assert fetch(url + "healthz")[0] == 200
+
+
+@pytest.mark.parametrize("path, method", [("", "GET"), ("healthz", "GET"), ("v1/model", "GET"),
+                                          ("v1/predict", "POST"), ("nowhere", "GET")])
+def test_every_answer_forbids_sniffing_and_framing(model, path, method):
+    with serving(model) as (url, _, _):
+        status, headers, _ = fetch(url + path, method, b"{}" if method == "POST" else None,
+                                   {"Content-Type": "application/json"})
+        assert status in (200, 404, 422)
+        headers = {k.lower(): v for k, v in headers.items()}
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["content-security-policy"] == "frame-ancestors 'none'"
+
+
+def test_uploads_in_flight_are_bounded_together_and_health_still_answers(model):
+    """1,000 connections uploading 4 MiB bodies held about 4 GiB."""
+    with serving(model, "--max-body", "65536", "--max-in-flight", "100000",
+                 "--body-timeout", "60") as (url, _, _):
+        uploads = []
+        for _ in range(3):
+            sock = connect(url)
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                         b"image/png\r\nContent-Length: 65000\r\n\r\n" + bytes(45_000))
+            uploads.append(sock)
+            time.sleep(0.5)  # received in this order
+        started = time.monotonic()
+        assert fetch(url + "healthz")[0] == 200
+        assert time.monotonic() - started < 1
+        refused = [read_until_closed(sock) for sock in uploads[2:]]
+        assert refused[0].startswith(b"HTTP/1.1 503 ")
+        assert b"bytes of request bodies; send again shortly" in refused[0]
+        assert b"retry-after: 1" in refused[0].lower()
+        for sock in uploads:
+            sock.close()

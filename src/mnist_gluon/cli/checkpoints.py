@@ -168,6 +168,10 @@ def export_command(checkpoint_argument, checkpoint_option, fmt, out, quantize, d
 @click.option("--max-body", "max_body", type=click.IntRange(1024, None),
               default=Limits.max_body_bytes, show_default=True,
               help="Largest request body in bytes; larger ones get 413.")
+@click.option("--max-in-flight", "max_in_flight", type=click.IntRange(1024, None),
+              default=Limits.max_bytes_in_flight, show_default=True, metavar="BYTES",
+              help="Bytes of request bodies received at once, all connections together; "
+                   "past it, a request gets 503 and Retry-After.")
 @click.option("--max-images", type=click.IntRange(1, None), default=Limits.max_images,
               show_default=True, help="Most images in one JSON request; more get 413.")
 @click.option("--max-batch", type=click.IntRange(1, None), default=ServeOptions.max_batch,
@@ -205,9 +209,9 @@ def export_command(checkpoint_argument, checkpoint_option, fmt, out, quantize, d
 @debug_option
 @version
 def serve_command(checkpoint_argument, checkpoint_option, host, port, token, max_body,
-                  max_images, max_batch, max_wait_ms, device, bare_normalization, allowed_hosts,
-                  cors, header_timeout, body_timeout, keep_alive_timeout, max_connections,
-                  access_log):
+                  max_in_flight, max_images, max_batch, max_wait_ms, device, bare_normalization,
+                  allowed_hosts, cors, header_timeout, body_timeout, keep_alive_timeout,
+                  max_connections, access_log):
     """Serve a checkpoint over HTTP: POST /v1/predict (an image upload, or JSON pixels for a
     batch), GET /v1/model, /healthz and /metrics (Prometheus), and at / a page to draw a digit
     on. Needs the serve extra (`make train` installs it). CHECKPOINT: as --checkpoint."""
@@ -226,7 +230,8 @@ def serve_command(checkpoint_argument, checkpoint_option, host, port, token, max
     from ..serving.app import serve_checkpoint
 
     say = lambda text: click.echo(f"mnist-serve: {text}", err=True)  # noqa: E731
-    limits = dataclasses.replace(Limits(), max_body_bytes=max_body, max_images=max_images)
+    limits = dataclasses.replace(Limits(), max_body_bytes=max_body, max_images=max_images,
+                                 max_bytes_in_flight=max_in_flight)
     connections = ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout,
                                    max_connections)
     options = ServeOptions(token, limits, max_batch, max_wait_ms, tuple(allowed_hosts),

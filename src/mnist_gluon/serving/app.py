@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..inference.classifier import Classifier, load
 from .inputs import (
     ApiError,
+    BodyBudget,
     RequestGuard,
     check_token,
     image_from_form,
@@ -200,6 +201,7 @@ def create_app(classifier: Classifier, options: ServeOptions):
     metrics = Metrics()
     engine = Engine(classifier, options.max_batch, options.max_wait_ms,
                     metrics.forward_rows.observe)
+    budget = BodyBudget(options.limits.max_bytes_in_flight)
     page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
 
     async def lifespan(app):
@@ -232,7 +234,7 @@ def create_app(classifier: Classifier, options: ServeOptions):
         options.limits), dependencies=guarded)
     async def predict(request: Request, top_k: Annotated[int, Query(
             ge=1, le=classes, description="How many classes to answer per image")] = 3):
-        pixels = await request_pixels(request, engine, options.limits)
+        pixels = await request_pixels(request, engine, options.limits, budget)
         rows = await engine.classify(pixels)
         metrics.images.inc(len(rows))
         return JSONResponse({"predictions": [answer_dict(ranked(row, top_k)) for row in rows]})
@@ -296,7 +298,8 @@ def answer_errors_as_json(app) -> None:
         return failure(500, "internal error; the server log has the details")
 
 
-async def request_pixels(request, engine: Engine, limits: Limits) -> np.ndarray:
+async def request_pixels(request, engine: Engine, limits: Limits,
+                         budget: BodyBudget) -> np.ndarray:
     """The images a prediction request sends, as N x 784 pixels: JSON, a raw image body or
     a form upload."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -304,7 +307,7 @@ async def request_pixels(request, engine: Engine, limits: Limits) -> np.ndarray:
         raise ApiError(415, "send JSON pixels (application/json), an image body "
                             "(image/png, image/jpeg, image/bmp) or a multipart/form-data "
                             f"upload; got {media or 'no Content-Type'}")
-    body = await read_body(request, limits.max_body_bytes)
+    body = await read_body(request, limits.max_body_bytes, budget)
     if media == "application/json":
         return pixels_from_json(body, limits.max_images)
     raw = await image_from_form(request.headers, body) if media.startswith(

@@ -22,12 +22,16 @@ import time
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .inputs import SECURITY_HEADERS
 from .settings import ConnectionLimits
 
 LINGER_S = 5.0
 FILES_KEPT_FREE = 64  # descriptors left for the model, logs and the listening socket
+TIMEOUT_BODY = b"request took too long\r\n"
 TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n"
-                    b"content-length: 24\r\nconnection: close\r\n\r\nrequest took too long\r\n\r\n")
+                    b"content-length: %d\r\nconnection: close\r\n%s\r\n%s"
+                    % (len(TIMEOUT_BODY), b"".join(b"%s: %s\r\n" % pair
+                                                   for pair in SECURITY_HEADERS), TIMEOUT_BODY))
 
 
 def usable_connections(wanted: int) -> int:

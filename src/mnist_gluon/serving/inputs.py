@@ -30,7 +30,20 @@ def check_token(request, token: str | None) -> None:
                        {"WWW-Authenticate": "Bearer"})
 
 
-async def read_body(request, limit: int) -> bytes:
+class BodyBudget:
+    """The bytes of request bodies being received, by every connection together."""
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.limit:
+            raise ApiError(503, f"the server is already receiving {self.limit:,} bytes of "
+                                "request bodies; send again shortly", {"Retry-After": "1"})
+        self.held += size
+
+
+async def read_body(request, limit: int, budget: BodyBudget) -> bytes:
     too_large = ApiError(413, f"the request body is larger than {limit:,} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -43,11 +56,14 @@ async def read_body(request, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise too_large
+            budget.take(len(chunk))
             chunks.append(chunk)
     except ClientDisconnect:
         # Nobody is left to answer: counted as the client's doing (nginx's 499), not a crash.
         raise ApiError(CLIENT_CLOSED, "the client closed the connection during the upload"
                        ) from None
+    finally:
+        budget.held -= sum(map(len, chunks))
     return b"".join(chunks)
 
 
@@ -168,10 +184,18 @@ def image_pixels(raw: bytes, max_pixels: int) -> np.ndarray:
         raise ApiError(422, str(error)) from None
 
 
+# On every answer: no content sniffing (a JSON error is not HTML), and no framing by another
+# site's page (a click on the draw page cannot be stolen).
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"content-security-policy", b"frame-ancestors 'none'"))
+
+
 class RequestGuard:
     """Refuses a Host the server does not answer to (so a page of another site whose name
-    was rebound to this address cannot reach the API), and a POST from another origin's page
-    unless --cors names that origin."""
+    was rebound to this address cannot reach the API), a POST from another origin's page
+    unless --cors names that origin, and a request that gives both Content-Length and
+    Transfer-Encoding (closing its connection, as HTTP/1.1 says: the two would frame its body
+    differently); adds SECURITY_HEADERS to every answer."""
 
     def __init__(self, app, hosts: tuple[str, ...], cors: tuple[str, ...]):
         self.app, self.hosts, self.cors = app, set(hosts), set(cors)
@@ -179,7 +203,11 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        send = with_security_headers(send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if "content-length" in headers and "transfer-encoding" in headers:
+            return await refuse(send, 400, "the request gives both Content-Length and "
+                                "Transfer-Encoding; send one of them", close=True)
         host = headers.get("host", "")
         try:  # "name", "name:port", "[::1]", "[::1]:port"
             name = urllib.parse.urlsplit(f"//{host}").hostname or ""
@@ -198,9 +226,19 @@ class RequestGuard:
         return await self.app(scope, receive, send)
 
 
-async def refuse(send, status: int, message: str) -> None:
+async def refuse(send, status: int, message: str, close: bool = False) -> None:
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()),
+                            *([(b"connection", b"close")] if close else [])]})
     await send({"type": "http.response.body", "body": body})
+
+
+def with_security_headers(send):
+    async def sending(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+        await send(message)
+
+    return sending

@@ -12,6 +12,9 @@ from ..inference.images import MAX_IMAGE_PIXELS
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int = 4 * 1024 * 1024
+    # Request bodies being received, all connections together: 1,000 connections each
+    # uploading a whole body would otherwise hold 4 GiB.
+    max_bytes_in_flight: int = 256 * 1024 * 1024
     max_images: int = 256  # images in one JSON request
     max_image_pixels: int = MAX_IMAGE_PIXELS  # an uploaded image's size, from its header
 
