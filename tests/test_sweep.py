@@ -277,3 +277,23 @@ def test_a_damaged_sweep_plan_is_one_line(small_config, tmp_path):
     assert process.returncode == 2
     assert err.startswith(f"mnist-sweep: error: {plan} is damaged (") and err.count("\n") == 1
     assert err.endswith("; restore it to continue the sweep, or pass --out DIR for a new one\n")
+
+
+@pytest.mark.parametrize("storage", [
+    "postgresql://bob:{pw}@127.0.0.1:{port}/db",
+    "postgresql://bob@127.0.0.1:{port}/db?sslmode=disable&password={pw}",
+])
+def test_a_storage_password_never_shows_in_a_message(small_config, tmp_path, storage):
+    """Only user:pass@ was hidden; ?password= showed when the database could not be reached."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = storage.format(pw="Sesame-4711", port=port)
+    process = mnist_sweep("--config", small_config, "--out", tmp_path / "sweep", "--grid",
+                          "train.lr=0.003", "--storage", url)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and err.count("\n") == 1
+    assert "cannot be opened in postgresql://bob" in err and "***" in err
+    assert "Sesame-4711" not in out + err

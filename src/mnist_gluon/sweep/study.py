@@ -69,17 +69,32 @@ def open_study(search: Search, storage: str, name: str):
         except (ImportError, ValueError, optuna.exceptions.OptunaError) as error:
             failure = error
             break
-    raise ConfigError(f"the study {name!r} cannot be opened in {redacted(storage)} "
-                      f"({str(failure).splitlines()[0]})")
+    url, secrets = redacted(storage)
+    why = str(failure).splitlines()[0]
+    for secret in secrets:
+        why = why.replace(secret, "***")
+    raise ConfigError(f"the study {name!r} cannot be opened in {url} ({why})")
 
 
-def redacted(storage: str) -> str:
-    """A storage URL without its password, for messages."""
-    scheme, sep, rest = storage.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return storage
-    return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}"
+def redacted(storage: str) -> tuple[str, list[str]]:
+    """The storage URL without its passwords (the one in `user:password@` and any query
+    parameter named password: a libpq URL may carry it there), and the passwords, to take out
+    of a message. PGPASSWORD or ~/.pgpass keep a password out of the URL, and out of ps."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(storage)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    hidden = [key.lower() in ("password", "passwd", "pwd", "pass") for key, _ in query]
+    secrets = [value for (_, value), hide in zip(query, hidden, strict=True) if hide and value]
+    secrets += [parts.password] if parts.password else []
+    if not secrets:
+        return storage, []
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username}:***@{netloc.rpartition('@')[2]}"
+    shown_query = "&".join(f"{key}={'***' if hide else value}"
+                           for (key, value), hide in zip(query, hidden, strict=True))
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=shown_query)), secrets
 
 
 def trial_name(number: int) -> str:
