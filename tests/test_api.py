@@ -176,3 +176,25 @@ def test_the_commands_keep_their_flags_in_the_same_message(small_config, tmp_pat
                            "data.download=false"], capture_output=True, text=True)
     assert done.returncode == 2
     assert "or pass --data-root DIR pointing at a folder" in done.stderr
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda m: mnist_gluon.train("base", "out", force="yes"),
+     "mnist_gluon.train: force must be True or False, not 'yes'"),
+    (lambda m: mnist_gluon.train(123), "config must be a string or a Path or a Config or None"),
+    (lambda m: mnist_gluon.train("base", "out", set="train.lr=1"),
+     "set must be a list of strings, not 'train.lr=1'"),
+    (lambda m: mnist_gluon.load(m, device=0), "mnist_gluon.load: device must be a string, not 0"),
+    (lambda m: mnist_gluon.load(m, bogus=1), "got an unexpected keyword argument 'bogus'"),
+    (lambda m: mnist_gluon.evaluate(m, download="no"), "download must be True or False"),
+    (lambda m: mnist_gluon.evaluate(m, 3), "dataset must be a string or None, not 3"),
+    (lambda m: mnist_gluon.export(m, 5), "mnist_gluon.export: out must be a string or a Path"),
+    (lambda m: mnist_gluon.export(m, "out", format=None), "format must be a string, not None"),
+])
+def test_every_api_argument_is_checked_as_its_flag_is(model, tmp_path, monkeypatch, call,
+                                                      words):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        call(model)
+    assert words in str(refused.value)
+    assert list(tmp_path.iterdir()) == []

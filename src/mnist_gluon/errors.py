@@ -1,19 +1,16 @@
 """What a user is told: one error type per kind of user mistake (the CLI prints each as one
 line, exit status 2), and the ways a run ends early: interrupted, stopped by a signal,
 diverged. A message is written once, in the commands' words (`--force`, `--data-root DIR`);
-raised out of the Python API it names that function's keywords instead (`force=True`,
-`data={"root": DIR}`). A missing extra is named with the command that installs it here."""
+the package's public functions rephrase it in theirs. A missing extra is named with the
+command that installs it here."""
 
 from __future__ import annotations
 
-import functools
 import operator
 import re
 import shlex
 import sys
-from collections.abc import Callable
 from importlib import metadata
-from typing import TypeVar
 
 
 class UserError(Exception):
@@ -55,62 +52,6 @@ class Stopped(Exception):
 class Diverged(Exception):
     """The loss or a gradient stopped being finite; the message names the step and the last
     good checkpoint. Exit status 1."""
-
-
-# --- the same message in the Python API's words ---------------------------------------------
-
-F = TypeVar("F", bound=Callable)
-
-# (pattern in a command's message, what the API function's caller writes), applied in order.
-COMMON = [
-    (r"mnist-train --resume (\S+)", r'mnist_gluon.train(out="\1", resume=True)'),
-    (r"mnist-train --config (\w+)", r'mnist_gluon.train("\1")'),
-    (r"--resume uses", "resume=True uses"),
-    (r"--resume \S+", "resume=True"),
-    (r"--resume", "resume=True"),
-    (r"--force", "force=True"),
-    (r"--out DIR", "out=DIR"),
-    (r"--normalize", "normalization=(MEAN, STD)"),
-    (r"--device (\w+)", r'device="\1"'),
-    (r"--format ('?\w+'?)", r"format=\1"),
-    (r"--format (\w+)", r'format="\1"'),
-    (r"--quantize ('\w+')", r"quantize=\1"),
-    (r"--quantize (\w+)", r'quantize="\1"'),
-    (r"--plot folder", "plot folder"),
-    (r"--dataset (\S+)", r"dataset=\1"),
-]
-KEYWORDS = {
-    "train": [(r"--data-root DIR", 'data={"root": DIR}'),
-              (r"--set ([\w.]+)=(\S+?)([;,)]|$| )", r'set=["\1=\2"]\3'),
-              (r"--config", "config"), (r"--refit", "refit")],
-    "evaluate": [(r"--data-root DIR", "data_root=DIR"),
-                 (r"--set data\.verify=false", "a checkpoint of a run with data.verify=false")],
-    "export": [(r"--data-root DIR", "data_root=DIR")],
-    "load": [],
-}
-
-
-def api_message(message: str, function: str) -> str:
-    for pattern, replacement in [*KEYWORDS[function], *COMMON]:
-        message = re.sub(pattern, replacement, message)
-    return message
-
-
-def in_api_words(function: str) -> Callable[[F], F]:
-    """Decorate the public function `function` (train, evaluate, export, load) as
-    `mnist_gluon` exports it: its errors name its keywords, not the commands' flags. The
-    commands call the undecorated function."""
-    def decorate(api: F) -> F:
-        @functools.wraps(api)
-        def phrased(*args, **kwargs):
-            try:
-                return api(*args, **kwargs)
-            except (UserError, Interrupted, Stopped, Diverged) as error:
-                if error.args and isinstance(error.args[0], str):
-                    error.args = (api_message(error.args[0], function), *error.args[1:])
-                raise
-        return phrased  # type: ignore[return-value]
-    return decorate
 
 
 # --- the command that installs a missing extra ----------------------------------------------
