@@ -176,7 +176,8 @@ class Sweep:
         env = {**os.environ, ENV_STORAGE: self.storage,
                ENV_STUDY: self.study.study_name, ENV_TRIAL: str(trial_id),
                ENV_PRUNER: self.search.pruner}
-        log = open(self.out / f"{trial_name(number)}.log", "a")  # noqa: SIM115 - closed in reap
+        log = os.fdopen(os.open(self.out / f"{trial_name(number)}.log",  # closed in reap
+                                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    preexec_fn=stopped_with_parent)
         self.running[number] = (process, log)
