@@ -109,3 +109,20 @@ def test_an_unknown_dataset_is_named_not_a_key_error(model, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "holds an impossible dataset 'kmnist'" in err, err
     assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize("command, args, words", [
+    ("mnist-sweep", ["--config", "smoke", "--out", "x", "--grid", "train.lr=1", "--jobs", "1000"],
+     "1000 is not in the range 1<=x<=64"),
+    ("mnist-serve", ["model", "--header-timeout", "1e308"], "is not in the range 0<x<=86400"),
+    ("mnist-serve", ["model", "--keep-alive-timeout", "inf"], "is not in the range 0<x<=86400"),
+])
+def test_how_many_processes_and_how_long_a_timer_are_bounded(command, args, words, tmp_path):
+    import subprocess
+
+    from support import BIN
+
+    done = subprocess.run([str(BIN / command), *args], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and words in done.stderr
+    assert list(tmp_path.iterdir()) == []

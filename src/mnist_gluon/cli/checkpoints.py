@@ -154,6 +154,9 @@ def export_command(checkpoint_argument, checkpoint_option, fmt, out, quantize, d
                    f"{f['float32_ms']:.1f} ms, {f['speedup']:.2f}x faster")
 
 
+MAX_TIMEOUT_S = 86_400.0  # a day: asyncio's timers and select() take no more than that safely
+
+
 @click.command("mnist-serve", context_settings=CONTEXT)
 @checkpoint_argument
 @checkpoint_option
@@ -192,13 +195,13 @@ def export_command(checkpoint_argument, checkpoint_option, fmt, out, quantize, d
 @click.option("--cors", multiple=True, metavar="ORIGIN",
               help="Let pages of this origin (e.g. https://app.example) POST to the API; "
                    "repeatable.  [default: same origin only]")
-@click.option("--header-timeout", type=click.FloatRange(0, min_open=True),
+@click.option("--header-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True),
               default=ConnectionLimits.header_s, show_default=True, metavar="SECONDS",
               help="A request's headers must arrive within this time of its first byte.")
-@click.option("--body-timeout", type=click.FloatRange(0, min_open=True),
+@click.option("--body-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True),
               default=ConnectionLimits.body_s, show_default=True, metavar="SECONDS",
               help="A request's body must arrive within this time of its headers.")
-@click.option("--keep-alive-timeout", type=click.FloatRange(0, min_open=True),
+@click.option("--keep-alive-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True),
               default=ConnectionLimits.keep_alive_s, show_default=True, metavar="SECONDS",
               help="An idle connection is closed after this time.")
 @click.option("--max-connections", type=click.IntRange(1, None),

@@ -10,6 +10,9 @@ from ..sweep.search import SAMPLERS
 from ..training.trial import PRUNERS
 from .options import CONTEXT, config_help, data_root_option, debug_option, version
 
+# Processes started at once, bounded: each is a whole Python with MXNet (about 200 MB).
+MAX_WORKERS, MAX_SERVERS, MAX_JOBS = 256, 64, 64
+
 
 @click.command("mnist-train", context_settings=CONTEXT)
 @click.option("--config", "config_path", metavar="FILE|NAME",
@@ -98,8 +101,8 @@ def train_command(config_path, overrides, epochs, lr, batch_size, out, data_root
 @click.option("--random", "random_count", type=click.IntRange(1, None), default=None,
               help="Short for --sampler random --trials N.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The sampler's seed.")
-@click.option("--jobs", type=click.IntRange(1, None), default=1, show_default=True,
-              help="Trials run at once, each in its own process.")
+@click.option("--jobs", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True,
+              help=f"Trials run at once, each in its own process; 1 to {MAX_JOBS}.")
 @click.option("--out", type=click.Path(), required=True, help="The sweep's folder.")
 @click.option("--storage", default=None, metavar="URL",
               help="The Optuna study's database, e.g. postgresql://user@host/db; sweeps on "
@@ -147,10 +150,6 @@ def sweep_command(config_path, grid, ranges, overrides, trials, sampler, pruner,
                    f"{Path(out) / 'best.yaml'})")
         click.echo(text, nl=False)
     return 1 if done.failed else 0
-
-
-# A cluster's processes, bounded: each is a whole Python with MXNet (about 200 MB).
-MAX_WORKERS, MAX_SERVERS = 256, 64
 
 
 @click.command("mnist-launch", context_settings={**CONTEXT, "ignore_unknown_options": True})
