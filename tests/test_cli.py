@@ -444,7 +444,7 @@ EVAL_CASES = {
         r"best\.json is a checkpoint's sidecar; pass its parameter file, .*best\.params"),
     "a symbolic link loop": (symlink_loop, r"a\.params is a symbolic link to nothing"),
     "bad normalize": (lambda s: ["--checkpoint", s.trained / "best.params", "--normalize", "x"],
-                      "Invalid value for --normalize"),
+                      r"--normalize must be two numbers, MEAN,STD \(e.g. 0.1307,0.3081\)"),
     "normalize with a sidecar": (
         lambda s: ["--checkpoint", s.trained / "best.params", "--normalize", "0,1"],
         "--normalize is for bare .params files"),

@@ -37,7 +37,9 @@ def run(command: click.Command, argv: list[str] | None = None) -> int:
     def debug() -> bool:
         return ctx is not None and ctx.meta.get("debug", False)
 
-    previous = signal.signal(signal.SIGTERM, stopped_by_sigterm(prog))
+    target = command.commands.get(args[0]) if isinstance(command, click.Group) and args else command
+    if target in STOP_AT_ONCE:
+        previous = signal.signal(signal.SIGTERM, stopped_by_sigterm(prog))
     try:
         ctx = command.make_context(prog, list(args))
         with ctx:
@@ -69,13 +71,18 @@ def run(command: click.Command, argv: list[str] | None = None) -> int:
         click.echo(f"{prog}: error: {error}", err=True)
         return USAGE_ERROR
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if target in STOP_AT_ONCE:
+            signal.signal(signal.SIGTERM, previous)
     return result if isinstance(result, int) else 0
 
 
+# The commands SIGTERM stops at once; mnist-train and mnist-sweep stop at a checkpoint, and
+# mnist-serve and mnist-launch drain, each with handlers of their own.
+STOP_AT_ONCE = (eval_command, predict_command, export_command)
+
+
 def stopped_by_sigterm(prog: str):
-    """SIGTERM's handler for the commands that do not stop at a checkpoint (mnist-train,
-    mnist-sweep) or drain (mnist-serve), which install their own: what the command was writing
+    """SIGTERM's handler for the commands of STOP_AT_ONCE: what the command was writing
     under a temporary name (an export's staging folder, a picture) is taken away, one line
     says so, and the process ends with 143. Raising from the handler instead could land inside
     MXNet's own code, which turns exceptions into others."""
