@@ -176,6 +176,21 @@ def test_a_fifo_as_the_sidecar_of_a_run_to_resume_is_refused_without_waiting(tmp
     refused("mnist-train", "--resume", run_dir, says="last.json is a FIFO, not a file")
 
 
+def test_a_fifo_as_the_optimizer_state_of_a_run_to_resume_is_not_read(tmp_path, small_config):
+    """Its checksum was read from the FIFO: the resume waited for a writer forever."""
+    run_dir = tmp_path / "run"
+    assert subprocess.run([str(BIN / "mnist-train"), "--config", str(small_config), "--out",
+                           str(run_dir), "--quiet", "--set", "train.epochs=1"],
+                          capture_output=True).returncode == 0
+    for name in ("best", "epoch-0001"):  # no other checkpoint to fall back on
+        for suffix in (".params", ".states", ".json"):
+            (run_dir / f"{name}{suffix}").unlink(missing_ok=True)
+    (run_dir / "last.states").unlink()
+    os.mkfifo(run_dir / "last.states")
+    refused("mnist-train", "--resume", run_dir, "--set", "train.epochs=2",
+            says="last.states is missing or does not match last.params's sidecar")
+
+
 # --- files mnist-predict reads: sizes and decoding work, bounded ------------------------------
 
 def npy_header(shape: tuple, descr: str = "<f4") -> bytes:

@@ -169,9 +169,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
+NOT_A_FILE = "not a regular file"  # what sha256_of gives a FIFO or a device: no digest matches
+
+
 def sha256_of(path: Path) -> str:
+    """The file's SHA-256 in hex; NOT_A_FILE for a FIFO, a device or a socket, which are not
+    read (a FIFO named like a checkpoint's .states would hang the read)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return NOT_A_FILE
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with os.fdopen(fd, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
