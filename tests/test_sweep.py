@@ -28,6 +28,16 @@ def mnist_sweep(*args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def checkpointed_sweep(args, out) -> subprocess.Popen:
+    """mnist-sweep started, once its first trial has written a checkpoint."""
+    process = mnist_sweep(*args)
+    deadline = time.monotonic() + 60
+    while not (out / "trial-000" / "last.json").exists():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    return process
+
+
 def test_a_grid_sweep_runs_every_point_and_picks_the_best_on_validation(small_config,
                                                                        tmp_path, capsys):
     assert run(sweep_command, sweep(tmp_path, small_config, "--jobs", "2")) == 0
@@ -224,11 +234,7 @@ def test_without_the_extra_mnist_sweep_says_how_to_install_it(small_config, tmp_
 def test_sigterm_stops_the_sweep_and_its_trials_with_checkpoints(small_config, tmp_path):
     args = ["--config", small_config, "--out", tmp_path / "sweep", "--grid", "train.lr=0.003",
             "--set", "train.epochs=3", "--set", "checkpoint.every_steps=5"]
-    process = mnist_sweep(*args)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "sweep" / "trial-000" / "last.json").exists():
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.05)
+    process = checkpointed_sweep(args, tmp_path / "sweep")
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
@@ -246,11 +252,7 @@ def test_the_same_sweep_started_twice_on_one_folder_is_refused_and_the_first_goe
     """The second marked the first's running trial failed, and the first crashed."""
     args = ["--config", small_config, "--out", tmp_path / "sweep", "--grid", "train.lr=0.003",
             "--set", "train.epochs=1000", "--set", "checkpoint.every_steps=5"]
-    first = mnist_sweep(*args)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "sweep" / "trial-000" / "last.json").exists():
-        assert time.monotonic() < deadline and first.poll() is None
-        time.sleep(0.05)
+    first = checkpointed_sweep(args, tmp_path / "sweep")
     second = mnist_sweep(*args)
     _, err = second.communicate(timeout=60)
     assert second.returncode == 2

@@ -26,7 +26,7 @@ from .data import DATASETS, PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
 from .files import check_path_names, sha256_of
 from .model import Architecture, bare_architecture
-from .reading import MAX_SIDECAR_BYTES, check_regular, read_regular, shown
+from .reading import MAX_SIDECAR_BYTES, check_regular, read_json, shown
 
 SIDECAR_FORMAT = "mnist-gluon-checkpoint"
 SIDECAR_VERSION = 1
@@ -335,11 +335,8 @@ def check_meaning(sidecar: Sidecar, path: Path) -> Sidecar:
 def read_sidecar(params_path: Path) -> Sidecar:
     """The sidecar of `params_path`, checked against the file it describes."""
     sidecar = sidecar_path(params_path)
-    try:
-        meta = json.loads(read_regular(sidecar, MAX_SIDECAR_BYTES, CheckpointError, "sidecar"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise CheckpointError(f"sidecar {sidecar} is not readable JSON ({error}); restore it, "
-                              "or move it away to evaluate the .params file bare") from None
+    meta = read_json(sidecar, MAX_SIDECAR_BYTES, CheckpointError, "sidecar",
+                     "restore it, or move it away to evaluate the .params file bare")
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
         raise CheckpointError(f"{sidecar} is not an mnist-gluon checkpoint sidecar; move it "
                               "away to evaluate the .params file bare")

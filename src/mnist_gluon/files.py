@@ -49,8 +49,10 @@ def check_path_names(path: Path, what: str) -> Path:
     return path
 
 
-def writable_folder(folder: Path, what: str) -> Path:
-    """`folder`, created if needed and proven writable before any work is done for it."""
+def writable_folder(folder: Path, what: str,
+                    remedy: str = "choose a folder you can write") -> Path:
+    """`folder`, created if needed and proven writable before any work is done for it; the
+    refusal names it as `what` and ends with `remedy`."""
     check_path_names(folder, what)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -58,8 +60,8 @@ def writable_folder(folder: Path, what: str) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise OutputError(f"{what} {folder} is not writable ({error.strerror}); choose a "
-                          "folder you can write") from None
+        raise OutputError(f"{what} {folder} is not writable ({error.strerror}); {remedy}"
+                          ) from None
     return folder
 
 

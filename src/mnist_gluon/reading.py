@@ -51,6 +51,17 @@ def check_regular(path: Path, error: type[UserError], what: str = "") -> os.stat
     return info
 
 
+def read_json(path: Path, limit: int, error: type[UserError], what: str, remedy: str) -> Any:
+    """The JSON value in the regular file `path` (read_regular's bounds); one `error` line
+    ending with `remedy` for anything that is not readable JSON."""
+    import json
+
+    try:
+        return json.loads(read_regular(path, limit, error, what))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as failure:
+        raise error(f"{what} {path} is not readable JSON ({failure}); {remedy}") from None
+
+
 def read_regular(path: Path, limit: int, error: type[UserError], what: str) -> bytes:
     """The bytes of the regular file `path`, refused in one `error` line if it is something
     else or larger than `limit` bytes. Opened without blocking, so a FIFO cannot hang it."""

@@ -38,7 +38,8 @@ def run(command: click.Command, argv: list[str] | None = None) -> int:
         return ctx is not None and ctx.meta.get("debug", False)
 
     target = command.commands.get(args[0]) if isinstance(command, click.Group) and args else command
-    if target in STOP_AT_ONCE:
+    stops_at_once = target in STOP_AT_ONCE
+    if stops_at_once:
         previous = signal.signal(signal.SIGTERM, stopped_by_sigterm(prog))
     try:
         ctx = command.make_context(prog, list(args))
@@ -71,7 +72,7 @@ def run(command: click.Command, argv: list[str] | None = None) -> int:
         click.echo(f"{prog}: error: {error}", err=True)
         return USAGE_ERROR
     finally:
-        if target in STOP_AT_ONCE:
+        if stops_at_once:
             signal.signal(signal.SIGTERM, previous)
     return result if isinstance(result, int) else 0
 

@@ -6,12 +6,11 @@ refused, never scored as something else."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import CheckpointError
 from ..files import sha256_of
-from ..reading import MAX_SIDECAR_BYTES, read_regular
+from ..reading import MAX_SIDECAR_BYTES, read_json
 
 EXPORT_DESCRIPTION = "model.json"  # what mnist-export writes beside its files
 
@@ -56,12 +55,8 @@ def checkpoint_file(path: Path) -> tuple[Path, dict | None]:
 
 
 def export_description(path: Path) -> dict:
-    try:
-        description = json.loads(read_regular(path, MAX_SIDECAR_BYTES, CheckpointError,
-                                              "export description"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise CheckpointError(f"{path} is not readable JSON ({error}); export the model "
-                              "again") from None
+    description = read_json(path, MAX_SIDECAR_BYTES, CheckpointError, "export description",
+                            "export the model again")
     if not isinstance(description, dict) or not isinstance(description.get("files"), dict):
         raise CheckpointError(f"{path} is not mnist-export's model.json; move it away, or "
                               "export the model again")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..checkpoint import PREVIOUS, RUN_FILES
 from ..errors import Interrupted, OutputError, Stopped
+from ..files import writable_folder
 
 
 def check_run_dir(out: Path, force: bool) -> None:
@@ -115,14 +116,7 @@ def pid_alive(pid: int) -> bool:
 def prepare_run_dir(out: Path, force: bool) -> None:
     """Create the run folder, proving it writable; with `force`, clear an earlier run's files."""
     check_run_dir(out, force)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise OutputError(f"output folder {out} is not writable ({error.strerror}); "
-                          "pass --out DIR somewhere you can write") from None
+    writable_folder(out, "output folder", "pass --out DIR somewhere you can write")
     if force:
         for path in out.iterdir():
             if is_run_file(path):
