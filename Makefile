@@ -60,7 +60,7 @@ $(VENV)/.installed-dev: pyproject.toml overrides/numpy$(NUMPY).txt | $(BIN)/pyth
 	$(BIN)/python scripts/install --numpy $(NUMPY) -e ".[dev]"
 	touch $@ $(VENV)/.installed $(VENV)/.installed-docs
 
-$(KERNELS): src/mnist_gluon/kernels/kernels.cc src/mnist_gluon/kernels/build.py | $(VENV)/.installed
+$(KERNELS): src/mnist_gluon/kernels/*.cc src/mnist_gluon/kernels/*.h src/mnist_gluon/kernels/build.py | $(VENV)/.installed
 	$(BIN)/python -m mnist_gluon.kernels.build
 
 # JAX for scripts/bench.py's comparison, apart: it needs Python 3.11+ and a numpy of its choosing.

@@ -125,7 +125,8 @@ class Sidecar:
     # the parameters depend on it. A resumed run continues on it. None: not recorded.
     threads: int | None = None
     # Which implementation ran each operator that has two: {"update": "compiled" | "mxnet",
-    # "elastic": ...}. Empty: written before the compiled kernels (MXNet's operators).
+    # "elastic": ..., "mlp_step": "avx512" | "avx2" when the MLP's compiled step trained it}.
+    # Empty: written before the compiled kernels (MXNet's operators).
     kernels: dict[str, str] = field(default_factory=dict)
     teacher: TeacherRecord | None = None  # train.distill's teacher
     # Which weights the .params file holds: the live ones, or their average (train.average).

@@ -43,6 +43,7 @@ INT32_MAX = 2**31 - 1
 MAX_CLASSES = 1000
 MAX_EPOCHS = 100_000
 MAX_BATCH = 65_536
+MAX_THREADS = 1024
 
 
 @dataclass
@@ -183,6 +184,10 @@ class Config:
     # compiled: mnist_gluon's own kernels on CPU contexts (kernels.cc); mxnet: MXNet's operators.
     # The update gives the same numbers either way; the elastic distortion draws others.
     kernels: str = KERNELS[0]
+    # The threads a run trains on: auto (what is fastest for the network on the cores this
+    # process may use: all of them for a LeNet, and for an MLP the compiled step trains;
+    # one otherwise), or a number. OMP_NUM_THREADS overrides it; a resumed run keeps its own.
+    threads: int | str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -312,6 +317,10 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         if value is None and type(None) in args:
             return None
+        if set(args) == {int, str}:  # a count, or a word (checked by `validate`)
+            if isinstance(value, str) or isinstance(value, int) and not isinstance(value, bool):
+                return value
+            raise ConfigError(f"{key} must be a number or a word, got {shown(value)}")
         (inner,) = [arg for arg in args if arg is not type(None)]
         return coerce(key, value, inner)
     if typing.get_origin(hint) is list:
@@ -399,6 +408,7 @@ RULES = {
     "train.lr_step_epochs": "epochs in (0, train.epochs)",
     "data.mirrors": "http://, https:// or file:// URLs",
     "device": "auto, cpu, gpu, gpu:N, or several: gpu:0,1 or cpu:0,1 (ids 0-63)",
+    "threads": f"auto, or a number of threads in [1, {MAX_THREADS}]",
 }
 
 
@@ -419,6 +429,9 @@ def validate(config: Config) -> None:
     for mirror in config.data.mirrors or ():
         require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors", mirror,
                 RULES["data.mirrors"])
+    threads = config.threads
+    require(threads == "auto" or isinstance(threads, int) and 1 <= threads <= MAX_THREADS,
+            "threads", threads, RULES["threads"])
     parse_device(config.device)  # so a typo fails before any data is read
 
 

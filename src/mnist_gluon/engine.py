@@ -29,6 +29,11 @@ from .reading import MAX_SIDECAR_BYTES, read_regular
 
 THREADS = "OMP_NUM_THREADS"
 TRAINING_THREADS = 1
+# How long an OpenMP thread with nothing to do spins before it sleeps. GNU OpenMP's default,
+# 300,000 spins (milliseconds), is what made two runs side by side collapse; these keep each
+# run's share of the machine (BENCHMARKS.md, "Every core, and a neighbour").
+WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+FAIR_WAITING = {"GOMP_SPINCOUNT": "10000"}
 
 
 def all_cores() -> dict[str, str]:
@@ -47,19 +52,33 @@ def thread_count(value: str | None) -> int | None:
     return int(value)
 
 
-def choose_training(recorded: int | None = None) -> str | None:
+def training_threads(threads: int | str, parallel: bool) -> int:
+    """The OpenMP threads a run trains on, from the config's `threads`: auto is every core this
+    process may use where that pays (`parallel`: a LeNet's convolutions, the MLP's compiled
+    step), else one (MXNet's small operators gain nothing from more)."""
+    if threads != "auto":
+        return int(threads)
+    return len(os.sched_getaffinity(0)) if parallel else TRAINING_THREADS
+
+
+def choose_training(threads: int = TRAINING_THREADS, recorded: int | None = None) -> str | None:
     """Set the OpenMP threads of a training run: `recorded`, the count a resumed run was
-    trained on, else what OMP_NUM_THREADS asks, else one. Returns a note when the environment
-    asked for another count than the run keeps. Nothing changes once MXNet is imported."""
+    trained on, else what OMP_NUM_THREADS asks, else `threads`; with more than one, threads
+    that wait spin only briefly (FAIR_WAITING). Returns a note when the environment asked for
+    another count than the run keeps. Nothing changes once MXNet is imported."""
     asked = thread_count(os.environ.get(THREADS))
     if "mxnet" in sys.modules:
         return None
-    if recorded is None or asked in (None, recorded):
-        os.environ.setdefault(THREADS, str(TRAINING_THREADS))
-        return None
-    os.environ[THREADS] = str(recorded)
-    return (f"resuming on the {openmp_threads(recorded)} this run was trained on, not "
-            f"{THREADS}={asked}: its numbers depend on the count")
+    note = None
+    if recorded is not None and asked not in (None, recorded):
+        note = (f"resuming on the {openmp_threads(recorded)} this run was trained on, not "
+                f"{THREADS}={asked}: its numbers depend on the count")
+        os.environ[THREADS] = str(recorded)
+    else:
+        os.environ.setdefault(THREADS, str(recorded or threads))
+    if int(os.environ[THREADS]) > 1 and not any(name in os.environ for name in WAITING):
+        os.environ.update(FAIR_WAITING)
+    return note
 
 
 def openmp_threads(count: int | None) -> str:
@@ -82,6 +101,12 @@ def recorded_threads(run_dir: Path) -> int | None:
         if isinstance(threads, int) and threads > 0 and step > newest[0]:
             newest = (step, threads)
     return newest[1]
+
+
+def team_size(threads: int | None) -> int:
+    """The threads of a team of our compiled kernels: the run's OpenMP threads, else (MXNet's
+    default) every core this process may use."""
+    return threads or len(os.sched_getaffinity(0))
 
 
 def threads_in_effect() -> int | None:

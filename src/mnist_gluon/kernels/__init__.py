@@ -24,7 +24,7 @@ from ..config import KERNELS
 LIBRARY = Path(__file__).resolve().parent / "libmnist_kernels.so"  # build.LIBRARY_NAME
 COMPILED, MXNET = KERNELS  # which implementation ran, as `kernels:` and the sidecar name it
 BUILD_COMMAND = "python -m mnist_gluon.kernels.build"
-OPERATORS = ("mnist_fused_update", "mnist_elastic_warp")  # what kernels.cc registers
+OPERATORS = ("mnist_fused_update", "mnist_elastic_warp", "mnist_mlp_step", "mnist_mlp_mirror")
 
 
 def cache_dir() -> Path:
@@ -110,33 +110,85 @@ class Invocation:
     """One of our operators called again and again on the same arrays (and a few that change),
     through C arrays of their handles and of the arguments' names made once: MXNet's generated
     function makes them on every call, about 15 us of a 250 us step at batch 64. Values are
-    passed as that function passes them, as str() of each."""
+    passed as that function passes them, as str() of each. With `fresh_output`, every call
+    returns a new output array (which MXNet allocates); otherwise all write one array."""
 
-    def __init__(self, name: str, inputs: list, keys: tuple[str, ...]):
+    def __init__(self, name: str, inputs: list, keys: tuple[str, ...],
+                 fresh_output: bool = False):
         import ctypes
 
         from mxnet import base, ndarray
 
-        self.ctypes, self.base = ctypes, base
+        self.ctypes, self.base, self.ndarray = ctypes, base, ndarray
         self.handle = ctypes.c_void_p(HANDLES[name].value)
         self.inputs = inputs  # kept alive while their handles are used
         self.handles = [array.handle for array in inputs]
-        self.output = ndarray.zeros((1,), ctx=inputs[0].context)  # the operator's one output
-        self.output_handles = base.c_handle_array([self.output])
+        self.fresh_output = fresh_output
+        self.output = None if fresh_output else ndarray.zeros((1,), ctx=inputs[0].context)
+        self.output_handles = None if fresh_output else base.c_handle_array([self.output])
         self.keys = base.c_str_array(keys)
         self.count = len(keys)
 
-    def __call__(self, more: list, *values) -> None:
-        """Call it on the inputs, then the arrays `more`, with the keys' `values`."""
+    def __call__(self, more: list, *values):
+        """Call it on the inputs, then the arrays `more`, with the keys' `values`; returns its
+        output array."""
         ctypes, base = self.ctypes, self.base
         handles = [*self.handles, *(array.handle for array in more)]
-        outputs = ctypes.cast(self.output_handles, ctypes.POINTER(base.NDArrayHandle))
+        if self.fresh_output:
+            outputs, count = ctypes.POINTER(base.NDArrayHandle)(), ctypes.c_int(0)
+        else:
+            outputs = ctypes.cast(self.output_handles, ctypes.POINTER(base.NDArrayHandle))
+            count = ctypes.c_int(1)
         stypes = ctypes.POINTER(ctypes.c_int)()
         base.check_call(base._LIB.MXImperativeInvokeEx(
             self.handle, ctypes.c_int(len(handles)), (base.NDArrayHandle * len(handles))(*handles),
-            ctypes.byref(ctypes.c_int(1)), ctypes.byref(outputs), ctypes.c_int(self.count),
+            ctypes.byref(count), ctypes.byref(outputs), ctypes.c_int(self.count),
             self.keys, base.c_str_array([str(value) for value in values]),
             ctypes.byref(stypes)))
+        if self.fresh_output:
+            return self.ndarray.NDArray(base.NDArrayHandle(outputs[0]))
+        return self.output
+
+
+def why_not_compiled_step(config, on_one_cpu: bool) -> str | None:
+    """Why mnist_mlp_step cannot train `config` (None: it can), read from the config alone;
+    `on_one_cpu`: whether the run is on one CPU context. Whether the library loads, and the
+    CPU can run it, is asked later (training.compiled_step.compiled_isa)."""
+    model, train = config.model, config.train
+    reasons = [
+        (config.kernels != COMPILED, "kernels is mxnet"),
+        (model.kind != "mlp", f"model.kind is {model.kind}"),
+        (model.activation != "relu", f"model.activation is {model.activation}"),
+        (model.dropout > 0, "model.dropout is set"),
+        (model.hidden % 16 != 0, f"model.hidden={model.hidden} is not a multiple of 16"),
+        (not on_one_cpu, "the run is not on one CPU"),
+        (train.kvstore != "local", f"train.kvstore is {train.kvstore}"),
+        (train.optimizer not in ("nag", "sgd"), f"train.optimizer is {train.optimizer}"),
+        (train.momentum == 0, "train.momentum is 0"),
+        (train.skip_nonfinite, "train.skip_nonfinite is set"),
+        (train.distill.teacher is not None, "the run is distilled"),
+    ]
+    return next((reason for failed, reason in reasons if failed), None)
+
+
+def step_may_run(config) -> bool:
+    """Whether the compiled step will train `config`, told without loading the library (which
+    would start OpenMP before the run has chosen its threads): the config fits it, the library
+    is built or can be, and the CPU has AVX2 and FMA."""
+    from ..engine import runs_on_one_cpu
+    from .build import BuildError, compiler, source_key
+
+    if why_not_compiled_step(config, runs_on_one_cpu(config.device)) is not None:
+        return False
+    try:
+        if not LIBRARY.is_file() and not (cache_dir() / source_key() / LIBRARY.name).is_file():
+            compiler()
+        with open("/proc/cpuinfo") as cpu:
+            flags = next((line.split(":", 1)[1].split() for line in cpu
+                          if line.startswith("flags")), [])
+    except (BuildError, OSError):
+        return False
+    return {"avx2", "fma"} <= set(flags)
 
 
 def available() -> bool:

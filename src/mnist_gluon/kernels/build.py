@@ -1,4 +1,5 @@
-"""Compile kernels.cc into the extension library, against the installed mxnet's lib_api files.
+"""Compile kernels.cc and mlp_step.cc into the extension library, against the installed mxnet's
+lib_api files.
 
 `python -m mnist_gluon.kernels.build` writes it beside the source (what `make` runs); the wheel
 build writes it into the wheel. MXNet is not imported: only its headers and lib_api.cc are read.
@@ -16,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE / "kernels.cc"
+SOURCES = (HERE / "kernels.cc", HERE / "mlp_step.cc")
+INCLUDED = (HERE / "mlp_step_isa.h",)  # by mlp_step.cc
 LIBRARY_NAME = "libmnist_kernels.so"
 # No -ffast-math and no contraction into FMA: the update must do MXNet's operations exactly.
 FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=off",
@@ -39,7 +41,8 @@ def source_key() -> str:
     lib_api files of the installed mxnet (a cached build of another is never loaded)."""
     digest = hashlib.sha256(" ".join(FLAGS).encode())
     mxnet = mxnet_dir()
-    for path in (SOURCE, mxnet / "src" / "lib_api.cc", mxnet / "include" / "mxnet" / "lib_api.h"):
+    lib_api = (mxnet / "src" / "lib_api.cc", mxnet / "include" / "mxnet" / "lib_api.h")
+    for path in (*SOURCES, *INCLUDED, *lib_api):
         digest.update(path.read_bytes() if path.is_file() else b"-")
     return digest.hexdigest()[:16]
 
@@ -61,7 +64,7 @@ def build(target: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         partial = Path(scratch) / LIBRARY_NAME
-        command = [compiler(), *FLAGS, f"-I{mxnet / 'include'}", str(SOURCE), str(lib_api),
+        command = [compiler(), *FLAGS, f"-I{mxnet / 'include'}", *map(str, SOURCES), str(lib_api),
                    "-o", str(partial)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:

@@ -253,13 +253,18 @@ class CompiledElastic(Warped):
 IDENTITY_DRAW = np.array([0, 1, 0, 0, 1], dtype=np.float32)  # angle, scale, dy, dx, mirror
 
 
+def background_pixel(normalization: Normalization) -> float:
+    """A black pixel, normalised: the background of every MNIST-like image."""
+    return float(normalise(np.zeros((1, 1), np.uint8), normalization)[0, 0])
+
+
 def augmentation(cfg: AugmentConfig | None, normalization: Normalization,
                  elastic_kernel: str = kernels.COMPILED) -> NoAugmentation:
     """The strategy for `cfg`; what moves in from outside an image is a black pixel.
     `elastic_kernel` (kernels.COMPILED or kernels.MXNET) is what distorts elastically."""
     if cfg is None or not cfg.active:
         return NoAugmentation()
-    background = float(normalise(np.zeros((1, 1), np.uint8), normalization)[0, 0])
+    background = background_pixel(normalization)
     if cfg.elastic.alpha > 0:
         compiled = elastic_kernel == kernels.COMPILED
         return (CompiledElastic if compiled else Elastic)(cfg, background)

@@ -24,29 +24,27 @@ from ..metrics import confusion_matrix
 from ..model import (
     MLP,
     Architecture,
-    architecture_of,
-    build_model,
     named_parameters,
     predict_logits,
-    set_parameters,
 )
 from ..mxnet_compat import mx
 from . import run_folder as folders
-from .augment import NoAugmentation
+from .augment import background_pixel
 from .average import WeightAverage
 from .cluster import Cluster, join_cluster
+from .compiled_step import STEP
 from .data import TrainingData, prepare_data, validation_scores
-from .distill import Teacher, read_teacher
+from .distill import read_teacher
 from .kernel_choice import KernelChoice, choose_kernels
 from .loop import PROGRESS_EVERY, StepControl, train_epoch
-from .optim import Updater, learning_rate
+from .optim import learning_rate
 from .progress import Log, format_epoch
 from .resume import history_until, read_resumable, saved_at
 from .saver import Saver, StopRequests
-from .server_update import DistUpdater
 from .state import RunState
-from .step import TrainStep, plan_epoch, train_step_graph
+from .step import plan_epoch
 from .tracking import NoTracking, TensorBoard, open_tracking
+from .trainer import Trainer, build_trainer
 
 
 @dataclass
@@ -155,8 +153,9 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         folders.prepare_run_dir(run_dir, force)
         lock.take()
     trainer = build_trainer(config, ctxs, data.augmentation, resumed.arrays if resumed else None,
-                            cluster, steps, resumed.sidecar.step if resumed else 0,
-                            kernels.compiled_update, teacher)
+                            cluster, steps, resumed.sidecar.step if resumed else 0, kernels,
+                            teacher, engine.team_size(threads),
+                            background_pixel(data.normalization))
     state, last = RunState(), None
     if resumed:
         trainer.updater.load(ckpt.states_path(resumed.params_path))
@@ -216,51 +215,14 @@ def weight_average(config: Config, arch: Architecture, ctx,
     return average
 
 
-@dataclass
-class Trainer:
-    """The network and what trains it: `graph` is the training step, `updater` the optimizer."""
-
-    architecture: Architecture
-    net: MLP
-    graph: TrainStep
-    updater: Updater | DistUpdater
-    teacher: Teacher | None = None
-
-    @property
-    def soft_targets(self):
-        """The teacher's precomputed logits per training image, if it has them."""
-        return self.teacher.targets if self.teacher is not None else None
-
-
-def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
-                  arrays: dict | None = None, cluster: Cluster | None = None, steps: int = 1,
-                  offset: int = 0, compiled_update: bool = False,
-                  teacher: Teacher | None = None) -> Trainer:
-    """The model of `config` on `ctxs`, Xavier-initialised or holding `arrays`, with its
-    training step; a distributed `cluster` updates on its servers, from step `offset` of
-    `steps` per epoch. `compiled_update`: through the compiled kernels (choose_kernels);
-    `teacher`: distilled from it (read_teacher)."""
-    arch = architecture_of(config.model)
-    net = build_model(arch, ctxs)
-    if arrays is not None:
-        set_parameters(net, arrays)
-    # Several devices: gradients meet on the CPU (kvstore local) or on the first device.
-    reduce_ctx = mx.cpu() if len(ctxs) > 1 and config.train.kvstore == "local" else ctxs[0]
-    graph = train_step_graph(net, augmentation, config.train.label_smoothing, teacher)
-    if cluster is not None and cluster.kvstore is not None:
-        updater = DistUpdater(net, config.train, cluster.kvstore, steps, offset,
-                              compiled_update)
-    else:
-        updater = Updater(named_parameters(net), config.train, reduce_ctx, compiled_update)
-    return Trainer(arch, net, graph, updater, teacher)
-
-
 def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: int | None,
                 kernels: KernelChoice, refit_of: Path | None = None) -> Sidecar:
     """What every checkpoint of the run records about the run itself."""
     used = {"update": trainer.updater.kernel}
     if kernels.elastic is not None:
         used["elastic"] = kernels.elastic
+    if kernels.step is not None:
+        used[STEP] = kernels.step
     return Sidecar(architecture=trainer.architecture, normalization=data.normalization,
                    config=config, data=DataRecord(config.data.name, data.checksums),
                    versions=ckpt.library_versions(),
@@ -297,7 +259,7 @@ class Training:
         plan = plan_epoch(order, self.data.train_labels, tcfg.batch_size, self.ctxs,
                           self.data.augmentation, config.seed, epoch, self.trainer.soft_targets)
         control = StepControl(stops, lambda now: self.saver.mid_epoch(
-            state, first_step + now.steps_done, now))
+            state, first_step + now.steps_done, now), config.checkpoint.every_steps)
         start = state.start_epoch(epoch)
         self.tracker.start_epoch(start, first_step, tcfg.batch_size)
         bar = self.log.start_epoch(epoch, tcfg.epochs, self.steps, tcfg.batch_size)
@@ -310,9 +272,8 @@ class Training:
 
         try:
             progress, stopped = train_epoch(
-                self.trainer.graph, self.trainer.updater, self.data.train, plan,
-                tcfg.batch_size, self.lr_at, start, first_step,
-                skip_nonfinite=tcfg.skip_nonfinite, reseed=dropout_reseeder(config),
+                self.trainer.step, self.data.train, plan, tcfg.batch_size, self.lr_at, start,
+                first_step, reseed=dropout_reseeder(config),
                 control=control, on_progress=on_progress if bar or tracking else None,
                 report_every=config.track.every_steps if tracking else PROGRESS_EVERY)
         except Diverged as error:

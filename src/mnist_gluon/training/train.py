@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import engine
+from .. import engine, kernels
 from ..config import Config, config_file, config_to_dict, load_config
 from ..errors import ConfigError, Interrupted
 from ..files import check_path_names
@@ -45,12 +45,15 @@ def train(config: str | Path | Config | None = "base", out: str | Path | None = 
     """
     say = say or (lambda text: print(f"mnist_gluon.train: {text}", file=sys.stderr))
     config, run_dir, refit_of = plan_run(config, out, resume, refit, set, overrides)
+    # First: anything below may import MXNet, which reads the threads once.
+    parallel = config.model.kind == "lenet" or kernels.step_may_run(config)
+    if (note := engine.choose_training(engine.training_threads(config.threads, parallel),
+                                       engine.recorded_threads(run_dir) if resume
+                                       else None)) is not None:
+        say(note)
     if force and not resume:
         keep_teacher(config, run_dir)
     for note in fit_short_run(config):
-        say(note)
-    if (note := engine.choose_training(engine.recorded_threads(run_dir) if resume
-                                       else None)) is not None:
         say(note)
     from .run import run_training
 
