@@ -340,8 +340,8 @@ def in_turn(trainers: list[Trainer], repeats: int, figure, *settings: str,
 
 def against_torch_script(trainer: Trainer, data_root: str, repeats: int,
                          torch_threads: int) -> dict:
-    """scripts/torch_mlp.py's wall time over mnist-train's, 3 epochs at batch 64, in turn."""
-    script = [sys.executable, str(REPO / "scripts/torch_mlp.py"), "--data-root", data_root,
+    """scripts/torch_peer.py's wall time over mnist-train's, 3 epochs at batch 64, in turn."""
+    script = [sys.executable, str(REPO / "scripts/torch_peer.py"), "--data-root", data_root,
               "--epochs", "3", "--batch-size", "64", "--out", str(trainer.scratch / "torch")]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch_threads)}
     ours, torch_s = [], []
@@ -597,7 +597,7 @@ def main() -> int:
                         help="PyTorch's intra-op threads [default: all cores]")
     parser.add_argument("--whole-processes", action="store_true",
                         help="only the whole-process figures: mnist-train's fixed cost, "
-                             "scripts/torch_mlp.py against it, and runs side by side")
+                             "scripts/torch_peer.py against it, and runs side by side")
     parser.add_argument("--baseline", type=Path, metavar="SRC",
                         help="with --whole-processes: another checkout's src folder, whose "
                              "mnist-train takes turns with this one's")

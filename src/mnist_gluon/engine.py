@@ -1,12 +1,13 @@
 """Which of MXNet's engines, and how many OpenMP threads, a command runs on: chosen before MXNet
 is imported, because MXNet reads both from the environment once.
 
-Training runs on MXNet's threaded engine with one OpenMP thread. Alone, that is as fast as a
-thread per core on this project's recipes; beside a second run, a server or a test suite it
-keeps its share of the cores, where OpenMP threads that wait by spinning made each of two runs
-side by side 5 to 250 times slower (BENCHMARKS.md, "The whole process and the shared
-machine"). A run's numbers can depend on the thread count (MKLDNN splits a batch's gradient
-sums by it), so one thread also makes them the same on machines with other core counts. The
+Training runs on the config's `threads`: by default every core this process may use where
+that pays (a LeNet's convolutions, the MLP's compiled step), else one thread on MXNet's
+threaded engine (MXNet's small operators gain nothing from more). With more than one, a run on
+one CPU takes the NaiveEngine, and OpenMP threads that wait spin only briefly before they
+sleep: spinning is what made each of two runs side by side 5 to 250 times slower
+(BENCHMARKS.md, "The whole process and the shared machine"). A run's numbers can depend on the
+thread count (MKLDNN splits a batch's gradient sums by it; the compiled step's do not), so the
 count is recorded in every checkpoint, and a resumed run continues on it.
 
 Inference (mnist-eval, -predict, -export) runs short bursts of big operators: the synchronous
@@ -28,17 +29,18 @@ from .errors import ConfigError
 from .reading import MAX_SIDECAR_BYTES, read_regular
 
 THREADS = "OMP_NUM_THREADS"
+ENGINE = "MXNET_ENGINE_TYPE"
 TRAINING_THREADS = 1
 # How long an OpenMP thread with nothing to do spins before it sleeps. GNU OpenMP's default,
 # 300,000 spins (milliseconds), is what made two runs side by side collapse; these keep each
 # run's share of the machine (BENCHMARKS.md, "Every core, and a neighbour").
 WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-FAIR_WAITING = {"GOMP_SPINCOUNT": "10000"}
+FAIR_WAITING = {"GOMP_SPINCOUNT": "1000"}
 
 
 def all_cores() -> dict[str, str]:
     """The settings of synchronous operators on every core this process may use."""
-    return {"MXNET_ENGINE_TYPE": "NaiveEngine", THREADS: str(len(os.sched_getaffinity(0)))}
+    return {ENGINE: "NaiveEngine", THREADS: str(len(os.sched_getaffinity(0)))}
 
 
 def thread_count(value: str | None) -> int | None:
@@ -61,11 +63,14 @@ def training_threads(threads: int | str, parallel: bool) -> int:
     return len(os.sched_getaffinity(0)) if parallel else TRAINING_THREADS
 
 
-def choose_training(threads: int = TRAINING_THREADS, recorded: int | None = None) -> str | None:
+def choose_training(threads: int = TRAINING_THREADS, recorded: int | None = None,
+                    one_cpu: bool = True) -> str | None:
     """Set the OpenMP threads of a training run: `recorded`, the count a resumed run was
-    trained on, else what OMP_NUM_THREADS asks, else `threads`; with more than one, threads
-    that wait spin only briefly (FAIR_WAITING). Returns a note when the environment asked for
-    another count than the run keeps. Nothing changes once MXNet is imported."""
+    trained on, else what OMP_NUM_THREADS asks, else `threads`. With more than one, threads
+    that wait spin only briefly (FAIR_WAITING), and a run on `one_cpu` takes the synchronous
+    NaiveEngine (MXNet's threaded engine runs operators on a worker thread of its own, beside
+    the OpenMP team). Returns a note when the environment asked for another count than the
+    run keeps. Nothing changes once MXNet is imported."""
     asked = thread_count(os.environ.get(THREADS))
     if "mxnet" in sys.modules:
         return None
@@ -76,8 +81,11 @@ def choose_training(threads: int = TRAINING_THREADS, recorded: int | None = None
         os.environ[THREADS] = str(recorded)
     else:
         os.environ.setdefault(THREADS, str(recorded or threads))
-    if int(os.environ[THREADS]) > 1 and not any(name in os.environ for name in WAITING):
-        os.environ.update(FAIR_WAITING)
+    if int(os.environ[THREADS]) > 1:
+        if not any(name in os.environ for name in WAITING):
+            os.environ.update(FAIR_WAITING)
+        if one_cpu:
+            os.environ.setdefault(ENGINE, "NaiveEngine")
     return note
 
 
@@ -107,6 +115,22 @@ def team_size(threads: int | None) -> int:
     """The threads of a team of our compiled kernels: the run's OpenMP threads, else (MXNet's
     default) every core this process may use."""
     return threads or len(os.sched_getaffinity(0))
+
+
+def free_cores(team: int) -> int:
+    """How many threads of a team of `team` the machine has cores for now, at least one: the
+    cores this process may use, less those that other processes' running threads take
+    (/proc/stat's procs_running, less this team's own). A computation whose numbers do not
+    depend on its thread count (the compiled step) asks before each call, and leaves a
+    neighbour its share instead of waiting on threads that the neighbour's preempt."""
+    try:
+        with open("/proc/stat", "rb") as stat:
+            running = next(int(line.split()[1]) for line in stat
+                           if line.startswith(b"procs_running"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return team
+    others = max(0, running - team)
+    return max(1, min(team, len(os.sched_getaffinity(0)) - others))
 
 
 def threads_in_effect() -> int | None:

@@ -9,9 +9,12 @@ ran). `kernels: mxnet` trains through MXNet's graph as before.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..config import Config
+from ..engine import free_cores
 from ..mxnet_compat import mx
 from .augment import NoAugmentation
 
@@ -65,6 +68,7 @@ class CompiledStep:
         self.smoothing = config.train.label_smoothing
         self.background = repr(float(background))
         self.mirrored = False
+        self.asked, self.size = -1.0, threads
 
     def refresh(self) -> None:
         """Read fc1's weights and momentum again at the next call: they were changed."""
@@ -95,11 +99,19 @@ class CompiledStep:
         rates = mx.nd.array(np.array([lr_at(index + t) for t in range(count)], np.float32),
                             ctx=ctx)
         stats = self.call([images, labels, batches, rates, *sums.pairs[0]], *self.settings,
-                          1.0 / batch_size, self.smoothing, self.threads, self.background,
+                          1.0 / batch_size, self.smoothing, self.team(), self.background,
                           index % 2)
         sums.record(index, [stats])
         self.updater.num_update += count
         return 0
+
+    def team(self) -> int:
+        """The threads of the next call: the run's, less those a neighbour's threads take
+        (engine.free_cores), asked at most every 10 ms. The numbers are the same on any."""
+        now = time.monotonic()
+        if now - self.asked >= 0.01:
+            self.asked, self.size = now, free_cores(self.threads)
+        return self.size
 
     def stacked(self, steps: list):
         """The plan's batches as one (steps, batch) array, made once per plan."""

@@ -48,8 +48,8 @@ def train(config: str | Path | Config | None = "base", out: str | Path | None = 
     # First: anything below may import MXNet, which reads the threads once.
     parallel = config.model.kind == "lenet" or kernels.step_may_run(config)
     if (note := engine.choose_training(engine.training_threads(config.threads, parallel),
-                                       engine.recorded_threads(run_dir) if resume
-                                       else None)) is not None:
+                                       engine.recorded_threads(run_dir) if resume else None,
+                                       engine.runs_on_one_cpu(config.device))) is not None:
         say(note)
     if force and not resume:
         keep_teacher(config, run_dir)

@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""base.yaml's MLP in plain PyTorch, written as a practitioner would write it without this
-project: scripts/bench.py times it as a whole process against `mnist-train`.
+"""base.yaml's MLP or lenet.yaml's LeNet in plain PyTorch, written as a practitioner would
+write it without this project: scripts/bench.py times it as a whole process against
+`mnist-train`.
 
-    python scripts/torch_mlp.py --data-root ../shared/data/mnist --epochs 3 --batch-size 64
+    python scripts/torch_peer.py --data-root ../shared/data/mnist --epochs 3 --batch-size 64
+    python scripts/torch_peer.py --data-root ../shared/data/mnist --model lenet --epochs 2
 
-The same work as `mnist-train --config base`: the gzipped IDX files read and checked, 5,000
-training images held out for validation, pixels normalised by the training set's mean and
-std, 784-128-10 with ReLU trained by SGD with Nesterov momentum 0.9, weight decay 5e-4, lr
-0.2 warmed up over the first epoch and then cosine-decayed per step; each epoch validated and
-its weights saved (last.pt, and best.pt when validation accuracy rose). PyTorch's own
-DataLoader makes the batches, and torch uses every core, as it does by default.
+The same work as `mnist-train --config base` (or `--config lenet` without augmentation): the
+gzipped IDX files read, 5,000 training images held out for validation, pixels normalised by
+the training set's mean and std; 784-128-10 with ReLU (or conv 32@5x5, pool, conv 64@5x5,
+pool, 256 with dropout 0.5, 10) trained by SGD with Nesterov momentum 0.9, weight decay 5e-4,
+lr 0.2 (0.05) warmed up over the first epoch and then cosine-decayed per step; each epoch
+validated and its weights saved (last.pt, and best.pt when validation accuracy rose).
+PyTorch's own DataLoader makes the batches, and torch uses every core, as it does by default.
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ def read_idx(path: Path) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--model", choices=("mlp", "lenet"), default="mlp")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, help="default: 256 (mlp), 128 (lenet)")
     parser.add_argument("--out", type=Path, default=Path("runs/torch"))
     args = parser.parse_args()
+    args.batch_size = args.batch_size or (256 if args.model == "mlp" else 128)
     torch.manual_seed(42)
 
     images = read_idx(args.data_root / "train-images-idx3-ubyte.gz")
@@ -54,9 +59,15 @@ def main() -> None:
                         shuffle=True, drop_last=True)
     x_val, y_val = x[val], y[val]
 
-    model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, nesterov=True,
-                                weight_decay=5e-4)
+    if args.model == "mlp":
+        model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+    else:
+        model = nn.Sequential(
+            nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(64 * 4 * 4, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2 if args.model == "mlp" else 0.05,
+                                momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps = len(loader)
     total, warmup = args.epochs * steps, steps
 
