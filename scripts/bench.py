@@ -6,12 +6,18 @@
     python scripts/bench.py --json bench.json
 
 Training throughput is that of `mnist_gluon.training.loop.train_epoch`, the loop `mnist-train`
-runs, on the real MNIST training set normalised as `mnist-train` does, with base.yaml's recipe (NAG,
-momentum 0.9, weight decay 5e-4). PyTorch trains the same MLP on the same data, in the same
-order, with the same optimizer, epoch for epoch in alternation with ours, so the ratio holds
-while the machine's speed drifts. So does JAX, in its own interpreter (scripts/jax_peer.py),
-with each epoch compiled as one scan over its steps. Figures are medians over repetitions after
-warm-up, with the range. Shared machines are noisy: compare ratios, not absolute times, across runs.
+runs, with the step, threads and engine `mnist-train` chooses (for base.yaml: the compiled step
+on every core), on the real MNIST training set normalised as `mnist-train` does, with
+base.yaml's recipe (NAG, momentum 0.9, weight decay 5e-4). PyTorch trains the same MLP on the
+same data, in the same order, with the same optimizer, epoch for epoch in alternation with ours,
+so the ratio holds while the machine's speed drifts. So does JAX, in its own interpreter
+(scripts/jax_peer.py), with each epoch compiled as one scan over its steps; `--part jax_runs`
+sets it against whole `mnist-train` runs instead, their epochs as metrics.jsonl records them.
+The LeNet is timed as whole processes, `mnist-train` against scripts/torch_peer.py: in one
+process, PyTorch's epochs ran faster than they do alone, and the two frameworks' thread pools
+share the cores. Peers use every core, at their default threads. Figures are medians over
+repetitions after warm-up, with the range. Shared machines are noisy: compare ratios, not
+absolute times, across runs.
 """
 
 from __future__ import annotations
@@ -68,20 +74,24 @@ class Ours:
     """mnist-train's own training step, on the real data, for one batch size."""
 
     def __init__(self, config, prepared, batch_size: int):
+        from mnist_gluon import engine
         from mnist_gluon.device import resolve_contexts
         from mnist_gluon.mxnet_compat import mx
+        from mnist_gluon.training.augment import background_pixel
         from mnist_gluon.training.kernel_choice import choose_kernels
         from mnist_gluon.training.optim import learning_rate
-        from mnist_gluon.training.run import build_trainer
+        from mnist_gluon.training.trainer import build_trainer
 
         self.prepared = prepared
         self.batch_size = batch_size
         self.ctxs = resolve_contexts("cpu")
         kernels = choose_kernels(config, self.ctxs, None)  # as mnist-train chooses them
         self.config = config = kernels.config
+        self.step_kind = kernels.step or "mxnet graph"
         mx.random.seed(config.seed)
-        self.model = build_trainer(config, self.ctxs, prepared.augmentation,
-                                   compiled_update=kernels.compiled_update)
+        self.model = build_trainer(config, self.ctxs, prepared.augmentation, kernels=kernels,
+                                   threads=engine.team_size(engine.threads_in_effect()),
+                                   background=background_pixel(prepared.normalization))
         self.steps = prepared.num_train // batch_size
         self.lr_at = lambda step: learning_rate(step, self.steps, config.train)
 
@@ -94,27 +104,8 @@ class Ours:
         started = time.perf_counter()
         steps = plan_epoch(order, self.prepared.train_labels, self.batch_size, self.ctxs,
                            self.prepared.augmentation, self.config.seed, 1)
-        train_epoch(self.model.graph, self.model.updater, self.prepared.train, steps,
-                    self.batch_size, self.lr_at, EpochProgress(epoch=1), first_step=0,
-                    reseed=dropout_reseeder(self.config))
-        return time.perf_counter() - started
-
-    def core(self, steps: int) -> float:
-        """Forward, backward and update alone, `steps` times on one fixed batch: no gathering,
-        no loss or accuracy kept."""
-        from mnist_gluon.mxnet_compat import autograd, gluon, mx
-
-        images, labels = (x[: self.batch_size] for x in self.prepared.train[0].inputs)
-        loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-        loss_fn.hybridize(static_alloc=True, static_shape=True)
-        net, updater = self.model.net, self.model.updater
-        started = time.perf_counter()
-        for step in range(steps):
-            with autograd.record():
-                loss = loss_fn(net(images), labels)
-            loss.backward()
-            updater.step(self.lr_at(step), self.batch_size)
-        mx.nd.waitall()
+        train_epoch(self.model.step, self.prepared.train, steps, self.batch_size, self.lr_at,
+                    EpochProgress(epoch=1), first_step=0, reseed=dropout_reseeder(self.config))
         return time.perf_counter() - started
 
 
@@ -160,54 +151,6 @@ class Torch:
             correct += (logits.detach().argmax(dim=1) == labels).sum()
         float(loss_sum), int(correct)
         return time.perf_counter() - started
-
-
-class TorchLeNet(Torch):
-    """configs/lenet.yaml's LeNet in PyTorch: the same layers, padding and pooling."""
-
-    def __init__(self, prepared, batch_size: int, config):
-        super().__init__(prepared, batch_size, config)
-        nn, (c1, c2), m = self.torch.nn, config.model.channels, config.model
-        self.net = nn.Sequential(
-            nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(c2 * 16, m.hidden), nn.ReLU(), nn.Dropout(m.dropout),
-            nn.Linear(m.hidden, m.classes))
-        self.optimizer = self.torch.optim.SGD(self.net.parameters(), lr=config.train.lr,
-                                              momentum=config.train.momentum, nesterov=True,
-                                              weight_decay=config.train.weight_decay)
-
-
-def lenet(prepared, data_root: str, repeats: int, use_torch: bool) -> dict:
-    """configs/lenet.yaml's network, optimizer and batch size, ours against PyTorch's same
-    network, epoch for epoch in turn, without augmentation (the networks alone)."""
-    from mnist_gluon.config import load_config
-    from mnist_gluon.data import epoch_order
-
-    config = load_config(REPO / "configs/lenet.yaml", [
-        f"data.root={data_root}", "device=cpu", "data.download=false",
-        "data.augment.shift=0", "data.augment.rotate=0", "data.augment.scale=0",
-        "data.augment.elastic.alpha=0"])
-    batch = config.train.batch_size
-    runners = {"ours": Ours(config, prepared, batch)}
-    if use_torch:
-        runners["torch"] = TorchLeNet(prepared, batch, config)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for rep in range(repeats + 1):  # the first is warm-up
-        order = epoch_order(prepared.num_train, config.seed, rep + 1)
-        names = list(runners)[rep % len(runners):] + list(runners)[: rep % len(runners)]
-        seconds = {name: runners[name].epoch(order) for name in names}
-        if rep:
-            for name, value in seconds.items():
-                times[name].append(value)
-    result = {"batch_size": batch, "channels": config.model.channels,
-              "hidden": config.model.hidden, "ours_epoch_s": summary(times["ours"])}
-    if use_torch:
-        ratios = [t / o for t, o in zip(times["torch"], times["ours"], strict=True)]
-        result.update({"torch_epoch_s": summary(times["torch"]),
-                       "ratio_vs_pytorch": statistics.median(ratios),
-                       "ratio_vs_pytorch_range": [min(ratios), max(ratios)]})
-    return {"lenet": result}
 
 
 # --- JAX ---------------------------------------------------------------------------------------
@@ -357,9 +300,68 @@ def against_torch_script(trainer: Trainer, data_root: str, repeats: int,
             "ratio": summary([t / o for t, o in zip(torch_s, ours, strict=True)])}
 
 
-def side_by_side(trainer: Trainer, config: str, epochs: int) -> dict:
+NO_AUGMENTATION = ("data.augment.shift=0", "data.augment.elastic.alpha=0")
+
+
+def lenet_processes(trainer: Trainer, data_root: str, repeats: int) -> dict:
+    """lenet.yaml without augmentation, 2 epochs at batch 128, as whole processes in turn:
+    scripts/torch_peer.py's wall time over mnist-train's, and each one's epochs."""
+    script = [sys.executable, str(REPO / "scripts/torch_peer.py"), "--data-root", data_root,
+              "--model", "lenet", "--epochs", "2", "--out", str(trainer.scratch / "torch")]
+    ours, torch_s, epochs = [], [], []
+    for round_ in range(repeats + 1):
+        started = time.perf_counter()
+        subprocess.run(script, check=True, stdout=subprocess.DEVNULL)
+        elapsed = time.perf_counter() - started
+        wall, seconds = trainer.run("lenet", "train.epochs=2", *NO_AUGMENTATION)
+        if round_:
+            torch_s.append(elapsed)
+            ours.append(wall)
+            epochs += seconds
+    return {"lenet": {"torch_script_s": summary(torch_s), "mnist_train_s": summary(ours),
+                      "mnist_train_epoch_s": summary(epochs),
+                      "ratio": summary([t / o for t, o in zip(torch_s, ours, strict=True)])}}
+
+
+def jax_runs(args, batch_size: int, epochs: int = 8) -> dict:
+    """base.yaml's whole mnist-train runs at `batch_size` against the JAX peer's epochs, in
+    turn: each side's median samples/s over its epochs after the first (mnist-train's as its
+    metrics.jsonl records them), and their ratio, per round."""
+    from mnist_gluon.config import load_config
+    from mnist_gluon.data import epoch_order
+    from mnist_gluon.mxnet_compat import mx
+    from mnist_gluon.training.data import prepare_data
+
+    config = load_config(REPO / "configs/base.yaml", [
+        f"data.root={args.data_root}", "device=cpu", "data.download=false",
+        f"train.batch_size={batch_size}"])
+    prepared = prepare_data(config, [mx.cpu()])
+    ours = Ours(config, prepared, batch_size)  # JAX starts from its initial parameters
+    peer = Jax(prepared, batch_size, config, ours.model.net, ours.lr_at, args.jax_python)
+    samples = ours.steps * batch_size
+    rates: dict[str, list[float]] = {"mnist_train": [], "jax": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(REPO / "src", args.data_root, Path(scratch), "this")
+        for round_ in range(args.process_repeats + 1):
+            _, seconds = trainer.run("base", f"train.epochs={epochs}",
+                                     f"train.batch_size={batch_size}",
+                                     "track.tensorboard=false")
+            jax_s = [peer.epoch(epoch_order(prepared.num_train, config.seed, e + 1))
+                     for e in range(epochs)]
+            if round_:  # the first round warms the page cache and compiles JAX's scan
+                rates["mnist_train"].append(samples / statistics.median(seconds[1:]))
+                rates["jax"].append(samples / statistics.median(jax_s[1:]))
+    peer.close()
+    return {f"jax_runs_batch_{batch_size}": {
+        "mnist_train_samples_per_s": summary(rates["mnist_train"]),
+        "jax_samples_per_s": summary(rates["jax"]),
+        "ratio": summary([o / j for o, j in zip(rates["mnist_train"], rates["jax"],
+                                                 strict=True)])}}
+
+
+def side_by_side(trainer: Trainer, config: str, epochs: int, *extra: str) -> dict:
     """Per-epoch seconds (after the first epoch) of a run alone, then of two started together."""
-    settings = (f"train.epochs={epochs}",)
+    settings = (f"train.epochs={epochs}", *extra)
     alone = statistics.median(trainer.run(config, *settings)[1][1:])
     pair = [trainer.start(config, *settings) for _ in range(2)]
     for process, _ in pair:
@@ -392,9 +394,12 @@ def whole_processes(args) -> dict:
                                                            args.process_repeats,
                                                            args.torch_threads)
         for trainer in trainers:
-            for config in ("base", "best"):
-                figures[f"side_by_side_{config}_{trainer.name}"] = side_by_side(
-                    trainer, config, args.sharing_epochs)
+            for name, config, extra in (("base", "base", ()),
+                                        ("base_batch_64", "base", ("train.batch_size=64",)),
+                                        ("best", "best", ()),
+                                        ("lenet", "lenet", NO_AUGMENTATION)):
+                figures[f"side_by_side_{name}_{trainer.name}"] = side_by_side(
+                    trainer, config, args.sharing_epochs if config != "lenet" else 3, *extra)
     return figures
 
 
@@ -554,17 +559,16 @@ def bench_batch_size(config, prepared, batch_size: int, repeats: int, use_torch:
     if "jax" in runners:
         runners["jax"].close()
     ours_rate = samples / statistics.median(times["ours"])
-    core_s = statistics.median(ours.core(ours.steps) for _ in range(3))
     order = epoch_order(prepared.num_train, config.seed, 99)
     started = time.perf_counter()
     plan_epoch(order, prepared.train_labels, batch_size, ours.ctxs, prepared.augmentation,
                config.seed, 99)
     data_s = time.perf_counter() - started
     result = {
+        "ours_step": ours.step_kind,
         "ours_samples_per_s": ours_rate,
         "ours_epoch_s": summary(times["ours"]),
         "flop_bound_fraction": ours_rate * FLOP_PER_SAMPLE / (cores * GFLOPS_PER_CORE * 1e9),
-        "outside_core_share": max(0.0, 1 - core_s / statistics.median(times["ours"])),
         "plan_epoch_share": data_s / statistics.median(times["ours"]),
     }
     for name, peer in (("torch", "pytorch"), ("jax", "jax")):
@@ -626,8 +630,10 @@ def main() -> int:
         return 2
     # Each part runs in a process of its own, because MXNet's engine is chosen once per process,
     # as mnist-train and mnist-eval choose it (mnist_gluon.engine).
-    parts = [f"batch:{b}" for b in args.batch_sizes.split(",")] + [
-        "lenet", "kernels", "augmentation", "evaluation"]
+    parts = [f"batch:{b}" for b in args.batch_sizes.split(",")]
+    parts += [] if args.no_jax else [f"jax_runs:{b}" for b in args.batch_sizes.split(",")]
+    parts += [] if args.no_torch else ["lenet"]
+    parts += ["kernels", "augmentation", "evaluation"]
     figures: dict = {"flop_per_sample": FLOP_PER_SAMPLE, "engines": {}}
     for part in parts:
         result = json.loads(subprocess.run([sys.executable, __file__, *sys.argv[1:],
@@ -666,15 +672,24 @@ def run_part(part: str, args) -> dict:
     kind, _, batch = part.partition(":")
     if kind == "evaluation":
         engine.choose(engine.inference_settings("cpu"))
+    elif kind in ("batch", "jax_runs"):  # as mnist-train chooses them for base.yaml
+        from mnist_gluon import kernels
+        from mnist_gluon.config import load_config
+
+        base = load_config(REPO / "configs/base.yaml", ["device=cpu"])
+        engine.choose_training(engine.training_threads(
+            base.threads, kernels.step_may_run(base)))
     else:
         engine.choose_training()
+    if kind == "jax_runs":
+        return {"machine": {}, "engine": {}, **jax_runs(args, int(batch))}
 
     from mnist_gluon.config import load_config
     from mnist_gluon.mxnet_compat import mx
     from mnist_gluon.training.data import prepare_data
 
     torch = None
-    if not args.no_torch and kind in ("batch", "lenet"):
+    if not args.no_torch and kind == "batch":
         import torch
 
         torch.set_num_threads(args.torch_threads)
@@ -705,7 +720,9 @@ def run_part(part: str, args) -> dict:
     elif kind == "kernels":
         figures.update(kernels(config, prepared, args.repeats))
     elif kind == "lenet":
-        figures.update(lenet(prepared, args.data_root, min(args.repeats, 3), torch is not None))
+        with tempfile.TemporaryDirectory() as scratch:
+            trainer = Trainer(REPO / "src", args.data_root, Path(scratch), "this")
+            figures.update(lenet_processes(trainer, args.data_root, args.process_repeats))
     else:
         model = Ours(config, prepared, AUGMENT_BATCH).model
         figures.update(evaluation(model, prepared, args.data_root, max(args.repeats, 10)))
@@ -729,7 +746,7 @@ def print_table(figures: dict) -> None:
         print(f"engine for {part}: {chosen}")
     print(f"{'batch':>6} {'ours samples/s':>15} {'torch samples/s':>16} {'ratio':>6} "
           f"{'range':>11} {'jax samples/s':>14} {'ratio':>6} {'range':>11} "
-          f"{'of 250 GF/core':>14} {'of measured':>11} {'outside core':>12}")
+          f"{'of 250 GF/core':>14} {'of measured':>11}")
 
     def cell(value, spec: str, width: int) -> str:
         return format("-" if value is None else format(value, spec), f">{width}")
@@ -746,20 +763,25 @@ def print_table(figures: dict) -> None:
                   f"{span(row, 'ratio_vs_pytorch_range')} "
                   f"{cell(row.get('jax_samples_per_s'), ',.0f', 14)} "
                   f"{cell(row.get('ratio_vs_jax'), '.2f', 6)} {span(row, 'ratio_vs_jax_range')} "
-                  f"{row['flop_bound_fraction']:>14.1%} {row['measured_bound_fraction']:>11.1%} "
-                  f"{row['outside_core_share']:>12.1%}")
+                  f"{row['flop_bound_fraction']:>14.1%} {row['measured_bound_fraction']:>11.1%}")
+        elif key.startswith("jax_runs_batch_"):
+            print(f"mnist-train's epochs at batch {key[15:]}: "
+                  f"{row['mnist_train_samples_per_s']['median']:,.0f} samples/s, JAX "
+                  f"{row['jax_samples_per_s']['median']:,.0f}: ratio {row['ratio']['median']:.2f} "
+                  f"({row['ratio']['min']:.2f}-{row['ratio']['max']:.2f})")
     print(f"random shifts (data.augment.shift={figures['augment_shift']}) at batch "
           f"{figures['augment_batch_size']}: {figures['augmentation_overhead']:+.1%} epoch time "
           f"({figures['epoch_s_with_shift']['median']:.3f} s against "
           f"{figures['epoch_s_without_augmentation']['median']:.3f} s)")
     print(f"elastic distortion (alpha 34, sigma 4): {figures['elastic_overhead']:+.1%} epoch "
           f"time ({figures['epoch_s_with_elastic']['median']:.3f} s)")
-    le = figures["lenet"]
-    print(f"lenet.yaml's LeNet (conv {le['channels'][0]}, {le['channels'][1]}, dense "
-          f"{le['hidden']}) at batch {le['batch_size']}: {le['ours_epoch_s']['median']:.2f} s an "
-          f"epoch" + (f", PyTorch {le['torch_epoch_s']['median']:.2f} s (ratio "
-                      f"{le['ratio_vs_pytorch']:.2f}, {le['ratio_vs_pytorch_range'][0]:.2f}-"
-                      f"{le['ratio_vs_pytorch_range'][1]:.2f})" if "torch_epoch_s" in le else ""))
+    if "lenet" in figures:
+        le = figures["lenet"]
+        print(f"lenet.yaml's LeNet, 2 epochs without augmentation, whole processes: mnist-train "
+              f"{le['mnist_train_s']['median']:.1f} s ({le['mnist_train_epoch_s']['median']:.2f} "
+              f"s an epoch), scripts/torch_peer.py {le['torch_script_s']['median']:.1f} s: "
+              f"ratio {le['ratio']['median']:.2f} ({le['ratio']['min']:.2f}-"
+              f"{le['ratio']['max']:.2f})")
     k = figures["kernels"]
     for name, what in (("update_us", "us per update of every parameter"),
                        ("elastic_ms_256", "ms per elastic warp of 256 images")):

@@ -1,13 +1,15 @@
 """MXNet's engine and OpenMP threads are chosen per command (mnist_gluon.engine): training on
-one thread, which keeps its share of a shared machine and its numbers on any core count, and
-records the count that its numbers depend on; evaluation on every core. What a command
-computes does not depend on the engine."""
+the config's `threads` (auto: every core for a LeNet and for the MLP's compiled step, one
+otherwise), recording the count that its numbers may depend on; evaluation on every core. What
+a command computes does not depend on the engine."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
+
+import pytest
 
 from support import BIN, write_small_config
 
@@ -45,6 +47,39 @@ def test_training_runs_on_one_openmp_thread_and_records_it(small_config, tmp_pat
     train(small_config, tmp_path / "run")
     assert recorded_threads(tmp_path / "run") == 1
     assert json.loads((tmp_path / "run" / "best.json").read_text())["threads"] == 1
+
+
+def test_threads_auto_trains_the_compiled_step_on_every_core_and_records_it(small_config,
+                                                                           tmp_path):
+    train(small_config, tmp_path / "run", "--set", "train.optimizer=nag")
+    assert recorded_threads(tmp_path / "run") == len(os.sched_getaffinity(0))
+    train(small_config, tmp_path / "mxnet", "--set", "train.optimizer=nag",
+          "--set", "kernels=mxnet")
+    assert recorded_threads(tmp_path / "mxnet") == 1
+
+
+def test_a_forced_run_chooses_its_threads_before_mxnet_starts(small_config, tmp_path):
+    train(small_config, tmp_path / "run")
+    train(small_config, tmp_path / "run", "--force")
+    assert recorded_threads(tmp_path / "run") == 1
+
+
+RANGE = "it must be auto, or a number of threads in [1, 1024]"
+
+
+@pytest.mark.parametrize("value, said", [
+    ("0", f"threads is 0; {RANGE}"),
+    ("1025", f"threads is 1025; {RANGE}"),
+    ("lots", f"threads is 'lots'; {RANGE}"),
+    ("true", "threads must be a number or a word, got True"),
+])
+def test_a_thread_count_the_config_cannot_use_is_one_line_naming_the_key(small_config, tmp_path,
+                                                                         value, said):
+    result = command("mnist-train", "--config", small_config, "--out", tmp_path / "run",
+                     "--set", f"threads={value}")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"mnist-train: error: {said}"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_thread_count_set_in_the_environment_stands_and_is_recorded(small_config, tmp_path):
