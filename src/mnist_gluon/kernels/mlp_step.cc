@@ -5,8 +5,8 @@
 // gradients and the update (NAG or SGD with momentum, MXNet's arithmetic), for a batch gathered
 // by index from the images. Most of an MNIST image is background (80% of its pixels): each
 // image is taken as its pixels apart from the background, plus the background everywhere, so
-// fc1's products cost a fifth of the dense ones. fc1's weights and momenta are kept in a mirror
-// laid out input by input, which these products read and update in rows;
+// fc1's products skip most of the work of dense ones. fc1's weights and momenta are kept in a
+// mirror laid out input by input, which these products read and update a row at a time;
 // mnist_mlp_mirror copies them between the mirror and MXNet's arrays.
 //
 // One parallel region a call; in each step, two barriers:
@@ -56,22 +56,17 @@ struct Step {
   Update u;
   float *h, *dh;  // scratch: batch x stride each (hidden + 16: rows a power of two apart would
   int64_t stride;  // fall into the same few cache sets)
-  float *dz, *loss, *correct;        // batch x classes, batch, batch
+  float *dz, *loss, *correct;  // batch x classes, batch, batch
   int32_t* nonzero_index;  // batch x padded: each row's pixels apart from the background,
   float* nonzero_value;    // as inputs and (pixel - background)
   int32_t* counts;         // how many each row has
   int64_t padded;          // inputs + 16: room for whole vectors written past the end
 };
 
-// The hidden units are dealt out to the threads in whole groups of this many.
+// The hidden units come in whole vectors of either instruction set: a multiple of this many.
 constexpr int64_t kUnitGroup = 16;
 
 inline float clip(float x, float bound) { return x > bound ? bound : (x < -bound ? -bound : x); }
-
-// exp(x), or 0 where that is below float's normal range. A trained network's softmax puts most
-// classes there, where expf takes its slow path for every call (epochs after the first ran
-// 50% slower); the step flushes such numbers to zero anyway.
-inline float exp_or_zero(float x) { return x < -87.f ? 0.f : std::exp(x); }
 
 // The log-softmax of one row's logits z, its loss, whether it is right, and the logits'
 // gradient (softmax - target) into dz.
@@ -83,7 +78,7 @@ void loss_row(const float* z, int classes, int label, float smoothing, float* dz
     if (z[c] > top) top = z[c], arg = c;
   }
   float total = 0.f;
-  for (int c = 0; c < classes; ++c) total += exp_or_zero(z[c] - top);
+  for (int c = 0; c < classes; ++c) total += std::exp(z[c] - top);
   const float log_total = std::log(total);
   float mean_log_p = 0.f;
   for (int c = 0; c < classes; ++c) mean_log_p += z[c] - top - log_total;
@@ -94,7 +89,7 @@ void loss_row(const float* z, int classes, int label, float smoothing, float* dz
   const float spread = smoothing / classes;
   for (int c = 0; c < classes; ++c) {
     const float target = (c == label ? 1 - smoothing : 0.f) + spread;
-    dz[c] = exp_or_zero(z[c] - top - log_total) - target;
+    dz[c] = std::exp(z[c] - top - log_total) - target;
   }
 }
 

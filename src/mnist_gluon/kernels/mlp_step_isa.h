@@ -201,16 +201,6 @@ void biases(const Step& s, const float* bias_grad, float* sums, float* stats) {
   sums[0] = sums[0] + loss, sums[1] = sums[1] + correct;
 }
 
-// Subnormal numbers read and written as zero while it lives, in this thread. A trained
-// network's softmax gives most classes probabilities below float's normal range, and every
-// operation on such a number costs a hundred times more: epochs after the first ran 25%
-// slower. The step's numbers change only where they would have been subnormal.
-struct FlushSubnormals {
-  const unsigned saved = _mm_getcsr();
-  FlushSubnormals() { _mm_setcsr(saved | 0x8040); }  // FTZ and DAZ
-  ~FlushSubnormals() { _mm_setcsr(saved); }
-};
-
 // `steps` steps on a team of `threads` threads, in one parallel region: in each, groups of
 // rows as they come; a barrier; then inputs' chunks of fc1 as they come, and fc2's classes;
 // a barrier. Step t reads its batch from x[t * batch...], its labels and learning rate, and
@@ -221,7 +211,6 @@ void run(const Step& first, int64_t steps, const float* const* x, const float* l
   const int64_t chunks = (first.inputs + kInputChunk - 1) / kInputChunk;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    const FlushSubnormals flush;
     thread_local std::vector<float> floats, more;
     thread_local std::vector<int32_t> ints;
     // fc1's row sums, and later its bias's gradient: every thread makes its own, in the same
