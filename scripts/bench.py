@@ -77,7 +77,6 @@ class Ours:
         from mnist_gluon import engine
         from mnist_gluon.device import resolve_contexts
         from mnist_gluon.mxnet_compat import mx
-        from mnist_gluon.training.augment import background_pixel
         from mnist_gluon.training.kernel_choice import choose_kernels
         from mnist_gluon.training.optim import learning_rate
         from mnist_gluon.training.trainer import build_trainer
@@ -91,7 +90,7 @@ class Ours:
         mx.random.seed(config.seed)
         self.model = build_trainer(config, self.ctxs, prepared.augmentation, kernels=kernels,
                                    threads=engine.team_size(engine.threads_in_effect()),
-                                   background=background_pixel(prepared.normalization))
+                                   background=prepared.background)
         self.steps = prepared.num_train // batch_size
         self.lr_at = lambda step: learning_rate(step, self.steps, config.train)
 

@@ -6,7 +6,6 @@ is a ConfigError that names the key, never a silently ignored setting.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import importlib.resources
@@ -22,7 +21,7 @@ import yaml
 from .data import DATASETS as DATASET_SPECS
 from .device import parse_device
 from .errors import ConfigError
-from .reading import parse_yaml, read_regular, shown
+from .reading import float32_number, parse_yaml, read_regular, shown
 
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
 LR_SCHEDULES = ("none", "step", "cosine")
@@ -35,8 +34,6 @@ KERNELS = ("compiled", "mxnet")  # mnist_gluon.kernels.COMPILED and .MXNET
 # What a config may cost to read: ours are a few hundred bytes (see reading.parse_yaml).
 MAX_CONFIG_BYTES = 1 << 20
 MAX_OVERRIDE_CHARS = 10_000
-FLOAT32_MAX = 3.4028234663852886e38  # what MXNet's float32 parameters can hold
-FLOAT32_TINY = 1.1754943508222875e-38  # float32's smallest normal number
 INT32_MAX = 2**31 - 1
 # Sizes that set how much is allocated: far beyond any MNIST-like use, short of exhausting
 # memory on a typo.
@@ -344,26 +341,6 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     raise TypeError(f"unsupported config type {hint} for {key}")
 
 
-def float32_number(key: str, value: Any) -> float:
-    """`value` as a number MXNet takes as float32 (finite, in range, and not so small that
-    float32 makes it 0 or a subnormal, which MXNet's parser refuses), or a ConfigError."""
-    number = math.nan
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = float(value) if abs(value) < 2**1000 else FLOAT32_MAX * 2
-    elif isinstance(value, (float, str)):  # YAML 1.1 reads 1e-3 (no dot) as a string
-        with contextlib.suppress(ValueError):
-            number = float(value)
-    if not math.isfinite(number):
-        raise ConfigError(f"{key} must be a finite number, got {shown(value)}")
-    if abs(number) > FLOAT32_MAX:
-        raise ConfigError(f"{key} is {number:g}; MXNet computes in float32, which "
-                          f"holds numbers up to {FLOAT32_MAX:.4g}")
-    if 0 < abs(number) < FLOAT32_TINY:
-        raise ConfigError(f"{key} is {number!r}; MXNet computes in float32, whose smallest "
-                          f"normal number is {FLOAT32_TINY:.4g}: use 0 or a larger value")
-    return number
-
-
 # Each number's range, as (key, test, what the message says it must be); null skips the test.
 RANGES = [
     ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
@@ -395,6 +372,8 @@ RANGES = [
     ("checkpoint.every_steps", lambda v: 1 <= v <= INT32_MAX, "null or 1 or more"),
     ("checkpoint.keep", lambda v: 0 <= v <= MAX_EPOCHS, f"in [0, {MAX_EPOCHS}]"),
     ("track.every_steps", lambda v: 1 <= v <= INT32_MAX, "1 or more"),
+    ("threads", lambda v: v == "auto" or isinstance(v, int) and 1 <= v <= MAX_THREADS,
+     f"auto, or a number of threads in [1, {MAX_THREADS}]"),
 ]
 CHOICES = {"data.name": DATASETS, "model.kind": MODELS, "model.activation": ACTIVATIONS,
            "train.optimizer": OPTIMIZERS, "train.lr_schedule": LR_SCHEDULES,
@@ -408,7 +387,6 @@ RULES = {
     "train.lr_step_epochs": "epochs in (0, train.epochs)",
     "data.mirrors": "http://, https:// or file:// URLs",
     "device": "auto, cpu, gpu, gpu:N, or several: gpu:0,1 or cpu:0,1 (ids 0-63)",
-    "threads": f"auto, or a number of threads in [1, {MAX_THREADS}]",
 }
 
 
@@ -429,9 +407,6 @@ def validate(config: Config) -> None:
     for mirror in config.data.mirrors or ():
         require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors", mirror,
                 RULES["data.mirrors"])
-    threads = config.threads
-    require(threads == "auto" or isinstance(threads, int) and 1 <= threads <= MAX_THREADS,
-            "threads", threads, RULES["threads"])
     parse_device(config.device)  # so a typo fails before any data is read
 
 

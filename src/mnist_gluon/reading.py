@@ -5,6 +5,7 @@ shown in messages cut short."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import reprlib
@@ -196,3 +197,27 @@ def download_seconds() -> float:
         raise ConfigError(f"MNIST_GLUON_DOWNLOAD_SECONDS={text!r} is not a number of seconds; "
                           "set it to one above 0, or unset it")
     return seconds
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # what MXNet's float32 parameters can hold
+FLOAT32_TINY = 1.1754943508222875e-38  # float32's smallest normal number
+
+
+def float32_number(key: str, value: Any) -> float:
+    """`value` as a number MXNet takes as float32 (finite, in range, and not so small that
+    float32 makes it 0 or a subnormal, which MXNet's parser refuses), or a ConfigError."""
+    number = math.nan
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = float(value) if abs(value) < 2**1000 else FLOAT32_MAX * 2
+    elif isinstance(value, (float, str)):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{key} must be a finite number, got {shown(value)}")
+    if abs(number) > FLOAT32_MAX:
+        raise ConfigError(f"{key} is {number:g}; MXNet computes in float32, which "
+                          f"holds numbers up to {FLOAT32_MAX:.4g}")
+    if 0 < abs(number) < FLOAT32_TINY:
+        raise ConfigError(f"{key} is {number!r}; MXNet computes in float32, whose smallest "
+                          f"normal number is {FLOAT32_TINY:.4g}: use 0 or a larger value")
+    return number

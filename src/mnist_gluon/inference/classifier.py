@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .. import engine
-from ..config import DataConfig, float32_number
+from ..config import DataConfig
 from ..data import DATASETS, Normalization, Split, read_split
 from ..errors import ConfigError
 from ..metrics import softmax
-from ..reading import shown
+from ..reading import float32_number, shown
 from .images import inputs_of
 from .sources import checkpoint_file
 

@@ -19,7 +19,7 @@ from ..data import (
 from ..metrics import softmax_cross_entropy
 from ..model import MLP, inference_copy, predict_logits
 from ..mxnet_compat import mx
-from .augment import NoAugmentation, augmentation
+from .augment import NoAugmentation, augmentation, background_pixel
 from .step import DeviceData
 
 
@@ -40,6 +40,11 @@ class TrainingData:
     @property
     def num_train(self) -> int:
         return len(self.train_labels)
+
+    @property
+    def background(self) -> float:
+        """A black pixel, normalised: most of every image."""
+        return background_pixel(self.normalization)
 
 
 def prepare_data(config: Config, ctxs,

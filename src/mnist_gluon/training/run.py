@@ -29,7 +29,6 @@ from ..model import (
 )
 from ..mxnet_compat import mx
 from . import run_folder as folders
-from .augment import background_pixel
 from .average import WeightAverage
 from .cluster import Cluster, join_cluster
 from .compiled_step import STEP
@@ -154,8 +153,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         lock.take()
     trainer = build_trainer(config, ctxs, data.augmentation, resumed.arrays if resumed else None,
                             cluster, steps, resumed.sidecar.step if resumed else 0, kernels,
-                            teacher, engine.team_size(threads),
-                            background_pixel(data.normalization))
+                            teacher, engine.team_size(threads), data.background)
     state, last = RunState(), None
     if resumed:
         trainer.updater.load(ckpt.states_path(resumed.params_path))
