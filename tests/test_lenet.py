@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from mnist_gluon.checkpoint import read_checkpoint
-from mnist_gluon.cli import eval_command, predict_command, run, sweep_command, train_command
+from mnist_gluon.cli import eval_command, predict_command, run, sweep_command
 from mnist_gluon.config import load_config
 from mnist_gluon.files import sha256_of
 from mnist_gluon.inference.classifier import load
