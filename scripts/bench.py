@@ -45,6 +45,10 @@ sys.path.insert(0, str(REPO / "src"))
 FLOP_PER_SAMPLE = 409_088
 GFLOPS_PER_CORE = 250.0  # measured on these cores for matrices of this shape (issue 3)
 AUGMENT_BATCH = 128
+# The environment as the user ran bench.py, before a part chose its engine and threads for the
+# figures it takes in-process (OMP_NUM_THREADS=1, say): every process a part starts (mnist-train,
+# a peer) gets this one, and so chooses its threads as it would for the user.
+USER_ENVIRONMENT = dict(os.environ)
 
 
 def matmul_gflops(rows: int, repeats: int = 20) -> float:
@@ -172,7 +176,7 @@ class Jax:
         pin = None if cores is None else (lambda: os.sched_setaffinity(0, range(cores)))
         self.process = subprocess.Popen([python, str(REPO / "scripts/jax_peer.py"), str(folder)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        preexec_fn=pin)
+                                        preexec_fn=pin, env=USER_ENVIRONMENT)
         ready = self.process.stdout.readline().split()
         if not ready or ready[0] != "ready":
             raise RuntimeError(f"scripts/jax_peer.py did not start under {python}")
@@ -211,7 +215,7 @@ def time_process(argv: list[str], repeats: int, env: dict) -> dict:
 
 def processes(data_root: str, repeats: int) -> dict:
     bin_dir = Path(sys.executable).parent
-    env = dict(os.environ)
+    env = USER_ENVIRONMENT
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         run = Path(scratch) / "run"
@@ -237,7 +241,7 @@ class Trainer:
 
     def __init__(self, src: Path, data_root: str, scratch: Path, name: str):
         self.data_root, self.scratch, self.name = data_root, scratch, name
-        self.env = {**os.environ, "PYTHONPATH": str(src)}
+        self.env = {**USER_ENVIRONMENT, "PYTHONPATH": str(src)}
         self.runs = 0
 
     def start(self, config: str, *settings: str) -> tuple[subprocess.Popen, Path]:
@@ -285,7 +289,7 @@ def against_torch_script(trainer: Trainer, data_root: str, repeats: int,
     """scripts/torch_peer.py's wall time over mnist-train's, 3 epochs at batch 64, in turn."""
     script = [sys.executable, str(REPO / "scripts/torch_peer.py"), "--data-root", data_root,
               "--epochs", "3", "--batch-size", "64", "--out", str(trainer.scratch / "torch")]
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch_threads)}
+    env = {**USER_ENVIRONMENT, "OMP_NUM_THREADS": str(torch_threads)}
     ours, torch_s = [], []
     for round_ in range(repeats + 1):
         started = time.perf_counter()
@@ -310,7 +314,7 @@ def lenet_processes(trainer: Trainer, data_root: str, repeats: int) -> dict:
     ours, torch_s, epochs = [], [], []
     for round_ in range(repeats + 1):
         started = time.perf_counter()
-        subprocess.run(script, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(script, check=True, stdout=subprocess.DEVNULL, env=USER_ENVIRONMENT)
         elapsed = time.perf_counter() - started
         wall, seconds = trainer.run("lenet", "train.epochs=2", *NO_AUGMENTATION)
         if round_:
