@@ -42,6 +42,9 @@ def main() -> int:
     if list(args.clone.glob("src/mnist_gluon/kernels/*.so")):
         sys.exit(f"pip_from_source: {args.clone} holds a built library; pass a fresh clone")
     compiled = {"update": "compiled", "elastic": "compiled"}
+    # best.yaml's MLP trains through the compiled step, on whichever instruction set it found.
+    steps = ({**compiled, "mlp_step": isa} for isa in ("avx512", "avx2"))
+    expected = {"best": list(steps), "lenet": [compiled]}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         for how in ([], ["-e"]):
@@ -55,7 +58,7 @@ def main() -> int:
             for config in ("best", "lenet"):
                 out = scratch / f"{name}-{config}"
                 said = train(venv, config, out, args.data_root, env)
-                if kernels(out) != compiled:
+                if kernels(out) not in expected[config]:
                     sys.exit(f"pip_from_source: {name} {config} ran {kernels(out)}")
                 if "not available" in said:
                     sys.exit(f"pip_from_source: {name} {config} said the kernels were missing")
