@@ -93,6 +93,31 @@ void loss_row(const float* z, int classes, int label, float smoothing, float* dz
   }
 }
 
+// apart_from and union_of below, one input at a time from `i` on: AVX2's whole loop, and the
+// AVX-512 loop's tail. Without branches: where they would go is anyone's guess.
+inline int32_t apart_from_each(const float* x, int64_t i, int64_t n, float background,
+                               int32_t* index, float* value, int32_t count) {
+  for (; i < n; ++i) {
+    index[count] = static_cast<int32_t>(i);
+    value[count] = x[i] - background;
+    count += x[i] != background;
+  }
+  return count;
+}
+
+inline int32_t union_of_each(const float* const* x, int rows, int64_t i, int64_t n,
+                             float background, int32_t* index, float* values, int64_t stride,
+                             int32_t count) {
+  for (; i < n; ++i) {
+    bool any = false;
+    for (int r = 0; r < rows; ++r) any |= x[r][i] != background;
+    index[count] = static_cast<int32_t>(i);
+    for (int r = 0; r < rows; ++r) values[r * stride + count] = x[r][i] - background;
+    count += any;
+  }
+  return count;
+}
+
 }  // namespace
 
 // ---- the products, once per instruction set (mlp_step_isa.h) ---------------------------------
@@ -134,12 +159,7 @@ inline int32_t apart_from(const float* x, int64_t n, float background, int32_t* 
     _mm512_storeu_ps(value + count, _mm512_maskz_compress_ps(apart, _mm512_sub_ps(v, back)));
     count += __builtin_popcount(apart);
   }
-  for (; i < n; ++i) {
-    index[count] = static_cast<int32_t>(i);
-    value[count] = x[i] - background;
-    count += x[i] != background;
-  }
-  return count;
+  return apart_from_each(x, i, n, background, index, value, count);
 }
 
 // The inputs where any of `rows` images is not the background, and each image's (pixel -
@@ -161,14 +181,7 @@ inline int32_t union_of(const float* const* x, int rows, int64_t n, float backgr
     }
     count += __builtin_popcount(any);
   }
-  for (; i < n; ++i) {
-    bool any = false;
-    for (int r = 0; r < rows; ++r) any |= x[r][i] != background;
-    index[count] = static_cast<int32_t>(i);
-    for (int r = 0; r < rows; ++r) values[r * stride + count] = x[r][i] - background;
-    count += any;
-  }
-  return count;
+  return union_of_each(x, rows, i, n, background, index, values, stride, count);
 }
 
 #include "mlp_step_isa.h"
@@ -196,26 +209,12 @@ inline float vsum(V v) {
 }
 inline int32_t apart_from(const float* x, int64_t n, float background, int32_t* index,
                           float* value) {
-  int32_t count = 0;
-  for (int64_t i = 0; i < n; ++i) {  // without branches: where they go is anyone's guess
-    index[count] = static_cast<int32_t>(i);
-    value[count] = x[i] - background;
-    count += x[i] != background;
-  }
-  return count;
+  return apart_from_each(x, 0, n, background, index, value, 0);
 }
 
 inline int32_t union_of(const float* const* x, int rows, int64_t n, float background,
                         int32_t* index, float* values, int64_t stride) {
-  int32_t count = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    bool any = false;
-    for (int r = 0; r < rows; ++r) any |= x[r][i] != background;
-    index[count] = static_cast<int32_t>(i);
-    for (int r = 0; r < rows; ++r) values[r * stride + count] = x[r][i] - background;
-    count += any;
-  }
-  return count;
+  return union_of_each(x, rows, 0, n, background, index, values, stride, 0);
 }
 
 #include "mlp_step_isa.h"
