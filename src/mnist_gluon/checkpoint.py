@@ -93,8 +93,9 @@ class DataRecord:
 
 
 @dataclass
-class TeacherRecord:
-    """The checkpoint a distilled run learnt from (train.distill.teacher)."""
+class CheckpointRecord:
+    """A checkpoint a run learnt from: a teacher (train.distill.teacher), or the weights a
+    pruned run started from (train.prune.start_from)."""
 
     path: str  # as resolved when the run began
     sha256: str
@@ -128,7 +129,10 @@ class Sidecar:
     # "elastic": ..., "mlp_step": "avx512" | "avx2" when the MLP's compiled step trained it}.
     # Empty: written before the compiled kernels (MXNet's operators).
     kernels: dict[str, str] = field(default_factory=dict)
-    teacher: TeacherRecord | None = None  # train.distill's teacher
+    teacher: CheckpointRecord | None = None  # train.distill's teacher
+    started_from: CheckpointRecord | None = None  # train.prune.start_from
+    # With train.prune: each weight layer's fraction of weights held at zero by its mask.
+    sparsity: dict[str, float] = field(default_factory=dict)
     # Which weights the .params file holds: the live ones, or their average (train.average).
     weights: str = "live"
     # The weight average, for resuming it exactly: how many epochs it holds, and its file's.
@@ -143,7 +147,7 @@ class Sidecar:
         record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         record["config"] = config_to_dict(self.config) if self.config is not None else None
         for name in ("architecture", "normalization", "in_epoch", "metrics", "early_stopping",
-                     "data", "teacher"):
+                     "data", "teacher", "started_from"):
             if record[name] is not None:
                 record[name] = dataclasses.asdict(record[name])
         return {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, **record}

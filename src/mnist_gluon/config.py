@@ -21,7 +21,7 @@ import yaml
 from .data import DATASETS as DATASET_SPECS
 from .device import parse_device
 from .errors import ConfigError
-from .reading import float32_number, parse_yaml, read_regular, shown
+from .reading import float32_number, parse_yaml, read_yaml_mapping, shown
 
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
 LR_SCHEDULES = ("none", "step", "cosine")
@@ -30,6 +30,8 @@ DATASETS = tuple(DATASET_SPECS)
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 MODELS = ("mlp", "lenet")
 SOFT_TARGETS = ("batch", "precomputed")
+PRUNE_SCOPES = ("global", "layer")
+PRUNE_SCHEDULES = ("gradual", "one_shot")
 KERNELS = ("compiled", "mxnet")  # mnist_gluon.kernels.COMPILED and .MXNET
 # What a config may cost to read: ours are a few hundred bytes (see reading.parse_yaml).
 MAX_CONFIG_BYTES = 1 << 20
@@ -130,6 +132,23 @@ class DistillConfig:
 
 
 @dataclass
+class PruneConfig:
+    """Magnitude pruning: the smallest weights (not biases) are set to zero and kept there
+    through every update, so the network can be stored sparse (mnist-export --format
+    compressed)."""
+
+    sparsity: float | None = None  # the fraction of the weights set to zero; null: off
+    # global: one magnitude threshold across the layers; layer: each layer to `sparsity`
+    scope: str = "global"
+    # gradual: sparsity rises as 1 - (1 - e/epochs)^3 over the first `epochs` epochs (Zhu and
+    # Gupta 2017); one_shot: all of it before the first step, then retraining
+    schedule: str = "gradual"
+    epochs: int = 10  # gradual: the epochs over which the sparsity rises
+    # the weights to start from: a checkpoint mnist-train wrote, of the same model; null: init
+    start_from: str | None = None
+
+
+@dataclass
 class TrainConfig:
     """The training loop and its optimizer."""
 
@@ -151,6 +170,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     average: AverageConfig = field(default_factory=AverageConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
 
 @dataclass
@@ -218,28 +238,10 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     (`key.sub`, value) pair, checked."""
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = read_yaml(Path(path))
+        raw = read_yaml_mapping(Path(path), MAX_CONFIG_BYTES, "config file")
     for key, value in [*map(parse_override, overrides), *values]:
         set_dotted(raw, key, value)
     return config_from_dict(raw)
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    raw = read_regular(path, MAX_CONFIG_BYTES, ConfigError, "config file")
-    try:
-        text = raw.decode("utf-8-sig")  # whatever the locale; a BOM is skipped
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"config file {path} cannot be read ({error}); pass a YAML file"
-                          ) from None
-    loaded = parse_yaml(text, f"config file {path}")
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(
-            f"config file {path} must hold a mapping of keys to values, "
-            f"not a {type(loaded).__name__}"
-        )
-    return loaded
 
 
 def parse_override(override: str) -> tuple[str, Any]:
@@ -360,6 +362,8 @@ RANGES = [
     ("train.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("train.distill.temperature", lambda v: 0.1 <= v <= 100, "in [0.1, 100]"),
     ("train.distill.weight", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("train.prune.sparsity", lambda v: 0 <= v < 1, "null, or in [0, 1)"),
+    ("train.prune.epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS}]"),
     ("train.early_stopping.patience", lambda v: 1 <= v <= MAX_EPOCHS, "null or 1 or more"),
     ("train.early_stopping.min_delta", lambda v: v >= 0, "0 or more"),
     # past the run's end is fitted to it (training.train.fit_short_run)
@@ -378,7 +382,8 @@ RANGES = [
 CHOICES = {"data.name": DATASETS, "model.kind": MODELS, "model.activation": ACTIVATIONS,
            "train.optimizer": OPTIMIZERS, "train.lr_schedule": LR_SCHEDULES,
            "train.kvstore": KVSTORES, "kernels": KERNELS,
-           "train.distill.soft_targets": SOFT_TARGETS}
+           "train.distill.soft_targets": SOFT_TARGETS, "train.prune.scope": PRUNE_SCOPES,
+           "train.prune.schedule": PRUNE_SCHEDULES}
 
 
 # The checks of `validate` that RANGES and CHOICES cannot express, as what each value must be.
@@ -407,6 +412,11 @@ def validate(config: Config) -> None:
     for mirror in config.data.mirrors or ():
         require(mirror.startswith(("http://", "https://", "file://")), "data.mirrors", mirror,
                 RULES["data.mirrors"])
+    prune = config.train.prune
+    require(prune.sparsity is not None or prune.start_from is None, "train.prune.sparsity",
+            None, "set when train.prune.start_from is (the sparsity to prune it to)")
+    require(prune.sparsity is None or not t.kvstore.startswith("dist"), "train.kvstore",
+            t.kvstore, "local or device with train.prune (the servers' update keeps no mask)")
     parse_device(config.device)  # so a typo fails before any data is read
 
 

@@ -117,6 +117,23 @@ class BoundedLoader(yaml.SafeLoader):
         return node
 
 
+def read_yaml_mapping(path: Path, limit: int, what: str) -> dict[str, Any]:
+    """The mapping in the YAML file at `path` ({} for an empty one), read as `what`."""
+    raw = read_regular(path, limit, ConfigError, what)
+    try:
+        text = raw.decode("utf-8-sig")  # whatever the locale; a BOM is skipped
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{what} {path} cannot be read ({error}); pass a YAML file"
+                          ) from None
+    loaded = parse_yaml(text, f"{what} {path}")
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping of keys to values, not a "
+                          f"{type(loaded).__name__}")
+    return loaded
+
+
 def parse_yaml(text: str, what: str, plain: bool = False) -> Any:
     """`text` as YAML, bounded (BoundedLoader); any problem is a ConfigError naming `what`.
     With `plain`, text that is not YAML (`a: b:`) is that string."""

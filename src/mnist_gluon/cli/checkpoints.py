@@ -124,8 +124,11 @@ def predict_command(checkpoint_option, inputs, top_k, device, bare_normalization
 @click.command("mnist-export", context_settings=CONTEXT)
 @checkpoint_argument
 @checkpoint_option
-@click.option("--format", "fmt", type=click.Choice(["mxnet", "onnx"]), default="mxnet",
-              show_default=True, help="mxnet: *-symbol.json + *-0000.params; onnx: one .onnx.")
+@click.option("--format", "fmt", type=click.Choice(["mxnet", "onnx", "compressed"]),
+              default="mxnet", show_default=True,
+              help="mxnet: *-symbol.json + *-0000.params; onnx: one .onnx; compressed: one "
+                   "model.mnc (pruned weights, shared values, LZMA), which mnist-eval, "
+                   "mnist-predict and mnist-serve load.")
 @click.option("--out", type=click.Path(), required=True, help="Folder to write the export to.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="INT8 with MXNet's quantization (MKLDNN), calibrated on training images; "
@@ -146,8 +149,9 @@ def export_command(checkpoint_argument, checkpoint_option, fmt, out, quantize, d
     exported = export(checkpoint_path, Path(out), fmt, quantize, data_root=data_root,
                       normalization=bare_normalization, force=force)
     for path in exported.files:
-        click.echo(f"wrote {path}")
-    if exported.figures:
+        click.echo(f"wrote {path}" + (f" ({exported.figures['bytes']:,} bytes)"
+                                      if fmt == "compressed" else ""))
+    if quantize:
         f = exported.figures
         click.echo(f"int8 on {f['images']} test images: accuracy {f['int8_accuracy']:.4f} "
                    f"(float32 {f['float32_accuracy']:.4f}); {f['int8_ms']:.1f} ms against "

@@ -79,20 +79,24 @@ class Classifier:
 def load(checkpoint: str | Path, device: str = "auto",
          normalization: Normalization | tuple[float, float] | None = None) -> Classifier:
     """Load a checkpoint for prediction: a `.params` file that mnist-train wrote (with its
-    `.json` sidecar), or a bare one from a plain Gluon script of the same MLP. `device` is
+    `.json` sidecar), a compressed `model.mnc` that mnist-export wrote, or a bare `.params`
+    file from a plain Gluon script of the same MLP. `device` is
     auto, cpu, gpu or gpu:N. `normalization` (mean, std of pixels scaled to [0, 1]) is only
     for a bare file; a sidecar records its own. Raises CheckpointError for a file that is
     missing, damaged or of another model."""
     engine.choose(engine.inference_settings(device))
     from ..checkpoint import load_network, read_checkpoint
+    from ..compression.mnc import is_compressed, read_compressed
     from ..device import resolve_contexts
     from ..model import pixel_classifier
 
     bare = checked_normalization(normalization, "normalization")
     path, exported = checkpoint_file(Path(checkpoint))
-    read = read_checkpoint(path, bare, exported)
+    read = (read_compressed(path) if is_compressed(path)
+            else read_checkpoint(path, bare, exported))
     if bare is not None and (read.sidecar is not None or read.exported is not None):
-        has = "a sidecar" if read.sidecar is not None else "mnist-export's model.json"
+        has = ("a sidecar" if read.sidecar is not None else "a description" if
+               is_compressed(path) else "mnist-export's model.json")
         raise ConfigError(f"--normalize is for bare .params files; {checkpoint} has {has} "
                           "that records its normalisation: drop --normalize")
     net = load_network(read, resolve_contexts(device)[0])

@@ -90,7 +90,7 @@ def evaluate(checkpoint: str | Path, dataset: str | None = None, *, data_root: s
     pixels = mx.nd.array(test.images.reshape(len(test.images), PIXELS), ctx=classifier.context,
                          dtype="uint8")
     logits = predict_logits(classifier.pixel_net, pixels)
-    sidecar = classifier.checkpoint.sidecar
+    read = classifier.checkpoint
     return Report(Path(checkpoint), name, DATASETS[name].class_names,
                   classification_report(logits, test.labels), test.images, test.labels, logits,
-                  sidecar.dataset if sidecar is not None else None)
+                  read.dataset if read.sidecar is not None or read.exported else None)

@@ -1,4 +1,5 @@
-"""Export a checkpoint for serving: MXNet symbol + params, ONNX, or an INT8 MXNet graph.
+"""Export a checkpoint for serving: MXNet symbol + params, ONNX, an INT8 MXNet graph, or
+one compressed file (compression.mnc) that mnist-gluon's own commands load.
 
 Every export takes raw pixel values (float32, 0-255, N x 784, a white digit on black, rows of
 a 28 x 28 image) and returns logits: the normalisation is folded into the first layer, so a
@@ -25,7 +26,7 @@ from .classifier import checkpoint_split, load
 if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
 
-FORMATS = ("mxnet", "onnx")
+FORMATS = ("mxnet", "onnx", "compressed")
 QUANTIZATIONS = ("int8",)
 ONNX_OPSET = 13  # the newest opset MXNet 1.9.1's exporter has translations for
 
@@ -59,6 +60,8 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
         raise ConfigError("--quantize int8 exports an MXNet graph; use it with --format mxnet")
     check_path_names(Path(out), "output folder")
     classifier = load(checkpoint, "cpu", normalization)
+    if format == "compressed":
+        return export_compressed(classifier.checkpoint, Path(out), force)
     stem = f"mnist-{classifier.architecture.kind}"  # mnist-mlp, mnist-lenet
     calibration = test = None
     if quantize:
@@ -84,6 +87,25 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
     return Exported([out / path.name for path in files], description, figures)
 
 
+def export_compressed(checkpoint: Checkpoint, out: Path, force: bool) -> Exported:
+    """`out/model.mnc`: the checkpoint's pruned weights through per-layer codebooks, its
+    biases, normalisation and classes, in one file (compression.mnc)."""
+    from ..compression.mnc import encode, is_compressed, read_compressed
+    from .sources import COMPRESSED
+
+    if is_compressed(checkpoint.params_path):
+        raise ConfigError(f"{checkpoint.params_path} is compressed already; pass the "
+                          "checkpoint it was exported from")
+    content = encode(checkpoint)
+    prepare_out(out, force, COMPRESSED)
+    target = out / COMPRESSED
+    with staging_folder(out) as staging:
+        (staging / COMPRESSED).write_bytes(content)
+        commit_files([(staging / COMPRESSED, target)])
+    description = read_compressed(target).exported
+    return Exported([target], description, {"bytes": len(content)})
+
+
 def quantization_data(checkpoint: Checkpoint, data_root: str | None):
     """5,000 training images to calibrate on, and the test set to check the result with."""
     train = checkpoint_split(checkpoint, "train", data_root)
@@ -92,11 +114,11 @@ def quantization_data(checkpoint: Checkpoint, data_root: str | None):
     return calibration, (test.images.reshape(-1, 784).astype("float32"), test.labels)
 
 
-def prepare_out(out: Path, force: bool) -> None:
+def prepare_out(out: Path, force: bool, written: str = "model.json") -> None:
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} is a file, not a folder; pass --out DIR")
-    if (out / "model.json").exists() and not force:
-        raise OutputError(f"{out} already holds an export (model.json); pass --force to "
+    if (out / written).exists() and not force:
+        raise OutputError(f"{out} already holds an export ({written}); pass --force to "
                           "replace it, or --out DIR for a new folder")
     try:
         out.mkdir(parents=True, exist_ok=True)

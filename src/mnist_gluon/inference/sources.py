@@ -1,8 +1,8 @@
 """What a path given as a checkpoint stands for: a run folder means its best.params,
 mnist-export's folder or parameter file its float model (read with the normalisation folded
-into its weights), and a file that belongs to a checkpoint or an export but is not a model
-to score (a `.states`, model.json, the int8 and ONNX models) is named for what it is, and
-refused, never scored as something else."""
+into its weights) or its compressed model.mnc, and a file that belongs to a checkpoint or an
+export but is not a model to score (a `.states`, model.json, the int8 and ONNX models) is
+named for what it is, and refused, never scored as something else."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..files import sha256_of
 from ..reading import MAX_SIDECAR_BYTES, read_json
 
 EXPORT_DESCRIPTION = "model.json"  # what mnist-export writes beside its files
+COMPRESSED = "model.mnc"  # mnist-export --format compressed: one file, its description inside
 
 
 def checkpoint_file(path: Path) -> tuple[Path, dict | None]:
@@ -31,9 +32,11 @@ def checkpoint_file(path: Path) -> tuple[Path, dict | None]:
                                       f"model, which mnist-gluon does not load; "
                                       f"{exported_from(description)}")
             return exported_params(path / params[0], description), description
+        if (path / COMPRESSED).is_file():
+            return path / COMPRESSED, None
         raise CheckpointError(f"checkpoint {path} is a folder that holds no run (best.params) "
-                              "and no export (model.json); pass a .params file or such a "
-                              "folder")
+                              f"and no export (model.json or {COMPRESSED}); pass a .params "
+                              "file or such a folder")
     parts = {".states": "optimizer state (it resumes a run)",
              ".average": "weight average (it resumes a run)"}
     if path.suffix in parts and path.with_suffix(".params").exists():

@@ -167,6 +167,7 @@ def why_not_compiled_step(config, on_one_cpu: bool) -> str | None:
         (train.momentum == 0, "train.momentum is 0"),
         (train.skip_nonfinite, "train.skip_nonfinite is set"),
         (train.distill.teacher is not None, "the run is distilled"),
+        (train.prune.sparsity is not None, "the run is pruned"),
     ]
     return next((reason for failed, reason in reasons if failed), None)
 

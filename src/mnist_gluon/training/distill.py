@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import checkpoint as ckpt
-from ..checkpoint import TeacherRecord
+from ..checkpoint import CheckpointRecord
 from ..config import Config
 from ..data import Normalization, normalise
 from ..errors import CheckpointError, ConfigError
@@ -32,12 +32,12 @@ class Teacher:
     net: MLP | None
     temperature: float
     weight: float
-    record: TeacherRecord
+    record: CheckpointRecord
     targets: np.ndarray | None = None
 
 
 def read_teacher(config: Config, normalization: Normalization, train_pixels: np.ndarray, ctxs,
-                 recorded: TeacherRecord | None = None) -> Teacher | None:
+                 recorded: CheckpointRecord | None = None) -> Teacher | None:
     """The teacher that train.distill names, for a student whose images are normalised by
     `normalization`, checked against the run's dataset and classes (and, on resume, against
     the file the run began with); None without distillation. Precomputed soft targets are
@@ -64,7 +64,7 @@ def read_teacher(config: Config, normalization: Normalization, train_pixels: np.
                           f"{checkpoint.architecture.classes} classes, this run is "
                           f"{config.data.name} with {config.model.classes}; pass a teacher of "
                           "the same dataset")
-    record = TeacherRecord(str(path.resolve()), sha256_of(path))
+    record = CheckpointRecord(str(path.resolve()), sha256_of(path))
     if recorded is not None and recorded.sha256 != record.sha256:
         raise ConfigError(f"train.distill.teacher={path} is not the teacher this run began "
                           f"with (sha256 {recorded.sha256[:16]}…, from {recorded.path}); "

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import kernels
+from ..compression.prune import magnitude_masks, prunable, sparsity_of
 from ..config import TrainConfig
 from ..errors import CheckpointError
 from ..mxnet_compat import mx
@@ -72,6 +73,9 @@ class Updater:
         self.fused = (compiled and cfg.optimizer in FUSED and self._slots() > 0
                       and reduce_ctx.device_type == "cpu" and kernels.available())
         self.call: kernels.Invocation | None = None  # the fused update, made once
+        # train.prune: each pruned weight's mask, multiplied in after every update
+        self.masks: dict[str, mx.nd.NDArray] = {}
+        self.sparsity: dict[str, float] = {}
 
     @property
     def kernel(self) -> str:
@@ -110,9 +114,28 @@ class Updater:
                             options)
         for target, value in adds:
             target += value
+        for name, mask in self.masks.items():
+            self.weights[name] *= mask
         if self.multi_device:
             for name, param in self.params.items():
                 for data in param.list_data():
+                    self.weights[name].copyto(data)
+
+    def prune(self, sparsity: float, scope: str) -> None:
+        """Mask the smallest `sparsity` of the weights (compression.prune.magnitude_masks), from
+        now on; the weights they prune become zero on every device now."""
+        names = prunable(self.weights)
+        masks = magnitude_masks({name: self.weights[name].asnumpy() for name in names},
+                                sparsity, scope)
+        self._set_masks(masks)
+
+    def _set_masks(self, masks: dict[str, np.ndarray]) -> None:
+        self.masks = {name: mx.nd.array(mask, ctx=self.reduce_ctx) for name, mask in masks.items()}
+        self.sparsity = sparsity_of(masks)
+        for name, mask in self.masks.items():
+            self.weights[name] *= mask
+            if self.multi_device:
+                for data in self.params[name].list_data():
                     self.weights[name].copyto(data)
 
     def _fused_call(self, keys: tuple[str, ...]) -> kernels.Invocation:
@@ -158,6 +181,7 @@ class Updater:
         arrays = {f"{name}:{i}": state for name, slots in self.states.items()
                   for i, state in enumerate(slots)}
         arrays["num_update"] = mx.nd.array([self.num_update], dtype="int64")
+        arrays.update({f"mask:{name}": mask for name, mask in self.masks.items()})
         mx.nd.save(str(path), arrays)
 
     def load(self, path: str | Path) -> None:
@@ -168,7 +192,9 @@ class Updater:
                                   f"({str(error).splitlines()[0]})") from None
         expected = {f"{name}:{i}" for name, slots in self.states.items()
                     for i in range(len(slots))} | {"num_update"}
-        if not isinstance(arrays, dict) or set(arrays) != expected:
+        masks = ({f"mask:{name}" for name in prunable(self.weights)} & set(arrays)
+                 if isinstance(arrays, dict) else set())
+        if not isinstance(arrays, dict) or set(arrays) - masks != expected:
             raise CheckpointError(f"{path} holds the state of another optimizer than "
                                   f"train.optimizer={self.cfg.optimizer}; resume with the "
                                   "optimizer the run started with")
@@ -176,3 +202,5 @@ class Updater:
             for i, state in enumerate(slots):
                 state[:] = arrays[f"{name}:{i}"].as_in_context(self.reduce_ctx)
         self.num_update = int(np.asarray(arrays["num_update"].asnumpy())[0])
+        if masks:
+            self._set_masks({key.removeprefix("mask:"): arrays[key].asnumpy() for key in masks})

@@ -14,6 +14,7 @@ import numpy as np
 from .. import checkpoint as ckpt
 from .. import engine
 from ..checkpoint import DataRecord, EpochProgress, EpochResult, Sidecar
+from ..compression.prune import read_start, sparsity_at
 from ..config import Config, config_to_yaml
 from ..data import epoch_order, steps_per_epoch
 from ..device import resolve_contexts
@@ -102,7 +103,7 @@ def train_epochs(config: Config, run_dir: Path, resume: bool, force: bool, quiet
                 progress = run.train(epoch, state, stops)
                 result = run.result(epoch, progress)
                 improved = state.finish_epoch(result, config.train.early_stopping,
-                                              config.train.epochs)
+                                              config.train.epochs, fully_pruned(config, epoch))
                 verdict = judge(epoch, result.val_accuracy) if judge is not None else None
                 state.early.stopped |= verdict is not None and epoch < config.train.epochs
                 run.saver.end_of_epoch(state, result, improved)
@@ -147,13 +148,14 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if steps == 0:
         raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
                           f"{data.num_train} training examples; lower it")
+    arrays, started_from = starting_weights(config, data, resumed)
     if resumed is None and cluster.writer:
         # Created only now, so a failure to read the data leaves no empty run folder behind.
         folders.prepare_run_dir(run_dir, force)
         lock.take()
-    trainer = build_trainer(config, ctxs, data.augmentation, resumed.arrays if resumed else None,
-                            cluster, steps, resumed.sidecar.step if resumed else 0, kernels,
-                            teacher, engine.team_size(threads), data.background)
+    trainer = build_trainer(config, ctxs, data.augmentation, arrays, cluster, steps,
+                            resumed.sidecar.step if resumed else 0, kernels, teacher,
+                            engine.team_size(threads), data.background)
     state, last = RunState(), None
     if resumed:
         trainer.updater.load(ckpt.states_path(resumed.params_path))
@@ -167,19 +169,26 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if resumed and resumed.sidecar.refit_of:
         refit_of = Path(resumed.sidecar.refit_of)
     saver = Saver(run_dir, trainer.net, trainer.updater,
-                  run_sidecar(config, trainer, data, threads, kernels, refit_of),
+                  run_sidecar(config, trainer, data, threads, kernels, refit_of, started_from),
                   cluster.writer, config.checkpoint.keep, last, average)
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
     run = Training(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
                    Log(quiet, cluster.prefix), tracker, average)
-    run.announce(resumed, state)
-    if resume and resumed is None:
-        run.log.line(f"mnist-train: {run_dir} holds no checkpoint yet; training it from the "
-                     "beginning with its saved config")
+    run.announce(resumed, state, asked_to_resume=resume)
     for line in (*kernels.notes, note) if note is not None else kernels.notes:
         run.log.line(line)
     return run, state
+
+
+def starting_weights(config: Config, data: TrainingData, resumed: ckpt.Checkpoint | None
+                     ) -> tuple[dict | None, ckpt.CheckpointRecord | None]:
+    """The weights the run continues or starts from (None: initialised), and the checkpoint
+    train.prune.start_from took them from."""
+    if resumed is not None:
+        return resumed.arrays, resumed.sidecar.started_from
+    start = read_start(config, data.normalization)
+    return start if start is not None else (None, None)
 
 
 def check_batch_split(batch_size: int, ctxs) -> None:
@@ -214,7 +223,8 @@ def weight_average(config: Config, arch: Architecture, ctx,
 
 
 def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: int | None,
-                kernels: KernelChoice, refit_of: Path | None = None) -> Sidecar:
+                kernels: KernelChoice, refit_of: Path | None = None,
+                started_from: ckpt.CheckpointRecord | None = None) -> Sidecar:
     """What every checkpoint of the run records about the run itself."""
     used = {"update": trainer.updater.kernel}
     if kernels.elastic is not None:
@@ -225,7 +235,8 @@ def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: i
                    config=config, data=DataRecord(config.data.name, data.checksums),
                    versions=ckpt.library_versions(),
                    refit_of=str(refit_of.resolve()) if refit_of else None, threads=threads,
-                   kernels=used, teacher=trainer.teacher.record if trainer.teacher else None)
+                   kernels=used, teacher=trainer.teacher.record if trainer.teacher else None,
+                   started_from=started_from)
 
 
 @dataclass
@@ -259,6 +270,8 @@ class Training:
         control = StepControl(stops, lambda now: self.saver.mid_epoch(
             state, first_step + now.steps_done, now), config.checkpoint.every_steps)
         start = state.start_epoch(epoch)
+        if tcfg.prune.sparsity is not None and start.steps_done == 0:
+            self.trainer.updater.prune(sparsity_at(epoch, tcfg.prune), tcfg.prune.scope)
         self.tracker.start_epoch(start, first_step, tcfg.batch_size)
         bar = self.log.start_epoch(epoch, tcfg.epochs, self.steps, tcfg.batch_size)
         tracking = isinstance(self.tracker, TensorBoard)
@@ -312,7 +325,8 @@ class Training:
                            f"{'; the validation loss is not finite' if blew_up else ''}); "
                            f"{self.last_good()}; lower train.lr or set train.clip_gradient")
         average = (None, None)
-        if self.average is not None and self.average.add(self.trainer.net, epoch):
+        if self.average is not None and self.average.add(self.trainer.net, epoch,
+                                                         self.trainer.updater.masks):
             average = validation_scores(self.average.net, self.data)
         trained = max((steps - progress.skipped) * batch_size, 1)
         loss_sum, correct_sum = progress.totals
@@ -321,7 +335,8 @@ class Training:
                            correct_sum / trained, val_loss, val_acc, progress.seconds,
                            steps * batch_size / progress.seconds, *average)
 
-    def announce(self, resumed: ckpt.Checkpoint | None, state: RunState) -> None:
+    def announce(self, resumed: ckpt.Checkpoint | None, state: RunState,
+                 asked_to_resume: bool = False) -> None:
         config, tcfg, log, steps = self.config, self.config.train, self.log, self.steps
         at = ""
         if resumed and (state.early.stopped or state.next_epoch > tcfg.epochs):
@@ -349,6 +364,14 @@ class Training:
                 log.line("resuming a distributed run restores its parameters; the optimizer's "
                          "state (momentum) restarts: MXNet keeps it on the servers and cannot "
                          "save it")
+        if asked_to_resume and resumed is None:
+            log.line(f"mnist-train: {self.run_dir} holds no checkpoint yet; training it from "
+                     "the beginning with its saved config")
+        if (prune := tcfg.prune).sparsity is not None:
+            log.line(f"pruning {prune.sparsity:.1%} of the weights ({prune.scope}, "
+                     + ("at once" if prune.schedule == "one_shot"
+                        else f"gradually over {prune.epochs} epochs")
+                     + (f") from {prune.start_from}" if prune.start_from else ")"))
 
     def finish_tracking(self, state: RunState) -> None:
         """The validation confusion matrix of the best checkpoint, and the run's settings
@@ -378,6 +401,13 @@ class Training:
             self.log.line(f"early stopping: validation accuracy has not risen by more than "
                           f"{stopping.min_delta} for {stopping.patience} epochs; the best is "
                           f"epoch {state.best_epoch}")
+
+
+def fully_pruned(config: Config, epoch: int) -> bool:
+    """Whether `epoch` trained at the run's final sparsity (always, without train.prune): only
+    such an epoch may become best.params."""
+    prune = config.train.prune
+    return prune.sparsity is None or sparsity_at(epoch, prune) >= prune.sparsity
 
 
 def seed_everything(seed: int) -> None:

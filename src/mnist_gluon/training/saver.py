@@ -114,7 +114,8 @@ def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
                     source = linked(temporary, named)
                     temporaries.append(source)
                 renames.append((source, named))
-            content = ckpt.signed(sealed(its_sidecar, target, digests, average).to_json())
+            content = ckpt.signed(sealed(its_sidecar, target, digests, average,
+                                              updater.sparsity).to_json())
             text = json.dumps(content, indent=2) + "\n"
             sidecar_file = ckpt.sidecar_path(target)
             temporary = stage(sidecar_file, lambda tmp, text=text: tmp.write_text(text))
@@ -128,11 +129,14 @@ def save_checkpoint(params_path: Path, net, updater, sidecar: Sidecar,
             temporary.unlink(missing_ok=True)
 
 
-def sealed(sidecar: Sidecar, params_path: Path, digests: list[str], average) -> Sidecar:
-    """`sidecar` with the checksums of its checkpoint's files (in save_checkpoint's order)."""
+def sealed(sidecar: Sidecar, params_path: Path, digests: list[str], average,
+           sparsity: dict[str, float]) -> Sidecar:
+    """`sidecar` with the checksums of its checkpoint's files (in save_checkpoint's order), and
+    the pruned fraction of each masked layer."""
     done = dataclasses.replace(sidecar, params_sha256=digests[0],
                                states_file=ckpt.states_path(params_path).name,
-                               states_format=ckpt.STATES_FORMAT, states_sha256=digests[1])
+                               states_format=ckpt.STATES_FORMAT, states_sha256=digests[1],
+                               sparsity=dict(sparsity))
     if average is not None:
         done = dataclasses.replace(done, average_count=average.count,
                                    average_sha256=digests[2])

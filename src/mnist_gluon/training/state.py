@@ -36,16 +36,17 @@ class RunState:
         return progress
 
     def finish_epoch(self, result: EpochResult, stopping: EarlyStoppingConfig,
-                     epochs: int) -> bool:
+                     epochs: int, eligible: bool = True) -> bool:
         """Count a finished epoch in; whether it is the best so far: its live weights or their
         average, whichever validates better. Without a validation set, the latest epoch
-        counts as the best."""
+        counts as the best. An epoch that is not `eligible` (a pruned run's, before its weights
+        reach the sparsity asked for) is never the best."""
         val, weights = result.val_accuracy, "live"
         average = result.average_val_accuracy
         if average is not None and (val is None or average > val):
             val, weights = average, "average"
         best = self.best_val_accuracy
-        improved = val is None or best is None or val > best
+        improved = eligible and (val is None or best is None or val > best)
         if stopping.patience is not None and val is not None:
             enough = best is None or val - best > stopping.min_delta
             self.early.stale_epochs = 0 if enough else self.early.stale_epochs + 1

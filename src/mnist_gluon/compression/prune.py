@@ -1,0 +1,108 @@
+"""Magnitude pruning: which weights a run keeps, epoch by epoch (train.prune).
+
+A mask per weight layer (1 keep, 0 pruned; biases are never pruned) is computed from the
+weights' magnitudes at the start of an epoch and multiplied into the weights after every update
+(training.optim.Updater), so a pruned weight stays exactly zero whatever the optimizer, and
+into the weight average. Pruned weights are already zero when the next mask is computed, so a
+mask only ever grows sparser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import checkpoint as ckpt
+from ..checkpoint import CheckpointRecord
+from ..config import Config, PruneConfig
+from ..data import Normalization
+from ..errors import CheckpointError, ConfigError
+from ..files import sha256_of
+from ..model import architecture_of, fold_input
+from .mnc import is_compressed
+
+
+def prunable(names) -> list[str]:
+    """The parameters pruning applies to: the weights, not the biases."""
+    return [name for name in names if name.endswith(".weight")]
+
+
+def sparsity_at(epoch: int, cfg: PruneConfig) -> float:
+    """The fraction of weights pruned during `epoch` (1-based): all of it from the first
+    epoch (one_shot), or rising as s * (1 - (1 - e/E)^3) to s at epoch E (gradual)."""
+    if cfg.sparsity is None:
+        return 0.0
+    if cfg.schedule == "one_shot":
+        return cfg.sparsity
+    done = min(epoch, cfg.epochs) / cfg.epochs
+    return cfg.sparsity * (1.0 - (1.0 - done) ** 3)
+
+
+def magnitude_masks(weights: dict[str, np.ndarray], sparsity: float,
+                    scope: str) -> dict[str, np.ndarray]:
+    """Masks (float32, 1 keep, 0 pruned) that zero the smallest `sparsity` of `weights` by
+    magnitude: ranked across all of them (scope global) or within each (layer). Ties are
+    broken by position, so the same weights always give the same masks."""
+    if scope == "layer":
+        return {name: magnitude_masks({name: w}, sparsity, "global")[name]
+                for name, w in weights.items()}
+    flat = np.concatenate([np.abs(w).ravel() for w in weights.values()])
+    pruned = int(round(sparsity * flat.size))
+    keep = np.ones(flat.size, np.float32)
+    keep[np.argsort(flat, kind="stable")[:pruned]] = 0.0
+    masks, start = {}, 0
+    for name, w in weights.items():
+        masks[name] = keep[start:start + w.size].reshape(w.shape)
+        start += w.size
+    return masks
+
+
+def sparsity_of(masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each masked layer's fraction of pruned weights, as a sidecar records it."""
+    return {name: round(float(1.0 - mask.mean()), 6) for name, mask in masks.items()}
+
+
+def read_start(config: Config, normalization: Normalization
+               ) -> tuple[dict[str, np.ndarray], CheckpointRecord] | None:
+    """The weights train.prune.start_from names, for images normalised by `normalization`,
+    and what they were; None when it is not set. The checkpoint must be of the run's model and
+    dataset, and must have held out the same validation images: otherwise the run would be
+    validated on images its starting weights were trained on."""
+    name = config.train.prune.start_from
+    if name is None:
+        return None
+    path, key = Path(name), "train.prune.start_from"
+    if path.is_dir() and (path / "best.params").is_file():
+        path = path / "best.params"
+    if not path.is_file():
+        raise ConfigError(f"{key}={name} does not exist; train the dense model first (e.g. "
+                          "mnist-train --config best), or name another with --set "
+                          f"{key}=PATH")
+    if is_compressed(path):
+        raise ConfigError(f"{key}={name} is a compressed model (mnist-export --format "
+                          "compressed), which cannot be trained further; pass the checkpoint "
+                          "it was exported from")
+    try:
+        start = ckpt.read_checkpoint(path)
+    except CheckpointError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    sidecar, wanted = start.sidecar, architecture_of(config.model)
+    if sidecar is None or sidecar.config is None:
+        raise ConfigError(f"{key}={name} has no sidecar: pass a checkpoint mnist-train wrote "
+                          "(e.g. runs/best/best.params)")
+    if replace(start.architecture, dropout=wanted.dropout) != wanted:
+        raise ConfigError(f"{key}={name} is a {start.architecture.describe()}, this run trains "
+                          f"a {wanted.describe()}; pass a checkpoint of the same model")
+    theirs = (sidecar.dataset, sidecar.config.seed, sidecar.config.data.val_size)
+    ours = (config.data.name, config.seed, config.data.val_size)
+    if theirs != ours:
+        raise ConfigError(f"{key}={name} was trained on {theirs[0]} holding out the validation "
+                          f"images of seed {theirs[1]}, val_size {theirs[2]}; this run has "
+                          f"{ours[0]}, seed {ours[1]}, val_size {ours[2]}: set the same, or it "
+                          "would validate on images its start was trained on")
+    old = start.normalization
+    arrays = fold_input(start.arrays, start.architecture, normalization.std / old.std,
+                        (old.mean - normalization.mean) / old.std)
+    return arrays, CheckpointRecord(str(path.resolve()), sha256_of(path))
