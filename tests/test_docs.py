@@ -113,6 +113,18 @@ def fifo_skipped(s: Scene) -> str:
                  s.tmp / "pipe.png", s.tmp / "digit.npy")
 
 
+def damaged_compressed(s: Scene) -> str:
+    s.run("mnist-export", s.trained, "--format", "compressed", "--out", s.tmp / "small")
+    mnc = s.tmp / "small" / "model.mnc"
+    mnc.write_bytes(mnc.read_bytes()[:-10])
+    return s.run("mnist-eval", "--checkpoint", mnc, "--data-root", s.small)
+
+
+def start_held_out_other_images(s: Scene) -> str:
+    return s.train("--set", "seed=8", "--set", "train.prune.sparsity=0.9", "--set",
+                   f"train.prune.start_from={s.trained}")
+
+
 def blank_image(s: Scene) -> str:
     Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(s.tmp / "empty.png")
     return s.run("mnist-predict", "--checkpoint", s.trained / "best.params", s.tmp / "empty.png")
@@ -245,6 +257,12 @@ REPRODUCE = {
     "… is not an MXNet parameter file …":
         lambda s: s.run("mnist-eval", "--checkpoint", s.file("x.params", "not parameters")),
     "… is not a two-layer MLP …": another_model,
+    "compressed model … is damaged: it holds … bytes after its header, which declares … "
+    "(truncated or appended to); export it again (mnist-export --format compressed)":
+        damaged_compressed,
+    "train.prune.start_from=… was trained on mnist holding out the validation images of seed "
+    "…; this run has mnist, seed 8, val_size …: set the same, or it would validate on images "
+    "its start was trained on": start_held_out_other_images,
     "model.hidden was … in the run being resumed, now 64; it cannot change on --resume: start "
     "a new run with --out DIR":
         lambda s: s.run("mnist-train", "--resume", s.run_copy(), "--set", "model.hidden=64"),

@@ -154,3 +154,35 @@ def test_a_start_that_held_out_other_images_or_is_missing_is_refused(small_confi
         err = capsys.readouterr().err
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+SHARE = [*PRUNE, "train.epochs=4", "train.prune.shared_values=8", "train.prune.share_epochs=2"]
+
+
+def test_shared_weights_train_as_their_centroids_and_export_without_loss(small_config, tmp_path):
+    from mnist_gluon.compression.mnc import encode, read_compressed
+
+    run_dir = tmp_path / "run"
+    run_training(load_config(small_config, [*SHARE, "train.average.start_epoch=3"]), run_dir,
+                 quiet=True)
+    for name in ("last.params", "last.average", "best.params"):
+        weights = arrays(run_dir / name)
+        for layer in ("fc1.weight", "fc2.weight"):
+            assert len(np.unique(weights[layer][weights[layer] != 0])) <= 8, (name, layer)
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert json.loads((run_dir / "best.json").read_text())["best_epoch"] >= 3
+    assert epochs[3]["val_accuracy"] != epochs[2]["val_accuracy"]  # the centroids trained on
+    path = tmp_path / "model.mnc"
+    path.write_bytes(encode(read_checkpoint(run_dir / "best.params"), 8))
+    decoded, kept = read_compressed(path).arrays, arrays(run_dir / "best.params")
+    for name, values in kept.items():
+        np.testing.assert_array_equal(decoded[name], values, err_msg=name)
+
+
+def test_a_run_stopped_while_sharing_resumes_to_the_same_bits(small_config, tmp_path):
+    overrides = [*SHARE, "train.average.start_epoch=3", "train.optimizer=nag"]
+    whole = tmp_path / "whole"
+    run_training(load_config(small_config, overrides), whole, quiet=True)
+    resumed = stopped_then_resumed(small_config, overrides, tmp_path / "stopped", 50 * 3 + 20)
+    for name in ("last.params", "last.states", "last.average"):
+        assert sha256_of(resumed / name) == sha256_of(whole / name), name

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib.resources
 import math
 import types
@@ -33,8 +34,7 @@ SOFT_TARGETS = ("batch", "precomputed")
 PRUNE_SCOPES = ("global", "layer")
 PRUNE_SCHEDULES = ("gradual", "one_shot")
 KERNELS = ("compiled", "mxnet")  # mnist_gluon.kernels.COMPILED and .MXNET
-# What a config may cost to read: ours are a few hundred bytes (see reading.parse_yaml).
-MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_BYTES = 1 << 20  # what a config may cost to read: ours are a few hundred bytes
 MAX_OVERRIDE_CHARS = 10_000
 INT32_MAX = 2**31 - 1
 # Sizes that set how much is allocated: far beyond any MNIST-like use, short of exhausting
@@ -134,8 +134,7 @@ class DistillConfig:
 @dataclass
 class PruneConfig:
     """Magnitude pruning: the smallest weights (not biases) are set to zero and kept there
-    through every update, so the network can be stored sparse (mnist-export --format
-    compressed)."""
+    through every update; mnist-export --format compressed stores what is left."""
 
     sparsity: float | None = None  # the fraction of the weights set to zero; null: off
     # global: one magnitude threshold across the layers; layer: each layer to `sparsity`
@@ -146,6 +145,10 @@ class PruneConfig:
     epochs: int = 10  # gradual: the epochs over which the sparsity rises
     # the weights to start from: a checkpoint mnist-train wrote, of the same model; null: init
     start_from: str | None = None
+    # weight sharing (Han et al. 2016) in the last share_epochs epochs: each layer's kept
+    # weights tied to this many k-means centroids, which train on; null: off
+    shared_values: int | None = None
+    share_epochs: int = 5
 
 
 @dataclass
@@ -364,6 +367,8 @@ RANGES = [
     ("train.distill.weight", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("train.prune.sparsity", lambda v: 0 <= v < 1, "null, or in [0, 1)"),
     ("train.prune.epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS}]"),
+    ("train.prune.shared_values", lambda v: 1 <= v <= 256, "null, or in [1, 256]"),
+    ("train.prune.share_epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS}]"),
     ("train.early_stopping.patience", lambda v: 1 <= v <= MAX_EPOCHS, "null or 1 or more"),
     ("train.early_stopping.min_delta", lambda v: v >= 0, "0 or more"),
     # past the run's end is fitted to it (training.train.fit_short_run)
@@ -422,10 +427,7 @@ def validate(config: Config) -> None:
 
 def setting(config: Config, key: str) -> Any:
     """The value of a dotted key, `train.early_stopping.patience`."""
-    value: Any = config
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
+    return functools.reduce(getattr, key.split("."), config)
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:

@@ -32,3 +32,28 @@ def kmeans(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 def nearest(centroids: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The index of the nearest of the ascending `centroids` to each value."""
     return np.searchsorted((centroids[:-1] + centroids[1:]) / 2, values)
+
+
+def clusters(weights: np.ndarray, size: int) -> np.ndarray:
+    """Each weight's shared value, as an index (-1 for a pruned, zero weight): the k-means
+    clusters of the nonzero weights, or, once they hold no more than `size` distinct values
+    (tied already, as a checkpoint in a sharing phase is), one cluster per value."""
+    flat = weights.ravel()
+    ids = np.full(flat.size, -1, np.int64)
+    kept = flat != 0
+    if kept.any():
+        ids[kept] = kmeans(flat[kept], size)[1]
+    return ids.reshape(weights.shape)
+
+
+def tied(weights: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """`weights` with each cluster of `ids` replaced by its mean, and the pruned ones (-1)
+    zero: after an update, the shared values move by the mean of their weights' steps."""
+    flat, index = weights.ravel().astype(np.float64), ids.ravel()
+    kept = index >= 0
+    count = np.bincount(index[kept], minlength=index.max() + 1)
+    means = np.bincount(index[kept], weights=flat[kept], minlength=count.size) / np.maximum(
+        count, 1)
+    out = np.zeros(flat.size, np.float32)
+    out[kept] = means[index[kept]]
+    return out.reshape(weights.shape)

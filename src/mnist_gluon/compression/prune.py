@@ -40,6 +40,12 @@ def sparsity_at(epoch: int, cfg: PruneConfig) -> float:
     return cfg.sparsity * (1.0 - (1.0 - done) ** 3)
 
 
+def sharing(cfg: PruneConfig, epoch: int, epochs: int) -> bool:
+    """Whether `epoch` of a run of `epochs` ties its weights to shared values: one of the last
+    `share_epochs`, with train.prune.shared_values set."""
+    return cfg.shared_values is not None and epoch > epochs - cfg.share_epochs
+
+
 def magnitude_masks(weights: dict[str, np.ndarray], sparsity: float,
                     scope: str) -> dict[str, np.ndarray]:
     """Masks (float32, 1 keep, 0 pruned) that zero the smallest `sparsity` of `weights` by

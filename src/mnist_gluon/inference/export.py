@@ -46,8 +46,11 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
            normalization: Normalization | tuple[float, float] | None = None,
            force: bool = False) -> Exported:
     """Export a checkpoint for serving, as mnist-export does: `format` mxnet (a symbol file and
-    its parameters) or onnx (one .onnx file), into the folder `out`, with model.json beside.
-    The exported model takes raw pixels (float32, 0-255, N x 784) and returns logits.
+    its parameters) or onnx (one .onnx file), into the folder `out`, with model.json beside;
+    these take raw pixels (float32, 0-255, N x 784) and return logits. Or `format`
+    compressed: one file, `out/model.mnc`, the checkpoint's weights through per-layer
+    codebooks with its pruned weights left out, which `load`, `evaluate` and the commands take
+    as they take a checkpoint.
     `quantize="int8"` exports MXNet's INT8 graph, calibrated on 5,000 training images and
     checked on the test set (both found under `data_root`, by default where the run found
     them). `force` replaces an export already in `out`."""

@@ -19,9 +19,9 @@ class WeightAverage:
         self.start_epoch, self.count = start_epoch, 0
         self.net: MLP = build_model(architecture, ctx)
 
-    def add(self, live: MLP, epoch: int, masks: dict | None = None) -> bool:
+    def add(self, live: MLP, epoch: int, updater=None) -> bool:
         """Take in the weights at the end of `epoch`; whether the average includes them. The
-        weights pruned by `masks` (train.prune) are zero in the average too."""
+        average is held to the `updater`'s masks and shared values too (train.prune)."""
         if epoch < self.start_epoch:
             return False
         self.count += 1
@@ -33,8 +33,8 @@ class WeightAverage:
                 mean[:] = weights
             else:
                 mean[:] = mean + (weights - mean) / self.count
-            if masks and name in masks:
-                mean *= masks[name].as_in_context(mean.context)
+            if updater is not None and name in updater.constrained:
+                updater.constrain(name, mean)
         return True
 
     def save(self, path: str | Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import kernels
+from ..compression.codebook import clusters, tied
 from ..compression.prune import magnitude_masks, prunable, sparsity_of
 from ..config import TrainConfig
 from ..errors import CheckpointError
@@ -73,9 +74,11 @@ class Updater:
         self.fused = (compiled and cfg.optimizer in FUSED and self._slots() > 0
                       and reduce_ctx.device_type == "cpu" and kernels.available())
         self.call: kernels.Invocation | None = None  # the fused update, made once
-        # train.prune: each pruned weight's mask, multiplied in after every update
+        # train.prune: each pruned weight's mask, multiplied in after every update, and in a
+        # sharing phase each weight's cluster (codebook.clusters), tied after every update
         self.masks: dict[str, mx.nd.NDArray] = {}
         self.sparsity: dict[str, float] = {}
+        self.shared: dict[str, np.ndarray] = {}
 
     @property
     def kernel(self) -> str:
@@ -114,8 +117,8 @@ class Updater:
                             options)
         for target, value in adds:
             target += value
-        for name, mask in self.masks.items():
-            self.weights[name] *= mask
+        for name in self.constrained:
+            self.constrain(name, self.weights[name])
         if self.multi_device:
             for name, param in self.params.items():
                 for data in param.list_data():
@@ -128,6 +131,29 @@ class Updater:
         masks = magnitude_masks({name: self.weights[name].asnumpy() for name in names},
                                 sparsity, scope)
         self._set_masks(masks)
+
+    def share(self, size: int) -> None:
+        """Tie each weight layer's kept weights to at most `size` shared values (their k-means
+        centroids) from now on; weights tied already keep their values and clusters."""
+        self.shared = {name: clusters(self.weights[name].asnumpy(), size)
+                       for name in prunable(self.weights)}
+        for name in self.shared:
+            self.constrain(name, self.weights[name])
+            if self.multi_device:
+                for data in self.params[name].list_data():
+                    self.weights[name].copyto(data)
+
+    @property
+    def constrained(self) -> list[str]:
+        return sorted(self.masks.keys() | self.shared.keys())
+
+    def constrain(self, name: str, array) -> None:
+        """Hold `array`, the weights `name` or their average, to the run's mask and shared
+        values, in place."""
+        if name in self.masks:
+            array *= self.masks[name].as_in_context(array.context)
+        if name in self.shared:
+            array[:] = tied(array.asnumpy(), self.shared[name])
 
     def _set_masks(self, masks: dict[str, np.ndarray]) -> None:
         self.masks = {name: mx.nd.array(mask, ctx=self.reduce_ctx) for name, mask in masks.items()}

@@ -14,7 +14,7 @@ import numpy as np
 from .. import checkpoint as ckpt
 from .. import engine
 from ..checkpoint import DataRecord, EpochProgress, EpochResult, Sidecar
-from ..compression.prune import read_start, sparsity_at
+from ..compression.prune import read_start, sharing, sparsity_at
 from ..config import Config, config_to_yaml
 from ..data import epoch_order, steps_per_epoch
 from ..device import resolve_contexts
@@ -272,6 +272,8 @@ class Training:
         start = state.start_epoch(epoch)
         if tcfg.prune.sparsity is not None and start.steps_done == 0:
             self.trainer.updater.prune(sparsity_at(epoch, tcfg.prune), tcfg.prune.scope)
+        if sharing(tcfg.prune, epoch, tcfg.epochs):  # resumed too: its clusters are its values
+            self.trainer.updater.share(tcfg.prune.shared_values)
         self.tracker.start_epoch(start, first_step, tcfg.batch_size)
         bar = self.log.start_epoch(epoch, tcfg.epochs, self.steps, tcfg.batch_size)
         tracking = isinstance(self.tracker, TensorBoard)
@@ -326,7 +328,7 @@ class Training:
                            f"{self.last_good()}; lower train.lr or set train.clip_gradient")
         average = (None, None)
         if self.average is not None and self.average.add(self.trainer.net, epoch,
-                                                         self.trainer.updater.masks):
+                                                         self.trainer.updater):
             average = validation_scores(self.average.net, self.data)
         trained = max((steps - progress.skipped) * batch_size, 1)
         loss_sum, correct_sum = progress.totals
@@ -371,7 +373,9 @@ class Training:
             log.line(f"pruning {prune.sparsity:.1%} of the weights ({prune.scope}, "
                      + ("at once" if prune.schedule == "one_shot"
                         else f"gradually over {prune.epochs} epochs")
-                     + (f") from {prune.start_from}" if prune.start_from else ")"))
+                     + (f") from {prune.start_from}" if prune.start_from else ")")
+                     + (f"; each layer's weights tied to {prune.shared_values} shared values "
+                        f"in the last {prune.share_epochs} epochs" if prune.shared_values else ""))
 
     def finish_tracking(self, state: RunState) -> None:
         """The validation confusion matrix of the best checkpoint, and the run's settings
@@ -404,10 +408,11 @@ class Training:
 
 
 def fully_pruned(config: Config, epoch: int) -> bool:
-    """Whether `epoch` trained at the run's final sparsity (always, without train.prune): only
-    such an epoch may become best.params."""
+    """Whether `epoch` trained at the run's final sparsity, its weights shared if they are to
+    be (always, without train.prune): only such an epoch may become best.params."""
     prune = config.train.prune
-    return prune.sparsity is None or sparsity_at(epoch, prune) >= prune.sparsity
+    return ((prune.sparsity is None or sparsity_at(epoch, prune) >= prune.sparsity)
+            and (prune.shared_values is None or sharing(prune, epoch, config.train.epochs)))
 
 
 def seed_everything(seed: int) -> None:

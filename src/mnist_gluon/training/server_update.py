@@ -68,7 +68,8 @@ class DistUpdater:
         optimizer = (CompiledNAG(**options) if compiled
                      else mx.optimizer.create(cfg.optimizer, **options))
         self.kernel = kernels.COMPILED if compiled else kernels.MXNET
-        self.masks, self.sparsity = {}, {}  # train.prune is refused with a dist_* kvstore
+        # train.prune is refused with a dist_* kvstore
+        self.masks, self.sparsity, self.shared, self.constrained = {}, {}, {}, []
         self.workers = kvstore.num_workers
         self.trainer = gluon.Trainer(net.collect_params(), optimizer, kvstore=kvstore,
                                      update_on_kvstore=True)
