@@ -13,6 +13,8 @@ same data, in the same order, with the same optimizer, epoch for epoch in altern
 so the ratio holds while the machine's speed drifts. So does JAX, in its own interpreter
 (scripts/jax_peer.py), with each epoch compiled as one scan over its steps; `--part jax_runs`
 sets it against whole `mnist-train` runs instead, their epochs as metrics.jsonl records them.
+`--checkpoints A,B` times mnist-eval on each of several checkpoints in turn (a pruned run's
+best.params against its compressed model.mnc).
 The LeNet is timed as whole processes, `mnist-train` against scripts/torch_peer.py: in one
 process, PyTorch's epochs ran faster than they do alone, and the two frameworks' thread pools
 share the cores. Peers use every core, at their default threads. Figures are medians over
@@ -429,6 +431,45 @@ def evaluation(model, prepared, data_root: str, repeats: int) -> dict:
             "eval_samples_per_s": len(pixels) / statistics.median(times)}
 
 
+def checkpoints_in_turn(paths: list[str], data_root: str, repeats: int) -> dict:
+    """Whole `mnist-eval` processes on each checkpoint in turn (a pruned run's best.params and
+    its model.mnc, say), then, in this process, each one's `load` and its forward pass over the
+    10,000 test images, as mnist-eval runs it."""
+    import mnist_gluon
+    from mnist_gluon.data import DATASETS, PIXELS, read_split
+    from mnist_gluon.model import predict_logits
+    from mnist_gluon.mxnet_compat import mx
+
+    argv = {path: [str(Path(sys.executable).parent / "mnist-eval"), "--checkpoint", path,
+                   "--data-root", data_root] for path in paths}
+    walls: dict[str, list[float]] = {path: [] for path in paths}
+    for round in range(repeats + 1):  # the first round warms the caches up, uncounted
+        for path in paths:
+            started = time.perf_counter()
+            subprocess.run(argv[path], check=True, stdout=subprocess.DEVNULL,
+                           env=USER_ENVIRONMENT)
+            if round:
+                walls[path].append(time.perf_counter() - started)
+    test = read_split(DATASETS["mnist"], "test", data_root, download=False)
+    pixels = mx.nd.array(test.images.reshape(-1, PIXELS), dtype="uint8")
+    figures = {}
+    for path in paths:
+        loads, forwards = [], []
+        for _ in range(max(repeats, 5)):
+            started = time.perf_counter()
+            classifier = mnist_gluon.load(path, "cpu")
+            loads.append(time.perf_counter() - started)
+            predict_logits(classifier.pixel_net, pixels)
+            started = time.perf_counter()
+            predict_logits(classifier.pixel_net, pixels)
+            forwards.append(time.perf_counter() - started)
+        figures[path] = {"bytes": Path(path).stat().st_size,
+                         "mnist_eval_process_s": summary(walls[path]),
+                         "load_ms": summary([t * 1000 for t in loads]),
+                         "eval_10k_ms": summary([t * 1000 for t in forwards])}
+    return figures
+
+
 # --- augmentation ------------------------------------------------------------------------------
 
 def augmentation(config, data_root: str, repeats: int, batch_size: int = AUGMENT_BATCH,
@@ -610,6 +651,9 @@ def main() -> int:
                              "mnist-train takes turns with this one's")
     parser.add_argument("--sharing-epochs", type=int, default=4,
                         help="epochs of each run alone and side by side")
+    parser.add_argument("--checkpoints", metavar="A,B",
+                        help="only mnist-eval of these checkpoints in turn (a pruned run's "
+                             "best.params and its model.mnc), whole processes and in-process")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # one part, in a process of its own
     args = parser.parse_args()
@@ -617,8 +661,9 @@ def main() -> int:
     if args.part is not None:
         print(json.dumps(run_part(args.part, args)))
         return 0
-    if args.whole_processes:
-        figures = whole_processes(args)
+    if args.whole_processes or args.checkpoints:
+        figures = (whole_processes(args) if args.whole_processes else checkpoints_in_turn(
+            args.checkpoints.split(","), args.data_root, args.process_repeats))
         print(json.dumps(figures, indent=2))
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -17,7 +17,7 @@ from mnist_gluon.compression.codebook import kmeans
 from mnist_gluon.compression.mnc import HEADER, MAGIC, encode, packed, read_compressed
 from mnist_gluon.errors import CheckpointError
 from mnist_gluon.mxnet_compat import mx
-from support import BIN, fetch, serving
+from support import BIN, REPO, fetch, serving
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,13 @@ def test_load_predict_eval_and_serve_take_the_file_and_answer_as_its_network(
     np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-6)
     assert mnist_gluon.load(mnc.parent).predict(images[:5]).labels.tolist() == (
         expected.labels[:5].tolist())  # the export's folder stands for its file
+
+    seven = REPO / "docs" / "seven.png"
+    printed = subprocess.run([str(BIN / "mnist-predict"), "--checkpoint", str(mnc), str(seven)],
+                             capture_output=True, text=True, timeout=120)
+    label = mnist_gluon.load(bare, normalization=(norm.mean, norm.std)).predict(seven).labels[0]
+    assert printed.returncode == 0 and printed.stdout.startswith(f"{seven}: {label}  ("), (
+        printed.stdout + printed.stderr)
 
     report = mnist_gluon.evaluate(mnc, data_root=str(mnist_dir))
     dense_report = mnist_gluon.evaluate(bare, data_root=str(mnist_dir),
