@@ -65,9 +65,13 @@ def is_compressed(path: Path) -> bool:
 
 # --- writing ------------------------------------------------------------------------------
 
-def encode(checkpoint: Checkpoint, codebook: int = CODEBOOK) -> bytes:
+def encode(checkpoint: Checkpoint, codebook: int | None = None) -> bytes:
     """The .mnc file of `checkpoint`: each weight layer shared through a k-means codebook of at
-    most `codebook` values, its zeros kept as pruned."""
+    most `codebook` values (by default the number its run trained, train.prune.shared_values,
+    so that those are stored exactly; else CODEBOOK), its zeros kept as pruned."""
+    config = checkpoint.sidecar.config if checkpoint.sidecar is not None else None
+    trained = config.train.prune.shared_values if config is not None else None
+    codebook = codebook or trained or CODEBOOK
     arch, layers, parts = checkpoint.architecture, [], []
     for name, shape in arch.shapes.items():
         values = np.asarray(checkpoint.arrays[name], np.float32)

@@ -218,9 +218,9 @@ class Updater:
                                   f"({str(error).splitlines()[0]})") from None
         expected = {f"{name}:{i}" for name, slots in self.states.items()
                     for i in range(len(slots))} | {"num_update"}
-        masks = ({f"mask:{name}" for name in prunable(self.weights)} & set(arrays)
-                 if isinstance(arrays, dict) else set())
-        if not isinstance(arrays, dict) or set(arrays) - masks != expected:
+        masks = ([f"mask:{name}" for name in prunable(self.weights) if f"mask:{name}" in arrays]
+                 if isinstance(arrays, dict) else [])
+        if not isinstance(arrays, dict) or set(arrays) - set(masks) != expected:
             raise CheckpointError(f"{path} holds the state of another optimizer than "
                                   f"train.optimizer={self.cfg.optimizer}; resume with the "
                                   "optimizer the run started with")
