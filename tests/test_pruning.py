@@ -186,3 +186,12 @@ def test_a_run_stopped_while_sharing_resumes_to_the_same_bits(small_config, tmp_
     resumed = stopped_then_resumed(small_config, overrides, tmp_path / "stopped", 50 * 3 + 20)
     for name in ("last.params", "last.states", "last.average"):
         assert sha256_of(resumed / name) == sha256_of(whole / name), name
+
+
+def test_a_run_on_two_devices_prunes_and_shares_as_on_one(small_config, tmp_path):
+    run_dir = tmp_path / "run"
+    run_training(load_config(small_config, [*SHARE, "device=cpu:0,1"]), run_dir, quiet=True)
+    weights, masks = arrays(run_dir / "last.params"), masks_in(run_dir / "last.states")
+    for name, mask in masks.items():
+        assert (weights[name][mask == 0] == 0).all(), name
+        assert len(np.unique(weights[name][mask == 1])) <= 48, name

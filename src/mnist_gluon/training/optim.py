@@ -137,11 +137,7 @@ class Updater:
         centroids) from now on; weights tied already keep their values and clusters."""
         self.shared = {name: clusters(self.weights[name].asnumpy(), size)
                        for name in prunable(self.weights)}
-        for name in self.shared:
-            self.constrain(name, self.weights[name])
-            if self.multi_device:
-                for data in self.params[name].list_data():
-                    self.weights[name].copyto(data)
+        self._hold(self.shared)
 
     @property
     def constrained(self) -> list[str]:
@@ -158,8 +154,12 @@ class Updater:
     def _set_masks(self, masks: dict[str, np.ndarray]) -> None:
         self.masks = {name: mx.nd.array(mask, ctx=self.reduce_ctx) for name, mask in masks.items()}
         self.sparsity = sparsity_of(masks)
-        for name, mask in self.masks.items():
-            self.weights[name] *= mask
+        self._hold(self.masks)
+
+    def _hold(self, names) -> None:
+        """Constrain the weights `names` now, on every device."""
+        for name in names:
+            self.constrain(name, self.weights[name])
             if self.multi_device:
                 for data in self.params[name].list_data():
                     self.weights[name].copyto(data)
