@@ -78,7 +78,7 @@ def draw(rows: dict[str, list[dict]], out: Path) -> None:
     axis.set_ylabel("test accuracy (%), 10,000 images")
     axis.set_title("Accuracy against sparsity (each point chosen on validation)")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower left")
+    axis.legend(fontsize=8, loc="center left")
     figure.tight_layout()
     figure.savefig(out)
 
