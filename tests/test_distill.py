@@ -114,8 +114,8 @@ def test_a_changed_teacher_is_refused_on_resume(small_config, teacher, tmp_path,
 
 @pytest.mark.parametrize("make, message", [
     (lambda t, tmp: tmp / "nothing.params", "does not exist"),
-    (lambda t, tmp: bare(t, tmp), "has no sidecar: the teacher must be a checkpoint "
-                                  "mnist-train wrote"),
+    (lambda t, tmp: bare(t, tmp), "has no sidecar: pass a checkpoint mnist-train wrote"),
+    (lambda t, tmp: compressed(t, tmp), "is a compressed model"),
 ])
 def test_a_teacher_that_is_not_one_of_ours_is_refused_in_one_line(small_config, teacher,
                                                                   tmp_path, capsys, make,
@@ -127,6 +127,13 @@ def test_a_teacher_that_is_not_one_of_ours_is_refused_in_one_line(small_config, 
     err = capsys.readouterr().err
     assert message in err and len(err.splitlines()) == 1 and "train.distill.teacher" in err
     assert not out.exists()
+
+
+def compressed(teacher, tmp_path):
+    from mnist_gluon.compression.mnc import encode
+
+    (tmp_path / "model.mnc").write_bytes(encode(read_checkpoint(teacher)))
+    return tmp_path / "model.mnc"
 
 
 def bare(teacher, tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mnist_gluon.checkpoint import read_checkpoint
-from mnist_gluon.cli import run, train_command
+from mnist_gluon.cli import export_command, run, train_command
 from mnist_gluon.compression.prune import magnitude_masks, sparsity_at
 from mnist_gluon.config import PruneConfig, load_config
 from mnist_gluon.errors import ConfigError
@@ -141,15 +141,22 @@ def test_bad_prune_settings_are_one_line(small_config, setting, says):
     assert says in str(refused.value)
 
 
-def test_a_start_that_held_out_other_images_or_is_missing_is_refused(small_config, tmp_path,
+def test_a_start_of_other_images_another_model_a_file_or_nothing_is_refused(small_config, tmp_path,
                                                                      capsys):
     dense = tmp_path / "dense"
     run_training(load_config(small_config, ["train.epochs=1"]), dense, quiet=True)
-    for start, says in ((dense, "seed 7, val_size 500; this run has mnist, seed 8"),
-                        (tmp_path / "missing.params", "does not exist")):
+    mnc = tmp_path / "model.mnc"
+    assert run(export_command, [str(dense), "--format", "compressed", "--out", str(tmp_path)]) == 0
+    for start, other, says in (
+            (dense, "seed=8", "seed 7, val_size 500; this run has mnist, seed 8"),
+            (dense, "model.hidden=16", "holds MLP 784 -> 32 relu -> 10, this run trains MLP "
+                                       "784 -> 16 relu -> 10"),
+            (mnc, "seed=7", "is a compressed model"),
+            (tmp_path / "missing.params", "seed=7", "does not exist")):
         out = tmp_path / "pruned"
+        capsys.readouterr()
         code = run(train_command, ["--config", str(small_config), "--out", str(out), "--set",
-                                   "seed=8", "--set", "train.prune.sparsity=0.5", "--set",
+                                   other, "--set", "train.prune.sparsity=0.5", "--set",
                                    f"train.prune.start_from={start}", "--quiet"])
         err = capsys.readouterr().err
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err

@@ -267,6 +267,43 @@ class Checkpoint:
         return (self.exported or {}).get("checkpoint", {}).get("dataset") or "mnist"
 
 
+# mnist-export --format compressed's file (compression.mnc): its first bytes, and its suffix.
+COMPRESSED_MAGIC = b"\x89MNC\r\n\x1a\n"  # like PNG's: a text-mode copy shows at once
+COMPRESSED_SUFFIX = ".mnc"
+
+
+def is_compressed(path: Path) -> bool:
+    """Whether `path` is meant as a compressed model: named .mnc, or beginning as one does."""
+    if path.suffix == COMPRESSED_SUFFIX:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return path.is_file() and handle.read(len(COMPRESSED_MAGIC)) == COMPRESSED_MAGIC
+    except OSError:
+        return False
+
+
+def read_named(key: str, path: Path, make_it: str, example: str) -> Checkpoint:
+    """The checkpoint that the config key `key` names (train.distill.teacher,
+    train.prune.start_from), which must be one mnist-train wrote; anything else is a ConfigError
+    naming the key. `make_it` says how to make it, `example` where one usually is."""
+    if not path.exists():
+        raise ConfigError(f"{key}={path} does not exist; {make_it}, or name another with --set "
+                          f"{key}=PATH")
+    if is_compressed(path):
+        raise ConfigError(f"{key}={path} is a compressed model (mnist-export --format "
+                          "compressed), which only predicts; pass the checkpoint it was "
+                          "exported from")
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    if checkpoint.sidecar is None:
+        raise ConfigError(f"{key}={path} has no sidecar: pass a checkpoint mnist-train wrote "
+                          f"(e.g. {example})")
+    return checkpoint
+
+
 def read_checkpoint(params_path: str | Path, bare_normalization: Normalization | None = None,
                     exported: dict | None = None) -> Checkpoint:
     """Read and check a checkpoint. Without a sidecar, the file is taken for a plain Gluon

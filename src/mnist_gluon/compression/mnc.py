@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import Checkpoint, typed
+from ..checkpoint import COMPRESSED_MAGIC, Checkpoint, typed
 from ..config import ACTIVATIONS, MODELS
 from ..data import DATASETS, Normalization
 from ..errors import CheckpointError
@@ -36,11 +36,10 @@ from ..model import Architecture
 from ..reading import read_regular
 from .codebook import kmeans
 
-MAGIC = b"\x89MNC\r\n\x1a\n"  # like PNG's: a text-mode copy or a 7-bit channel shows at once
+MAGIC = COMPRESSED_MAGIC
 VERSION = 1
 HEADER = struct.Struct("<8sHIII")
 FORMAT = "mnist-gluon-compressed"
-SUFFIX = ".mnc"
 # LZMA2 with no container (the header holds sizes and a CRC): 60 bytes less than .xz. lc=0:
 # a weight's byte says little about the next one's high bits.
 FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 0, "lp": 0,
@@ -50,17 +49,6 @@ MAX_CODEBOOK = 256  # a byte per kept weight
 MAX_FILE_BYTES = 64 << 20
 MAX_PARAMETERS = 1 << 24  # 64 MB of float32 once decoded; the LeNet has 317,066
 MAX_DESCRIPTION_BYTES = 1 << 16
-
-
-def is_compressed(path: Path) -> bool:
-    """Whether `path` is meant as a compressed model: named .mnc, or beginning as one does."""
-    if path.suffix == SUFFIX:
-        return True
-    try:
-        with open(path, "rb") as handle:
-            return path.is_file() and handle.read(len(MAGIC)) == MAGIC
-    except OSError:
-        return False
 
 
 # --- writing ------------------------------------------------------------------------------

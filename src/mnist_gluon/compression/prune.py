@@ -18,10 +18,9 @@ from .. import checkpoint as ckpt
 from ..checkpoint import CheckpointRecord
 from ..config import Config, PruneConfig
 from ..data import Normalization
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..files import sha256_of
 from ..model import architecture_of, fold_input
-from .mnc import is_compressed
 
 
 def prunable(names) -> list[str]:
@@ -82,25 +81,15 @@ def read_start(config: Config, normalization: Normalization
     path, key = Path(name), "train.prune.start_from"
     if path.is_dir() and (path / "best.params").is_file():
         path = path / "best.params"
-    if not path.is_file():
-        raise ConfigError(f"{key}={name} does not exist; train the dense model first (e.g. "
-                          "mnist-train --config best), or name another with --set "
-                          f"{key}=PATH")
-    if is_compressed(path):
-        raise ConfigError(f"{key}={name} is a compressed model (mnist-export --format "
-                          "compressed), which cannot be trained further; pass the checkpoint "
-                          "it was exported from")
-    try:
-        start = ckpt.read_checkpoint(path)
-    except CheckpointError as error:
-        raise ConfigError(f"{key}: {error}") from None
+    start = ckpt.read_named(key, path, "train the dense model first (e.g. mnist-train --config "
+                            "best)", "runs/best/best.params")
     sidecar, wanted = start.sidecar, architecture_of(config.model)
-    if sidecar is None or sidecar.config is None:
-        raise ConfigError(f"{key}={name} has no sidecar: pass a checkpoint mnist-train wrote "
-                          "(e.g. runs/best/best.params)")
+    if sidecar.config is None:
+        raise ConfigError(f"{key}={name} records no config, so not the validation images it "
+                          "held out; pass a checkpoint this mnist-gluon wrote")
     if replace(start.architecture, dropout=wanted.dropout) != wanted:
-        raise ConfigError(f"{key}={name} is a {start.architecture.describe()}, this run trains "
-                          f"a {wanted.describe()}; pass a checkpoint of the same model")
+        raise ConfigError(f"{key}={name} holds {start.architecture.describe()}, this run trains "
+                          f"{wanted.describe()}; pass a checkpoint of the same model")
     theirs = (sidecar.dataset, sidecar.config.seed, sidecar.config.data.val_size)
     ours = (config.data.name, config.seed, config.data.val_size)
     if theirs != ours:

@@ -85,8 +85,8 @@ def load(checkpoint: str | Path, device: str = "auto",
     for a bare file; a sidecar records its own. Raises CheckpointError for a file that is
     missing, damaged or of another model."""
     engine.choose(engine.inference_settings(device))
-    from ..checkpoint import load_network, read_checkpoint
-    from ..compression.mnc import is_compressed, read_compressed
+    from ..checkpoint import is_compressed, load_network, read_checkpoint
+    from ..compression.mnc import read_compressed
     from ..device import resolve_contexts
     from ..model import pixel_classifier
 

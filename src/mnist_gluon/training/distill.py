@@ -17,7 +17,7 @@ from .. import checkpoint as ckpt
 from ..checkpoint import CheckpointRecord
 from ..config import Config
 from ..data import Normalization, normalise
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..files import sha256_of
 from ..model import MLP, fold_input, predict_logits
 from ..mxnet_compat import mx
@@ -46,18 +46,10 @@ def read_teacher(config: Config, normalization: Normalization, train_pixels: np.
     if distill.teacher is None:
         return None
     path = Path(distill.teacher)
-    if not path.exists():
-        raise ConfigError(f"train.distill.teacher={path} does not exist; train the teacher "
-                          "first (distilled.yaml's: mnist-train --config lenet), or name "
-                          "another with --set train.distill.teacher=PATH")
-    try:
-        checkpoint = ckpt.read_checkpoint(path)
-    except CheckpointError as error:
-        raise ConfigError(f"train.distill.teacher: {error}") from None
+    checkpoint = ckpt.read_named("train.distill.teacher", path, "train the teacher first "
+                                 "(distilled.yaml's: mnist-train --config lenet)",
+                                 "runs/lenet/best.params")
     sidecar = checkpoint.sidecar
-    if sidecar is None:
-        raise ConfigError(f"train.distill.teacher={path} has no sidecar: the teacher must be a "
-                          "checkpoint mnist-train wrote (e.g. runs/lenet/best.params)")
     if sidecar.dataset != config.data.name or checkpoint.architecture.classes != (
             config.model.classes):
         raise ConfigError(f"train.distill.teacher={path} was trained on {sidecar.dataset} with "
