@@ -141,8 +141,7 @@ def test_bad_prune_settings_are_one_line(small_config, setting, says):
     assert says in str(refused.value)
 
 
-def test_a_start_of_other_images_another_model_a_file_or_nothing_is_refused(small_config, tmp_path,
-                                                                     capsys):
+def test_a_start_that_is_not_this_runs_is_refused_in_one_line(small_config, tmp_path, capsys):
     dense = tmp_path / "dense"
     run_training(load_config(small_config, ["train.epochs=1"]), dense, quiet=True)
     mnc = tmp_path / "model.mnc"
