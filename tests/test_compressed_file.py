@@ -16,6 +16,7 @@ from mnist_gluon.cli import export_command, run
 from mnist_gluon.compression.codebook import kmeans
 from mnist_gluon.compression.mnc import HEADER, MAGIC, encode, packed, read_compressed
 from mnist_gluon.errors import CheckpointError
+from mnist_gluon.files import sha256_of
 from mnist_gluon.mxnet_compat import mx
 from support import BIN, REPO, fetch, serving
 
@@ -102,7 +103,13 @@ def test_load_predict_eval_and_serve_take_the_file_and_answer_as_its_network(
         body = json.dumps({"pixels": images[:20].reshape(20, -1).tolist()}).encode()
         status, _, answer = fetch(url + "v1/predict", "POST", body,
                                   {"Content-Type": "application/json"})
+        info = json.loads(fetch(url + "v1/model")[2])
     assert status == 200
+    run_dir = mnc.parent.parent / "run"
+    assert info["checkpoint"]["sha256"] == sha256_of(mnc)
+    assert info["exported_from"]["sha256"] == sha256_of(run_dir / "best.params")
+    assert info["exported_from"]["sparsity"] == json.loads(
+        (run_dir / "best.json").read_text())["sparsity"]
     assert [row["label"] for row in json.loads(answer)["predictions"]] == (
         expected.labels[:20].tolist())
 

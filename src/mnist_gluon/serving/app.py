@@ -148,6 +148,8 @@ def model_info(checkpoint) -> dict[str, Any]:
                      "validation_accuracy": metrics.val_accuracy if metrics else None,
                      "validation_loss": metrics.val_loss if metrics else None}
         if sidecar is not None else None,
+        # An export (model.json, or model.mnc's own description): the checkpoint it came from.
+        "exported_from": (checkpoint.exported or {}).get("checkpoint"),
         "versions": library_versions(),
     }
 
