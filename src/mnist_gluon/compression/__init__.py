@@ -1,2 +1,3 @@
-"""Model compression: magnitude pruning in training (`prune`), weight sharing by a per-layer
-codebook (`codebook`), and the compressed model file that stores both (`mnc`)."""
+"""Model compression: magnitude pruning in training (`prune`, from the weights `start` reads),
+weight sharing by a per-layer codebook (`codebook`), and the compressed model file that stores
+both (`mnc`). `prune` and `codebook` import no MXNet: the parameter servers' update loads them."""

@@ -14,7 +14,8 @@ import numpy as np
 from .. import checkpoint as ckpt
 from .. import engine
 from ..checkpoint import DataRecord, EpochProgress, EpochResult, Sidecar
-from ..compression.prune import read_start, sharing, sparsity_at
+from ..compression.prune import sharing, sparsity_at
+from ..compression.start import read_start
 from ..config import Config, config_to_yaml
 from ..data import epoch_order, steps_per_epoch
 from ..device import resolve_contexts
