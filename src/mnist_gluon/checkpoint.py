@@ -276,9 +276,11 @@ def is_compressed(path: Path) -> bool:
     """Whether `path` is meant as a compressed model: named .mnc, or beginning as one does."""
     if path.suffix == COMPRESSED_SUFFIX:
         return True
+    if not path.is_file():  # a FIFO would block the open below
+        return False
     try:
         with open(path, "rb") as handle:
-            return path.is_file() and handle.read(len(COMPRESSED_MAGIC)) == COMPRESSED_MAGIC
+            return handle.read(len(COMPRESSED_MAGIC)) == COMPRESSED_MAGIC
     except OSError:
         return False
 
