@@ -4,6 +4,8 @@ density-based one, keeps centroids for the rare large weights that matter most).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 ITERATIONS = 100  # Lloyd's iterations at most; a 1-D k-means settles long before
@@ -34,26 +36,32 @@ def nearest(centroids: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.searchsorted((centroids[:-1] + centroids[1:]) / 2, values)
 
 
-def clusters(weights: np.ndarray, size: int) -> np.ndarray:
-    """Each weight's shared value, as an index (-1 for a pruned, zero weight): the k-means
-    clusters of the nonzero weights, or, once they hold no more than `size` distinct values
-    (tied already, as a checkpoint in a sharing phase is), one cluster per value."""
-    flat = weights.ravel()
-    ids = np.full(flat.size, -1, np.int64)
-    kept = flat != 0
-    if kept.any():
-        ids[kept] = kmeans(flat[kept], size)[1]
-    return ids.reshape(weights.shape)
+@dataclass(frozen=True)
+class Clusters:
+    """Which shared value each kept weight of a layer takes, fixed for a sharing phase: `tie`
+    then costs one pass over the kept weights."""
 
+    kept: np.ndarray  # flat positions of the kept (nonzero) weights
+    index: np.ndarray  # each kept weight's cluster
+    counts: np.ndarray  # each cluster's size
 
-def tied(weights: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """`weights` with each cluster of `ids` replaced by its mean, and the pruned ones (-1)
-    zero: after an update, the shared values move by the mean of their weights' steps."""
-    flat, index = weights.ravel().astype(np.float64), ids.ravel()
-    kept = index >= 0
-    count = np.bincount(index[kept], minlength=index.max() + 1)
-    means = np.bincount(index[kept], weights=flat[kept], minlength=count.size) / np.maximum(
-        count, 1)
-    out = np.zeros(flat.size, np.float32)
-    out[kept] = means[index[kept]]
-    return out.reshape(weights.shape)
+    @classmethod
+    def of(cls, weights: np.ndarray, size: int) -> Clusters:
+        """The k-means clusters of the nonzero `weights`, or, once they hold no more than
+        `size` distinct values (tied already, as a checkpoint in a sharing phase is), one
+        cluster per value."""
+        flat = weights.ravel()
+        kept = np.flatnonzero(flat)
+        index = kmeans(flat[kept], size)[1] if kept.size else np.zeros(0, np.int64)
+        return cls(kept, index, np.bincount(index, minlength=index.max() + 1 if index.size
+                                            else 0))
+
+    def tie(self, weights: np.ndarray) -> np.ndarray:
+        """`weights` with each cluster replaced by its mean and the pruned ones zero: after an
+        update, the shared values move by the mean of their weights' steps."""
+        values = weights.ravel()[self.kept].astype(np.float64)
+        means = np.bincount(self.index, weights=values, minlength=self.counts.size) / np.maximum(
+            self.counts, 1)
+        out = np.zeros(weights.size, np.float32)
+        out[self.kept] = means[self.index]
+        return out.reshape(weights.shape)

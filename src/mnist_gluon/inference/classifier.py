@@ -92,11 +92,11 @@ def load(checkpoint: str | Path, device: str = "auto",
 
     bare = checked_normalization(normalization, "normalization")
     path, exported = checkpoint_file(Path(checkpoint))
-    read = (read_compressed(path) if is_compressed(path)
-            else read_checkpoint(path, bare, exported))
+    compressed = is_compressed(path)
+    read = read_compressed(path) if compressed else read_checkpoint(path, bare, exported)
     if bare is not None and (read.sidecar is not None or read.exported is not None):
-        has = ("a sidecar" if read.sidecar is not None else "a description" if
-               is_compressed(path) else "mnist-export's model.json")
+        has = ("a sidecar" if read.sidecar is not None else "a description" if compressed
+               else "mnist-export's model.json")
         raise ConfigError(f"--normalize is for bare .params files; {checkpoint} has {has} "
                           "that records its normalisation: drop --normalize")
     net = load_network(read, resolve_contexts(device)[0])

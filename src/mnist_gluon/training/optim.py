@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import kernels
-from ..compression.codebook import clusters, tied
+from ..compression.codebook import Clusters
 from ..compression.prune import magnitude_masks, prunable, sparsity_of
 from ..config import TrainConfig
 from ..errors import CheckpointError
@@ -75,10 +75,11 @@ class Updater:
                       and reduce_ctx.device_type == "cpu" and kernels.available())
         self.call: kernels.Invocation | None = None  # the fused update, made once
         # train.prune: each pruned weight's mask, multiplied in after every update, and in a
-        # sharing phase each weight's cluster (codebook.clusters), tied after every update
+        # sharing phase each weight's cluster (codebook.Clusters), tied after every update
         self.masks: dict[str, mx.nd.NDArray] = {}
         self.sparsity: dict[str, float] = {}
-        self.shared: dict[str, np.ndarray] = {}
+        self.shared: dict[str, Clusters] = {}
+        self.constrained: list[str] = []  # the names of masks and shared, kept by _hold
 
     @property
     def kernel(self) -> str:
@@ -135,13 +136,9 @@ class Updater:
     def share(self, size: int) -> None:
         """Tie each weight layer's kept weights to at most `size` shared values (their k-means
         centroids) from now on; weights tied already keep their values and clusters."""
-        self.shared = {name: clusters(self.weights[name].asnumpy(), size)
+        self.shared = {name: Clusters.of(self.weights[name].asnumpy(), size)
                        for name in prunable(self.weights)}
         self._hold(self.shared)
-
-    @property
-    def constrained(self) -> list[str]:
-        return sorted(self.masks.keys() | self.shared.keys())
 
     def constrain(self, name: str, array) -> None:
         """Hold `array`, the weights `name` or their average, to the run's mask and shared
@@ -149,7 +146,7 @@ class Updater:
         if name in self.masks:
             array *= self.masks[name].as_in_context(array.context)
         if name in self.shared:
-            array[:] = tied(array.asnumpy(), self.shared[name])
+            array[:] = self.shared[name].tie(array.asnumpy())
 
     def _set_masks(self, masks: dict[str, np.ndarray]) -> None:
         self.masks = {name: mx.nd.array(mask, ctx=self.reduce_ctx) for name, mask in masks.items()}
@@ -158,6 +155,7 @@ class Updater:
 
     def _hold(self, names) -> None:
         """Constrain the weights `names` now, on every device."""
+        self.constrained = sorted(self.masks.keys() | self.shared.keys())
         for name in names:
             self.constrain(name, self.weights[name])
             if self.multi_device:
