@@ -24,7 +24,7 @@ import numpy as np
 from .config import ACTIVATIONS, MODELS, Config, config_from_dict, config_to_dict
 from .data import DATASETS, PIXELS, Normalization
 from .errors import CheckpointError, ConfigError
-from .files import check_path_names, sha256_of
+from .files import check_path_names, is_compressed, sha256_of
 from .model import Architecture, bare_architecture
 from .reading import MAX_SIDECAR_BYTES, check_regular, read_json, shown
 
@@ -102,6 +102,20 @@ class CheckpointRecord:
 
 
 @dataclass
+class PrivacyRecord:
+    """A private run's DP-SGD (train.privacy) and the (epsilon, delta) that its `steps` steps
+    so far spent, as dp-accounting's `accountant` counts them."""
+
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float  # each example's chance of being in a step's batch
+    steps: int
+    clip: float
+    accountant: str
+
+
+@dataclass
 class Sidecar:
     """What a checkpoint records beside its parameters: the `X.json` file, typed. `epoch`
     counts finished epochs; `in_epoch` is how far the next one had got when the checkpoint
@@ -133,6 +147,7 @@ class Sidecar:
     started_from: CheckpointRecord | None = None  # train.prune.start_from
     # With train.prune: each weight layer's fraction of weights held at zero by its mask.
     sparsity: dict[str, float] = field(default_factory=dict)
+    privacy: PrivacyRecord | None = None  # with train.privacy
     # Which weights the .params file holds: the live ones, or their average (train.average).
     weights: str = "live"
     # The weight average, for resuming it exactly: how many epochs it holds, and its file's.
@@ -147,7 +162,7 @@ class Sidecar:
         record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         record["config"] = config_to_dict(self.config) if self.config is not None else None
         for name in ("architecture", "normalization", "in_epoch", "metrics", "early_stopping",
-                     "data", "teacher", "started_from"):
+                     "data", "teacher", "started_from", "privacy"):
             if record[name] is not None:
                 record[name] = dataclasses.asdict(record[name])
         return {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, **record}
@@ -265,24 +280,6 @@ class Checkpoint:
         if self.sidecar is not None:
             return self.sidecar.dataset
         return (self.exported or {}).get("checkpoint", {}).get("dataset") or "mnist"
-
-
-# mnist-export --format compressed's file (compression.mnc): its first bytes, and its suffix.
-COMPRESSED_MAGIC = b"\x89MNC\r\n\x1a\n"  # like PNG's: a text-mode copy shows at once
-COMPRESSED_SUFFIX = ".mnc"
-
-
-def is_compressed(path: Path) -> bool:
-    """Whether `path` is meant as a compressed model: named .mnc, or beginning as one does."""
-    if path.suffix == COMPRESSED_SUFFIX:
-        return True
-    if not path.is_file():  # a FIFO would block the open below
-        return False
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(len(COMPRESSED_MAGIC)) == COMPRESSED_MAGIC
-    except OSError:
-        return False
 
 
 def read_named(key: str, path: Path, make_it: str, example: str) -> Checkpoint:

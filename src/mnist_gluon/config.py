@@ -11,7 +11,6 @@ import difflib
 import functools
 import importlib.resources
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import yaml
 from .data import DATASETS as DATASET_SPECS
 from .device import parse_device
 from .errors import ConfigError
-from .reading import float32_number, parse_yaml, read_yaml_mapping, shown
+from .reading import coerce, parse_yaml, read_yaml_mapping, shown
 
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
 LR_SCHEDULES = ("none", "step", "cosine")
@@ -33,6 +32,7 @@ MODELS = ("mlp", "lenet")
 SOFT_TARGETS = ("batch", "precomputed")
 PRUNE_SCOPES = ("global", "layer")
 PRUNE_SCHEDULES = ("gradual", "one_shot")
+ACCOUNTANTS = ("pld", "rdp")  # dp-accounting's privacy loss distribution and Renyi DP
 KERNELS = ("compiled", "mxnet")  # mnist_gluon.kernels.COMPILED and .MXNET
 MAX_CONFIG_BYTES = 1 << 20  # what a config may cost to read: ours are a few hundred bytes
 MAX_OVERRIDE_CHARS = 10_000
@@ -43,6 +43,9 @@ MAX_CLASSES = 1000
 MAX_EPOCHS = 100_000
 MAX_BATCH = 65_536
 MAX_THREADS = 1024
+# A private run's noise multiplier: below the least, epsilon is past 100 (no privacy worth the
+# name) and the PLD accountant's time and memory grow without bound; the most is past any use.
+MIN_NOISE, MAX_NOISE = 0.3, 100.0
 
 
 @dataclass
@@ -152,6 +155,27 @@ class PruneConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Differentially private SGD (Abadi et al. 2016): each example's gradient clipped to norm
+    `clip`, then Gaussian noise of noise_multiplier x clip added to the batch's sum; each step's
+    batch holds each training example with probability batch_size / examples. On when
+    noise_multiplier or target_epsilon is set."""
+
+    noise_multiplier: float | None = None  # sigma; null: chosen to spend target_epsilon
+    target_epsilon: float | None = None  # the epsilon the whole run may spend
+    delta: float | None = None  # the guarantee's delta: below 1 / training examples (1e-5)
+    clip: float = 1.0  # the bound on each example's gradient norm, C
+    accountant: str = "pld"  # dp-accounting's: pld (privacy loss distribution) or rdp
+    # each sampled example's gradient is the mean over this many augmented copies of it
+    # (augmentation multiplicity, De et al. 2022), clipped as one; needs data.augment
+    augmentations: int = 1
+
+    @property
+    def on(self) -> bool:
+        return self.noise_multiplier is not None or self.target_epsilon is not None
+
+
+@dataclass
 class TrainConfig:
     """The training loop and its optimizer."""
 
@@ -174,6 +198,7 @@ class TrainConfig:
     average: AverageConfig = field(default_factory=AverageConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
 
 @dataclass
@@ -313,39 +338,6 @@ def unknown_key_message(key: str, known: list[str]) -> str:
     return f"unknown config key {key}; {hint}"
 
 
-def coerce(key: str, value: Any, hint: Any) -> Any:
-    """Return `value` as type `hint`, or raise a ConfigError naming the key and the type."""
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        if value is None and type(None) in args:
-            return None
-        if set(args) == {int, str}:  # a count, or a word (checked by `validate`)
-            if isinstance(value, str) or isinstance(value, int) and not isinstance(value, bool):
-                return value
-            raise ConfigError(f"{key} must be a number or a word, got {shown(value)}")
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return coerce(key, value, inner)
-    if typing.get_origin(hint) is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {shown(value)}")
-        return [coerce(f"{key}[{i}]", item, args[0]) for i, item in enumerate(value)]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} must be true or false, got {shown(value)}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value  # each integer's range is checked by `validate`
-        raise ConfigError(f"{key} must be an integer, got {shown(value)}")
-    if hint is float:
-        return float32_number(key, value)
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key} must be a string, got {shown(value)}")
-    raise TypeError(f"unsupported config type {hint} for {key}")
-
-
 # Each number's range, as (key, test, what the message says it must be); null skips the test.
 RANGES = [
     ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
@@ -383,12 +375,18 @@ RANGES = [
     ("track.every_steps", lambda v: 1 <= v <= INT32_MAX, "1 or more"),
     ("threads", lambda v: v == "auto" or isinstance(v, int) and 1 <= v <= MAX_THREADS,
      f"auto, or a number of threads in [1, {MAX_THREADS}]"),
+    ("train.privacy.noise_multiplier", lambda v: MIN_NOISE <= v <= MAX_NOISE,
+     f"null, or in [{MIN_NOISE:g}, {MAX_NOISE:g}]: with less, epsilon is past 100"),
+    ("train.privacy.target_epsilon", lambda v: 0 < v < math.inf, "null, or above 0"),
+    ("train.privacy.delta", lambda v: 0 < v < 1, "null, or in (0, 1): 1e-5 for MNIST"),
+    ("train.privacy.clip", lambda v: 0 < v < math.inf, "a number above 0"),
+    ("train.privacy.augmentations", lambda v: 1 <= v <= 64, "in [1, 64]"),
 ]
 CHOICES = {"data.name": DATASETS, "model.kind": MODELS, "model.activation": ACTIVATIONS,
            "train.optimizer": OPTIMIZERS, "train.lr_schedule": LR_SCHEDULES,
            "train.kvstore": KVSTORES, "kernels": KERNELS,
            "train.distill.soft_targets": SOFT_TARGETS, "train.prune.scope": PRUNE_SCOPES,
-           "train.prune.schedule": PRUNE_SCHEDULES}
+           "train.prune.schedule": PRUNE_SCHEDULES, "train.privacy.accountant": ACCOUNTANTS}
 
 
 # The checks of `validate` that RANGES and CHOICES cannot express, as what each value must be.

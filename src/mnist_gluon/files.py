@@ -188,3 +188,21 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# mnist-export --format compressed's file (compression.mnc): its first bytes, and its suffix.
+COMPRESSED_MAGIC = b"\x89MNC\r\n\x1a\n"  # like PNG's: a text-mode copy shows at once
+COMPRESSED_SUFFIX = ".mnc"
+
+
+def is_compressed(path: Path) -> bool:
+    """Whether `path` is meant as a compressed model: named .mnc, or beginning as one does."""
+    if path.suffix == COMPRESSED_SUFFIX:
+        return True
+    if not path.is_file():  # a FIFO would block the open below
+        return False
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(COMPRESSED_MAGIC)) == COMPRESSED_MAGIC
+    except OSError:
+        return False

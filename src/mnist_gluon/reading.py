@@ -1,7 +1,7 @@
 """Reading what a user hands over, at a cost bounded by what it promises: regular files only
 (a FIFO would hang the read, /dev/zero never end it), up to a stated size; YAML that cannot
 stand for more values than a stated limit; downloads up to a size and a time in all; values
-shown in messages cut short."""
+shown in messages cut short; a config's values checked against the types they declare."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import os
 import reprlib
 import stat
 import time
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +240,36 @@ def float32_number(key: str, value: Any) -> float:
         raise ConfigError(f"{key} is {number!r}; MXNet computes in float32, whose smallest "
                           f"normal number is {FLOAT32_TINY:.4g}: use 0 or a larger value")
     return number
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Return `value` as type `hint`, or raise a ConfigError naming the key and the type."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        if set(args) == {int, str}:  # a count, or a word (checked by `validate`)
+            if isinstance(value, str) or isinstance(value, int) and not isinstance(value, bool):
+                return value
+            raise ConfigError(f"{key} must be a number or a word, got {shown(value)}")
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return coerce(key, value, inner)
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {shown(value)}")
+        return [coerce(f"{key}[{i}]", item, args[0]) for i, item in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {shown(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value  # each integer's range is checked by `validate`
+        raise ConfigError(f"{key} must be an integer, got {shown(value)}")
+    if hint is float:
+        return float32_number(key, value)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {shown(value)}")
+    raise TypeError(f"unsupported config type {hint} for {key}")

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import COMPRESSED_MAGIC, Checkpoint, typed
+from ..checkpoint import Checkpoint, typed
 from ..config import ACTIVATIONS, MODELS
 from ..data import DATASETS, Normalization
 from ..errors import CheckpointError
-from ..files import sha256_of
+from ..files import COMPRESSED_MAGIC, sha256_of
 from ..model import Architecture
 from ..reading import read_regular
 from .codebook import kmeans

@@ -85,9 +85,10 @@ def load(checkpoint: str | Path, device: str = "auto",
     for a bare file; a sidecar records its own. Raises CheckpointError for a file that is
     missing, damaged or of another model."""
     engine.choose(engine.inference_settings(device))
-    from ..checkpoint import is_compressed, load_network, read_checkpoint
+    from ..checkpoint import load_network, read_checkpoint
     from ..compression.mnc import read_compressed
     from ..device import resolve_contexts
+    from ..files import is_compressed
     from ..model import pixel_classifier
 
     bare = checked_normalization(normalization, "normalization")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import PrivacyRecord
 from ..data import DATASETS, PIXELS, Normalization
 from ..errors import ConfigError
 from ..files import writable_folder
@@ -30,6 +32,7 @@ class Report:
     labels: np.ndarray
     logits: np.ndarray
     trained_on: str | None = None  # the checkpoint's dataset, from its sidecar (None: bare)
+    privacy: PrivacyRecord | None = None  # what a private run spent, from its sidecar
 
     @property
     def foreign(self) -> bool:
@@ -50,11 +53,17 @@ class Report:
         return self.scores.confusion
 
     def to_dict(self) -> dict:
+        privacy = dataclasses.asdict(self.privacy) if self.privacy is not None else None
         return {"checkpoint": str(self.checkpoint), "dataset": self.dataset,
-                "trained_on": self.trained_on, **self.scores.to_dict()}
+                "trained_on": self.trained_on, "privacy": privacy, **self.scores.to_dict()}
 
     def __str__(self) -> str:
-        return format_report(self.scores, f"{self.checkpoint} on the {self.dataset} test set")
+        title = f"{self.checkpoint} on the {self.dataset} test set"
+        if (spent := self.privacy) is not None:
+            title += (f"\ntrained with differential privacy: epsilon {spent.epsilon:.3f} at delta "
+                      f"{spent.delta:g} ({spent.accountant.upper()} accountant, {spent.steps} "
+                      f"DP-SGD steps, noise multiplier {spent.noise_multiplier:g})")
+        return format_report(self.scores, title)
 
     def plot(self, folder: str | Path) -> tuple[Path, Path]:
         """Write confusion.png and mistakes.png (the most confidently wrong test images) into
@@ -93,4 +102,5 @@ def evaluate(checkpoint: str | Path, dataset: str | None = None, *, data_root: s
     read = classifier.checkpoint
     return Report(Path(checkpoint), name, DATASETS[name].class_names,
                   classification_report(logits, test.labels), test.images, test.labels, logits,
-                  read.dataset if read.sidecar is not None or read.exported else None)
+                  read.dataset if read.sidecar is not None or read.exported else None,
+                  read.sidecar.privacy if read.sidecar is not None else None)

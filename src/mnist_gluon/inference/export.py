@@ -93,8 +93,8 @@ def export(checkpoint: str | Path, out: str | Path, format: str = "mxnet",
 def export_compressed(checkpoint: Checkpoint, out: Path, force: bool) -> Exported:
     """`out/model.mnc`: the checkpoint's pruned weights through per-layer codebooks, its
     biases, normalisation and classes, in one file (compression.mnc)."""
-    from ..checkpoint import is_compressed
     from ..compression.mnc import encode, read_compressed
+    from ..files import is_compressed
     from .sources import COMPRESSED
 
     if is_compressed(checkpoint.params_path):

@@ -168,6 +168,7 @@ def why_not_compiled_step(config, on_one_cpu: bool) -> str | None:
         (train.skip_nonfinite, "train.skip_nonfinite is set"),
         (train.distill.teacher is not None, "the run is distilled"),
         (train.prune.sparsity is not None, "the run is pruned"),
+        (train.privacy.on, "the run is private (train.privacy)"),
     ]
     return next((reason for failed, reason in reasons if failed), None)
 

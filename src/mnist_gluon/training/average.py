@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..checkpoint import Checkpoint, average_path
+from ..config import Config
 from ..errors import CheckpointError
 from ..model import MLP, Architecture, build_model, named_parameters
 from ..mxnet_compat import mx
@@ -53,3 +55,15 @@ class WeightAverage:
         if self.count != count:
             raise CheckpointError(f"{path} holds an average of {self.count} epochs, its sidecar "
                                   f"says {count}; the run cannot resume exactly from it")
+
+
+def weight_average(config: Config, arch: Architecture, ctx,
+                   resumed: Checkpoint | None) -> WeightAverage | None:
+    """The run's weight average (train.average), as the resumed checkpoint left it."""
+    start = config.train.average.start_epoch
+    if start is None:
+        return None
+    average = WeightAverage(arch, ctx, start)
+    if resumed and resumed.sidecar.average_count:
+        average.load(average_path(resumed.params_path), resumed.sidecar.average_count)
+    return average

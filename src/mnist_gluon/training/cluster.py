@@ -62,3 +62,15 @@ def join_cluster(kvstore: str) -> Cluster:
 
     kv = mx.kv.create(kvstore)
     return Cluster(kv, kv.rank, kv.num_workers)
+
+
+def parameters_digest(net) -> str:
+    """A checksum of the parameters' values: equal on every worker of a consistent run."""
+    import hashlib
+
+    from ..model import named_parameters
+
+    digest = hashlib.sha256()
+    for name, param in sorted(named_parameters(net).items()):
+        digest.update(name.encode() + param.data().asnumpy().tobytes())
+    return digest.hexdigest()

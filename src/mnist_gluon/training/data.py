@@ -19,6 +19,7 @@ from ..data import (
 from ..metrics import softmax_cross_entropy
 from ..model import MLP, inference_copy, predict_logits
 from ..mxnet_compat import mx
+from ..privacy.coverage import PUBLIC_NORMALIZATION
 from .augment import NoAugmentation, augmentation, background_pixel
 from .step import DeviceData
 
@@ -56,7 +57,10 @@ def prepare_data(config: Config, ctxs,
                        config.data.mirrors, config.model.classes)
     train_images, train_labels, val_images, val_labels = split_validation(
         split.images, split.labels, config.data.val_size, config.seed)
-    normalization = normalization or fit_normalization(train_images)
+    # A private run's guarantee covers the training images only through its steps: it
+    # normalises with constants that no image chose.
+    normalization = normalization or (PUBLIC_NORMALIZATION if config.train.privacy.on
+                                      else fit_normalization(train_images))
     augment = augmentation(config.data.augment, normalization, config.kernels)
     val_nd = (mx.nd.array(normalise(val_images, normalization), ctx=ctxs[0])
               if len(val_images) else None)

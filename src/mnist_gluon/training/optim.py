@@ -80,6 +80,9 @@ class Updater:
         self.sparsity: dict[str, float] = {}
         self.shared: dict[str, Clusters] = {}
         self.constrained: list[str] = []  # the names of masks and shared, kept by _hold
+        # What a step draws from that nobody may know, saved with the states: train.privacy's
+        # key (privacy.sampling)
+        self.secrets: dict[str, np.ndarray] = {}
 
     @property
     def kernel(self) -> str:
@@ -206,6 +209,8 @@ class Updater:
                   for i, state in enumerate(slots)}
         arrays["num_update"] = mx.nd.array([self.num_update], dtype="int64")
         arrays.update({f"mask:{name}": mask for name, mask in self.masks.items()})
+        arrays.update({f"secret:{name}": mx.nd.array(value, dtype="int64")
+                       for name, value in self.secrets.items()})
         mx.nd.save(str(path), arrays)
 
     def load(self, path: str | Path) -> None:
@@ -218,7 +223,9 @@ class Updater:
                     for i in range(len(slots))} | {"num_update"}
         masks = ([f"mask:{name}" for name in prunable(self.weights) if f"mask:{name}" in arrays]
                  if isinstance(arrays, dict) else [])
-        if not isinstance(arrays, dict) or set(arrays) - set(masks) != expected:
+        secrets = [key for key in arrays if key.startswith("secret:")] if isinstance(
+            arrays, dict) else []
+        if not isinstance(arrays, dict) or set(arrays) - set(masks) - set(secrets) != expected:
             raise CheckpointError(f"{path} holds the state of another optimizer than "
                                   f"train.optimizer={self.cfg.optimizer}; resume with the "
                                   "optimizer the run started with")
@@ -226,5 +233,6 @@ class Updater:
             for i, state in enumerate(slots):
                 state[:] = arrays[f"{name}:{i}"].as_in_context(self.reduce_ctx)
         self.num_update = int(np.asarray(arrays["num_update"].asnumpy())[0])
+        self.secrets = {key.removeprefix("secret:"): arrays[key].asnumpy() for key in secrets}
         if masks:
             self._set_masks({key.removeprefix("mask:"): arrays[key].asnumpy() for key in masks})

@@ -24,15 +24,15 @@ from ..files import atomic_write_text
 from ..kernels import MXNET
 from ..metrics import confusion_matrix
 from ..model import (
-    MLP,
-    Architecture,
-    named_parameters,
     predict_logits,
 )
 from ..mxnet_compat import mx
+from ..privacy.accounting import Mechanism, run_mechanism
+from ..privacy.coverage import check_private
+from ..privacy.sampling import poisson_batches
 from . import run_folder as folders
-from .average import WeightAverage
-from .cluster import Cluster, join_cluster
+from .average import WeightAverage, weight_average
+from .cluster import Cluster, join_cluster, parameters_digest
 from .compiled_step import STEP
 from .data import TrainingData, prepare_data, validation_scores
 from .distill import read_teacher
@@ -43,7 +43,7 @@ from .progress import Log, format_epoch
 from .resume import history_until, read_resumable, saved_at
 from .saver import Saver, StopRequests
 from .state import RunState
-from .step import plan_epoch
+from .step import plan_epoch, plan_sampled_epoch
 from .tracking import NoTracking, TensorBoard, open_tracking
 from .trainer import Trainer, build_trainer
 
@@ -104,7 +104,7 @@ def train_epochs(config: Config, run_dir: Path, resume: bool, force: bool, quiet
                 progress = run.train(epoch, state, stops)
                 result = run.result(epoch, progress)
                 improved = state.finish_epoch(result, config.train.early_stopping,
-                                              config.train.epochs, fully_pruned(config, epoch))
+                                              config.train.epochs, may_be_best(config, epoch))
                 verdict = judge(epoch, result.val_accuracy) if judge is not None else None
                 state.early.stopped |= verdict is not None and epoch < config.train.epochs
                 run.saver.end_of_epoch(state, result, improved)
@@ -126,6 +126,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
            lock: folders.FolderLock, refit_of: Path | None = None) -> tuple[Training, RunState]:
     """Everything a run needs before its first step, checked in the order that leaves
     nothing behind when a check fails; and where the run stands."""
+    check_private(config)
     ctxs = resolve_contexts(config.device)
     tcfg, cluster = config.train, join_cluster(config.train.kvstore)
     check_batch_split(tcfg.batch_size, ctxs)
@@ -149,6 +150,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if steps == 0:
         raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
                           f"{data.num_train} training examples; lower it")
+    mechanism = run_mechanism(tcfg, data.num_train, steps, resumed and resumed.sidecar, run_dir)
     arrays, started_from = starting_weights(config, data, resumed)
     if resumed is None and cluster.writer:
         # Created only now, so a failure to read the data leaves no empty run folder behind.
@@ -156,7 +158,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         lock.take()
     trainer = build_trainer(config, ctxs, data.augmentation, arrays, cluster, steps,
                             resumed.sidecar.step if resumed else 0, kernels, teacher,
-                            engine.team_size(threads), data.background)
+                            engine.team_size(threads), data.background, mechanism)
     state, last = RunState(), None
     if resumed:
         trainer.updater.load(ckpt.states_path(resumed.params_path))
@@ -171,11 +173,11 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         refit_of = Path(resumed.sidecar.refit_of)
     saver = Saver(run_dir, trainer.net, trainer.updater,
                   run_sidecar(config, trainer, data, threads, kernels, refit_of, started_from),
-                  cluster.writer, config.checkpoint.keep, last, average)
+                  cluster.writer, config.checkpoint.keep, last, average, mechanism)
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
     run = Training(config, run_dir, ctxs, cluster, data, trainer, steps, saver,
-                   Log(quiet, cluster.prefix), tracker, average)
+                   Log(quiet, cluster.prefix), tracker, average, mechanism)
     run.announce(resumed, state, asked_to_resume=resume)
     for line in (*kernels.notes, note) if note is not None else kernels.notes:
         run.log.line(line)
@@ -211,18 +213,6 @@ def same_threads(resumed: ckpt.Checkpoint | None, run_dir: Path) -> int | None:
     return threads
 
 
-def weight_average(config: Config, arch: Architecture, ctx,
-                   resumed: ckpt.Checkpoint | None) -> WeightAverage | None:
-    """The run's weight average (train.average), as the resumed checkpoint left it."""
-    start = config.train.average.start_epoch
-    if start is None:
-        return None
-    average = WeightAverage(arch, ctx, start)
-    if resumed and resumed.sidecar.average_count:
-        average.load(ckpt.average_path(resumed.params_path), resumed.sidecar.average_count)
-    return average
-
-
 def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: int | None,
                 kernels: KernelChoice, refit_of: Path | None = None,
                 started_from: ckpt.CheckpointRecord | None = None) -> Sidecar:
@@ -255,6 +245,7 @@ class Training:
     log: Log
     tracker: NoTracking
     average: WeightAverage | None = None
+    mechanism: Mechanism | None = None  # train.privacy's
 
     def lr_at(self, step: int) -> float:
         return learning_rate(step, self.steps, self.config.train)
@@ -264,10 +255,18 @@ class Training:
         a non-finite loss, naming the checkpoint to continue from."""
         config, tcfg = self.config, self.config.train
         first_step = (epoch - 1) * self.steps
-        order = self.cluster.share(epoch_order(self.data.num_train, config.seed, epoch),
-                                   tcfg.batch_size)
-        plan = plan_epoch(order, self.data.train_labels, tcfg.batch_size, self.ctxs,
-                          self.data.augmentation, config.seed, epoch, self.trainer.soft_targets)
+        if self.mechanism is not None:
+            batches = poisson_batches(self.trainer.step.key, first_step, self.steps,
+                                      self.data.num_train, self.mechanism.sample_rate)
+            plan = plan_sampled_epoch(batches, self.data.train_labels, self.data.augmentation,
+                                      config.seed, epoch, self.ctxs[0],
+                                      tcfg.privacy.augmentations)
+        else:
+            order = self.cluster.share(epoch_order(self.data.num_train, config.seed, epoch),
+                                       tcfg.batch_size)
+            plan = plan_epoch(order, self.data.train_labels, tcfg.batch_size, self.ctxs,
+                              self.data.augmentation, config.seed, epoch,
+                              self.trainer.soft_targets)
         control = StepControl(stops, lambda now: self.saver.mid_epoch(
             state, first_step + now.steps_done, now), config.checkpoint.every_steps)
         start = state.start_epoch(epoch)
@@ -378,6 +377,9 @@ class Training:
                      + (f"; each layer's weights tied to {prune.shared_values} shared values "
                         f"in the last {prune.share_epochs} epochs" if prune.shared_values else ""))
 
+        if self.mechanism is not None:
+            log.line(self.mechanism.describe(steps * tcfg.epochs))
+
     def finish_tracking(self, state: RunState) -> None:
         """The validation confusion matrix of the best checkpoint, and the run's settings
         against its best validation accuracy."""
@@ -397,7 +399,9 @@ class Training:
                verdict: str | None = None) -> None:
         self.tracker.end_epoch(result, self.trainer.net)
         skipped = progress.skipped
-        self.log.line(format_epoch(result, self.config.train.epochs)
+        spent = (f"  epsilon {self.mechanism.spent(result.step).epsilon:.3f}"
+                 if self.mechanism is not None else "")
+        self.log.line(format_epoch(result, self.config.train.epochs) + spent
                       + (f"  ({skipped} non-finite batches skipped)" if skipped else ""))
         if verdict is not None:
             self.log.line(verdict)
@@ -408,12 +412,14 @@ class Training:
                           f"epoch {state.best_epoch}")
 
 
-def fully_pruned(config: Config, epoch: int) -> bool:
-    """Whether `epoch` trained at the run's final sparsity, its weights shared if they are to
-    be (always, without train.prune): only such an epoch may become best.params."""
-    prune = config.train.prune
+def may_be_best(config: Config, epoch: int) -> bool:
+    """Whether `epoch` may become best.params: a pruned run's once it trained at the final
+    sparsity, its weights shared if they are to be; a private run's last alone (choosing an
+    earlier one would look at epochs whose privacy its record does not count)."""
+    prune, epochs = config.train.prune, config.train.epochs
     return ((prune.sparsity is None or sparsity_at(epoch, prune) >= prune.sparsity)
-            and (prune.shared_values is None or sharing(prune, epoch, config.train.epochs)))
+            and (prune.shared_values is None or sharing(prune, epoch, epochs))
+            and (not config.train.privacy.on or epoch == epochs))
 
 
 def seed_everything(seed: int) -> None:
@@ -432,13 +438,3 @@ def dropout_reseeder(config: Config) -> Callable[[int], None] | None:
     if config.model.dropout == 0 and not mxnet_elastic:
         return None
     return lambda step: mx.random.seed((config.seed * 1_000_003 + step) % 2**31)
-
-
-def parameters_digest(net: MLP) -> str:
-    """A checksum of the parameters' values: equal on every worker of a consistent run."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, param in sorted(named_parameters(net).items()):
-        digest.update(name.encode() + param.data().asnumpy().tobytes())
-    return digest.hexdigest()

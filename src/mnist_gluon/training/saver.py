@@ -12,6 +12,7 @@ from .. import checkpoint as ckpt
 from ..checkpoint import EpochProgress, EpochResult, Sidecar
 from ..files import commit, link_or_copy, sha256_of, stage, sync, temporary_for
 from ..model import MLP
+from ..privacy.accounting import Mechanism
 from .average import WeightAverage
 from .resume import saved_at
 from .run_folder import append_line
@@ -39,22 +40,32 @@ class Saver:
     """Writes the run's checkpoints and metrics (rank 0 only) and knows the last one saved."""
 
     def __init__(self, run_dir: Path, net: MLP, updater, run: Sidecar, writer: bool, keep: int,
-                 last: str | None, average: WeightAverage | None = None):
+                 last: str | None, average: WeightAverage | None = None,
+                 mechanism: Mechanism | None = None):
+        """`mechanism`: a private run's DP-SGD, whose spent privacy each checkpoint records."""
         self.run_dir, self.net, self.updater = run_dir, net, updater
         self.run, self.writer = run, writer
         self.keep, self.last, self.average = keep, last, average
+        self.mechanism = mechanism
+
+    def at(self, state: RunState, step: int, in_epoch: EpochProgress | None = None) -> Sidecar:
+        """The sidecar of a checkpoint written after global step `step`."""
+        sidecar = state.sidecar(self.run, step, in_epoch)
+        if self.mechanism is None:
+            return sidecar
+        return dataclasses.replace(sidecar, privacy=self.mechanism.spent(step))
 
     def mid_epoch(self, state: RunState, step: int, now: EpochProgress) -> None:
         if not self.writer:
             return
-        sidecar = state.sidecar(self.run, step, now)
+        sidecar = self.at(state, step, now)
         self.save("last", sidecar, keep_previous=True)
         self.last = saved_at(self.run_dir / "last.params", sidecar)
 
     def end_of_epoch(self, state: RunState, result: EpochResult, improved: bool) -> None:
         """metrics.jsonl's line, then `epoch-NNNN` (the last `keep` are kept), `best` when
         validation accuracy improved, and `last`, which `--resume` continues from."""
-        sidecar = state.sidecar(self.run, result.step)
+        sidecar = self.at(state, result.step)
         if self.writer:
             # Metrics first: a crash before the checkpoint leaves a line that resume drops.
             append_line(self.run_dir / "metrics.jsonl",

@@ -91,6 +91,20 @@ class DeviceData:
         return [cls(tuple(mx.nd.array(a, ctx=ctx, dtype=a.dtype) for a in host)) for ctx in ctxs]
 
 
+def plan_sampled_epoch(batches: list[np.ndarray], labels: np.ndarray,
+                       augmentation: NoAugmentation, seed: int, epoch: int, ctx,
+                       copies: int = 1) -> list[list]:
+    """plan_epoch's steps for batches of any size, on one device: each step's columns, or
+    None for a step whose batch is empty; with each example `copies` times in a row (each copy
+    augmented anew)."""
+    order = np.repeat(np.concatenate(batches), copies)
+    columns = augmentation.step_columns(order, labels, seed, epoch)
+    bounds = np.cumsum([len(batch) * copies for batch in batches])[:-1]
+    parts = [np.split(column, bounds) for column in columns]
+    return [[tuple(mx.nd.array(part[i], ctx=ctx, dtype=part[i].dtype) for part in parts)
+             if len(batch) else None] for i, batch in enumerate(batches)]
+
+
 def plan_epoch(order: np.ndarray, labels: np.ndarray, batch_size: int, ctxs,
                augmentation: NoAugmentation, seed: int, epoch: int,
                soft_targets: np.ndarray | None = None) -> list[list[tuple]]:

@@ -15,6 +15,8 @@ from ..model import (
     set_parameters,
 )
 from ..mxnet_compat import mx
+from ..privacy.accounting import Mechanism
+from ..privacy.clipping import PrivateStep
 from .augment import NoAugmentation
 from .cluster import Cluster
 from .compiled_step import CompiledStep
@@ -33,7 +35,7 @@ class Trainer:
 
     architecture: Architecture
     net: MLP
-    step: GraphStep | CompiledStep
+    step: GraphStep | CompiledStep | PrivateStep
     updater: Updater | DistUpdater
     teacher: Teacher | None = None
 
@@ -47,12 +49,13 @@ def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
                   arrays: dict | None = None, cluster: Cluster | None = None, steps: int = 1,
                   offset: int = 0, kernels: KernelChoice | None = None,
                   teacher: Teacher | None = None, threads: int = 1,
-                  background: float = 0.0) -> Trainer:
+                  background: float = 0.0, mechanism: Mechanism | None = None) -> Trainer:
     """The model of `config` on `ctxs`, Xavier-initialised or holding `arrays`, with its
     training step; a distributed `cluster` updates on its servers, from step `offset` of
     `steps` per epoch. `kernels`: which compiled kernels train it (choose_kernels; None: MXNet's
     operators); `teacher`: distilled from it (read_teacher); `threads`: the compiled step's;
-    `background`: the normalised images' background pixel, which the compiled step skips."""
+    `background`: the normalised images' background pixel, which the compiled step skips;
+    `mechanism`: train.privacy's DP-SGD, which then trains each step."""
     arch = architecture_of(config.model)
     net = build_model(arch, ctxs)
     if arrays is not None:
@@ -65,7 +68,12 @@ def build_trainer(config: Config, ctxs, augmentation: NoAugmentation,
         # Several devices: gradients meet on the CPU (kvstore local) or on the first device.
         reduce_ctx = mx.cpu() if len(ctxs) > 1 and config.train.kvstore == "local" else ctxs[0]
         updater = Updater(named_parameters(net), config.train, reduce_ctx, compiled_update)
-    if kernels is not None and kernels.step is not None:
+    if mechanism is not None:
+        gather = augmentation.gather()
+        gather.initialize(ctx=ctxs[0])  # its constants, if it has any
+        step = PrivateStep(net, gather, updater, mechanism, config.train.label_smoothing,
+                           config.train.privacy.augmentations)
+    elif kernels is not None and kernels.step is not None:
         step = CompiledStep(updater, augmentation, config, threads, background)
     else:
         graph = train_step_graph(net, augmentation, config.train.label_smoothing, teacher)
