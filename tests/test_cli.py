@@ -79,7 +79,8 @@ def test_a_newcomers_first_try_trains_and_evaluates_from_any_folder(mnist_dir, t
 def test_help_names_the_bundled_configs_and_every_command_tells_its_version():
     shown = " ".join(command("mnist-train", "--help").stdout.split())
     assert ("(base, best, distilled, fashion, fashion-best, fashion-distilled, fashion-lenet, "
-            "lenet, lenet-pruned, pruned, smoke)") in shown.replace("mnist- gluon", "mnist-gluon")
+            "lenet, lenet-pruned, private, private-lenet, pruned, smoke)") in shown.replace(
+                "mnist- gluon", "mnist-gluon")
     for name in ["mnist", "mnist-train", "mnist-eval", "mnist-predict", "mnist-export",
                  "mnist-sweep", "mnist-launch", "mnist-serve"]:
         result = command(name, "--version")

@@ -48,7 +48,7 @@ def test_a_config_name_means_the_bundled_file_and_a_path_means_a_file(tmp_path, 
     with pytest.raises(ConfigError, match="no bundled config of that name; pass a YAML file "
                                           "or one of base, best, distilled, fashion, fashion-best, "
                                           "fashion-distilled, fashion-lenet, lenet, lenet-pruned, "
-                                          "pruned, smoke"):
+                                          "private, private-lenet, pruned, smoke"):
         config_file("bsae")
 
 

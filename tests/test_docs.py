@@ -263,6 +263,19 @@ REPRODUCE = {
     "train.prune.start_from=… was trained on mnist holding out the validation images of seed "
     "…; this run has mnist, seed 8, val_size …: set the same, or it would validate on images "
     "its start was trained on": start_held_out_other_images,
+    "train.privacy.delta is …, not below 1 / the … training examples (…): a guarantee that "
+    "weak allows one example in the release; use 1e-5 or less":
+        lambda s: s.train("--set", "train.privacy.noise_multiplier=1", "--set",
+                          "train.privacy.delta=0.01"),
+    "train.privacy.target_epsilon=… cannot be met in … steps at train.batch_size=… (… "
+    "examples): even noise_multiplier 100 spends …; raise target_epsilon, or lower "
+    "train.epochs or train.batch_size":
+        lambda s: s.train("--set", "train.privacy.target_epsilon=0.0001", "--set",
+                          "train.privacy.delta=1e-5"),
+    "train.distill.teacher cannot be used with train.privacy (a teacher trained without "
+    "privacy on the same images); remove one of them":
+        lambda s: s.train("--set", "train.privacy.noise_multiplier=1", "--set",
+                          "train.privacy.delta=1e-5", "--set", "train.distill.teacher=x.params"),
     "model.hidden was … in the run being resumed, now 64; it cannot change on --resume: start "
     "a new run with --out DIR":
         lambda s: s.run("mnist-train", "--resume", s.run_copy(), "--set", "model.hidden=64"),
