@@ -23,9 +23,7 @@ from ..errors import ConfigError, Diverged, Stopped
 from ..files import atomic_write_text
 from ..kernels import MXNET
 from ..metrics import confusion_matrix
-from ..model import (
-    predict_logits,
-)
+from ..model import predict_logits
 from ..mxnet_compat import mx
 from ..privacy.accounting import Mechanism, run_mechanism
 from ..privacy.coverage import check_private
@@ -376,7 +374,6 @@ class Training:
                      + (f") from {prune.start_from}" if prune.start_from else ")")
                      + (f"; each layer's weights tied to {prune.shared_values} shared values "
                         f"in the last {prune.share_epochs} epochs" if prune.shared_values else ""))
-
         if self.mechanism is not None:
             log.line(self.mechanism.describe(steps * tcfg.epochs))
 
