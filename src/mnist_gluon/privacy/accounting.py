@@ -37,10 +37,13 @@ class Mechanism:
                 f"probability {self.sample_rate:.4g}; all {steps} steps spend epsilon "
                 f"{whole.epsilon:.3f} at delta {self.delta:g} ({self.accountant.upper()})")
 
-    def same_as(self, record: PrivacyRecord) -> bool:
-        return (self.noise_multiplier, self.sample_rate, self.clip, self.delta,
-                self.accountant) == (record.noise_multiplier, record.sample_rate, record.clip,
-                                     record.delta, record.accountant)
+    @classmethod
+    def recorded(cls, record: PrivacyRecord | None) -> Mechanism | None:
+        """The DP-SGD a checkpoint's record was spent by (None: not a private run's)."""
+        if record is None:
+            return None
+        return cls(record.noise_multiplier, record.sample_rate, record.clip, record.delta,
+                   record.accountant)
 
 
 def dp_event(noise_multiplier: float, sample_rate: float, steps: int):
@@ -114,15 +117,12 @@ def run_mechanism(train: TrainConfig, examples: int, steps: int, resumed: Sideca
     privacy was counted at that noise and that rate."""
     mechanism = (mechanism_for(train.privacy, examples, train.batch_size, steps * train.epochs)
                  if train.privacy.on else None)
-    if resumed is None:
+    if resumed is None or mechanism == Mechanism.recorded(resumed.privacy):
         return mechanism
     recorded = resumed.privacy
-    if (mechanism is None) != (recorded is None) or (
-            mechanism and recorded and not mechanism.same_as(recorded)):
-        was = ("without train.privacy" if recorded is None else
-               f"with noise_multiplier {recorded.noise_multiplier:g}, sample rate "
-               f"{recorded.sample_rate:.6g}, clip {recorded.clip:g}, delta {recorded.delta:g}")
-        raise ConfigError(f"{run_dir} was trained {was}; its privacy was counted for that, so "
-                          "resume it with the train.privacy and train.batch_size (and, with a "
-                          "target_epsilon, the train.epochs) it began with")
-    return mechanism
+    was = ("without train.privacy" if recorded is None else
+           f"with noise_multiplier {recorded.noise_multiplier:g}, sample rate "
+           f"{recorded.sample_rate:.6g}, clip {recorded.clip:g}, delta {recorded.delta:g}")
+    raise ConfigError(f"{run_dir} was trained {was}; its privacy was counted for that, so "
+                      "resume it with the train.privacy and train.batch_size (and, with a "
+                      "target_epsilon, the train.epochs) it began with")

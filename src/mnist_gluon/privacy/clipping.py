@@ -219,6 +219,7 @@ class PrivateStep:
         self.net, self.gather, self.updater = net, gather, updater
         self.mechanism, self.smoothing, self.copies = mechanism, label_smoothing, copies
         self.params = named_parameters(net)
+        self.shapes = [param.shape for param in self.params.values()]
         self.tapped = tapped_network(net.architecture)
 
     @property
@@ -240,7 +241,7 @@ class PrivateStep:
             grads, stats = clipped_sum(self.net, batch, labels, self.mechanism.clip,
                                        self.smoothing, self.tapped, self.copies)
         spread = self.mechanism.noise_multiplier * self.mechanism.clip
-        noise = gaussian_noise(self.key, index, [p.shape for p in self.params.values()])
+        noise = gaussian_noise(self.key, index, self.shapes)
         for (name, param), draw in zip(self.params.items(), noise, strict=True):
             param.grad(ctx)[:] = grads[name] + spread * mx.nd.array(draw, ctx=ctx)
         self.updater.step(lr_at(index), batch_size, adds=sums.additions(index, [stats]))

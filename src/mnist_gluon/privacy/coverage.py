@@ -9,6 +9,7 @@ from ..errors import ConfigError
 
 PUBLIC_NORMALIZATION = Normalization(0.0, 1.0)  # pixel / 255
 
+
 def privacy_problem(config) -> str | None:
     """What makes `config`'s train.privacy unusable, read from the config alone; None: it is
     off, or usable so far (delta against the training examples is checked once they are read).
@@ -25,6 +26,10 @@ def privacy_problem(config) -> str | None:
     if privacy.delta is None:
         return ("train.privacy.delta is not set; private training needs it: 1e-5 for MNIST "
                 "(below 1 / the training examples)")
+    if privacy.augmentations > 1 and not config.data.augment.active:
+        return (f"train.privacy.augmentations={privacy.augmentations} needs data.augment: "
+                "without it the copies are the same image; set data.augment.shift=1, or "
+                "augmentations back to 1")
     leaks = [
         (train.distill.teacher is not None, "train.distill.teacher",
          "a teacher trained without privacy on the same images"),
@@ -38,10 +43,6 @@ def privacy_problem(config) -> str | None:
          "whether a batch is skipped depends on its examples"),
         ("," in config.device, f"device={config.device}", "clipping and noise run on one device"),
     ]
-    if privacy.augmentations > 1 and not config.data.augment.active:
-        return (f"train.privacy.augmentations={privacy.augmentations} needs data.augment: "
-                "without it the copies are the same image; set data.augment.shift=1, or "
-                "augmentations back to 1")
     for bad, key, why in leaks:
         if bad:
             return f"{key} cannot be used with train.privacy ({why}); remove one of them"
