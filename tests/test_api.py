@@ -67,11 +67,13 @@ def test_evaluate_reports_what_mnist_eval_json_prints(model, mnist_dir):
     assert str(report).startswith(f"{model} on the mnist test set")
 
 
-def test_the_report_draws_the_confusion_matrix_and_the_worst_mistakes(model, mnist_dir,
+def test_the_report_draws_the_confusion_matrix_and_the_worst_mistakes_explained(model, mnist_dir,
                                                                       tmp_path):
     report = mnist_gluon.evaluate(model, data_root=str(mnist_dir))
-    confusion, mistakes = report.plot(tmp_path / "plots")
-    for path in (confusion, mistakes):
+    written = report.plot(tmp_path / "plots")
+    assert [path.name for path in written] == ["confusion.png", "mistakes.png",
+                                               "mistakes-explained.png"]
+    for path in written:
         assert PIL.Image.open(path).size[0] >= 700
 
 

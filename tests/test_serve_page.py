@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -108,6 +109,32 @@ def test_drawing_a_digit_with_mouse_or_finger_shows_what_the_model_predicts(
         browser.execute_script("window.scrollTo(0, 0)")
         folder = Path(os.environ.get("MNIST_GLUON_SCREENSHOTS", tmp_path))
         assert browser.save_screenshot(str(folder / "serve-page.png"))
+
+
+def test_the_page_shows_what_the_prediction_looked_at_as_the_api_explains_it(model, browser):
+    from mnist_gluon.explain.heatmap import overlay
+
+    with serving(model) as (url, _, _):
+        browser.get(url)
+        figure = browser.find_element(By.ID, "explained")
+        assert not figure.is_displayed()
+        draw(browser, SEVEN)
+        label = shown_label(browser)
+        assert figure.is_displayed() and figure.get_attribute("data-target") == label
+        assert f"raised {label}" in figure.text.replace("\n", " ")
+        shown = np.array(browser.execute_script(
+            "return Array.from(explanation.getImageData(0, 0, 28, 28).data)"), np.int32)
+        status, _, body = fetch(url + "v1/explain", "POST", canvas_png(browser),
+                                {"Content-Type": "image/png"})
+        answer = json.loads(body)["explanations"][0]
+        assert status == 200 and str(answer["label"]) == label
+        expected = overlay(np.array(answer["image"]), np.array(answer["map"], np.float32))
+        assert np.abs(shown.reshape(28, 28, 4)[..., :3] - expected).max() <= 1
+        reds = (expected[..., 0] > 150) & (expected[..., 1] < 80)
+        assert reds.sum() > 10  # the map has something to show
+
+        browser.find_element(By.ID, "clear").click()
+        assert not figure.is_displayed()
 
 
 def test_the_page_asks_for_the_token_of_a_guarded_server(model, browser):

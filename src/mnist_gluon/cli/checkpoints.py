@@ -11,6 +11,7 @@ import click
 
 from .. import engine
 from ..data import DATASETS
+from ..explain import METHODS
 from ..serving.settings import ConnectionLimits, Limits, ServeOptions
 from .options import (
     CONTEXT,
@@ -37,8 +38,9 @@ from .options import (
 @click.option("--no-download", is_flag=True, help="Never download missing data files.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
-              help="Also write confusion.png and mistakes.png (the most confidently wrong test "
-                   "images) into this folder; needs the plot extra.")
+              help="Also write confusion.png, mistakes.png (the most confidently wrong test "
+                   "images) and mistakes-explained.png (what each of them looked at) into this "
+                   "folder; needs the plot extra.")
 @debug_option
 @version
 def eval_command(checkpoint_argument, checkpoint_option, data_root, dataset, device,
@@ -63,8 +65,8 @@ def eval_command(checkpoint_argument, checkpoint_option, data_root, dataset, dev
         if (note := missing()) is not None:
             click.echo(f"mnist-eval: no pictures written; {note}", err=True)
             return
-        confusion, mistakes = report.plot(plot_dir)
-        click.echo(f"wrote {confusion} and {mistakes}", err=True)
+        *pictures, last = report.plot(plot_dir)
+        click.echo(f"wrote {', '.join(map(str, pictures))} and {last}", err=True)
 
 
 @click.command("mnist-predict", context_settings=CONTEXT)
@@ -77,18 +79,26 @@ def eval_command(checkpoint_argument, checkpoint_option, data_root, dataset, dev
 @normalize_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON list: one object per image with path, label and top_k.")
+@click.option("--explain", "explain_dir", type=click.Path(file_okay=False), default=None,
+              metavar="DIR", help="Also write a heatmap PNG per image into DIR "
+              "(NAME.explained.png): the digit, red where its ink raised the predicted class's "
+              "logit, blue where it lowered it.")
+@click.option("--method", type=click.Choice(METHODS), default=METHODS[0], show_default=True,
+              help="How --explain attributes the logit to the pixels.")
 @debug_option
 @version
-def predict_command(checkpoint_option, inputs, top_k, device, bare_normalization, as_json):
+def predict_command(checkpoint_option, inputs, top_k, device, bare_normalization, as_json,
+                    explain_dir, method):
     """Classify images: PNG/JPEG/BMP files of any size (a dark digit on light paper is
     inverted, cropped and centred the way MNIST's digits are), .npy arrays and IDX files of
     28x28 images, or folders of them. A file that cannot be read is reported and skipped;
     the exit status is then 1, or 2 when no file could be read. Without --checkpoint, the
     first argument is the checkpoint."""
     from ..errors import DataError
+    from ..files import writable_folder
     from ..inference.classifier import load
     from ..inference.images import expand, load_inputs
-    from ..inference.predict import predict
+    from ..inference.predict import explain_predictions, predict
 
     if checkpoint_option is None:
         if len(inputs) < 2:
@@ -96,14 +106,20 @@ def predict_command(checkpoint_option, inputs, top_k, device, bare_normalization
                                    "mnist-predict runs/base digit.png (or --checkpoint PATH)")
         checkpoint_option, inputs = inputs[0], inputs[1:]
     checkpoint_path = checkpoint_option
+    if explain_dir is not None:  # before the work, not after it
+        explain_dir = writable_folder(Path(explain_dir), "--explain folder")
     classifier = load(checkpoint_path, device, bare_normalization)
     paths = expand([Path(p) for p in inputs])
     if not paths:
         raise DataError(f"no files to classify in {', '.join(inputs)}")
-    results, failed = [], 0
+    results, failed, names = [], 0, set()
     for path in paths:
         try:
-            results.extend(predict(classifier, load_inputs(path), top_k))
+            read = load_inputs(path)
+            predicted = predict(classifier, read, top_k)
+            if explain_dir is not None:
+                explain_predictions(classifier, read, predicted, explain_dir, method, names)
+            results.extend(predicted)
         except DataError as error:
             if len(paths) == 1:
                 raise  # nothing else to classify: an error, exit status 2
@@ -118,6 +134,8 @@ def predict_command(checkpoint_option, inputs, top_k, device, bare_normalization
             where = r.path + (f"[{r.index}]" if r.index is not None else "")
             ranked = "  ".join(f"{label} {p:.3f}" for label, p in r.top_k)
             click.echo(f"{where}: {r.label}  ({ranked})")
+    if explain_dir is not None:
+        click.echo(f"wrote {len(results)} heatmaps ({method}) into {explain_dir}", err=True)
     return 1 if failed else 0
 
 

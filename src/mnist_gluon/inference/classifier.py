@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import engine
 from ..config import DataConfig
-from ..data import DATASETS, Normalization, Split, read_split
+from ..data import DATASETS, PIXELS, Normalization, Split, read_split
 from ..errors import ConfigError
 from ..metrics import softmax
 from ..reading import float32_number, shown
@@ -21,6 +21,7 @@ from .sources import checkpoint_file
 
 if TYPE_CHECKING:  # these import MXNet, which `load` imports only once the engine is chosen
     from ..checkpoint import Checkpoint
+    from ..explain.attribution import Attributor
     from ..model import MLP, Architecture, PixelClassifier
 
 
@@ -42,6 +43,7 @@ class Classifier:
 
     def __init__(self, checkpoint: Checkpoint, net: MLP, pixel_net: PixelClassifier):
         self.checkpoint, self.net, self.pixel_net = checkpoint, net, pixel_net
+        self._attributor: Attributor | None = None
 
     @property
     def architecture(self) -> Architecture:
@@ -62,18 +64,54 @@ class Classifier:
         file, a .npy, an IDX file, or a folder of them), or a list of these. Photos and
         drawings are made to look like MNIST first, as mnist-predict does. What cannot be
         read as images raises DataError."""
-        inputs = inputs_of(images)
-        if not inputs:
+        pixels = pixels_of(images)
+        if not len(pixels):
             return Predictions(np.zeros(0, np.int64),
                                np.zeros((0, self.architecture.classes), np.float64))
-        rows = self.probabilities(np.stack([item.pixels for item in inputs]))
+        rows = self.probabilities(pixels)
         return Predictions(rows.argmax(axis=1), rows)
+
+    def logits(self, images: Any) -> np.ndarray:
+        """The network's logits (N x classes, float32) for `images`, taken as `predict` takes
+        them: what `explain`'s maps are attributions of."""
+        return self.attributor.logits(pixels_of(images, blank_ok=True))
+
+    def explain(self, images: Any, method: str = "integrated_gradients",
+                target: Any = None) -> np.ndarray:
+        """One 28 x 28 map per image (float32, N x 28 x 28) attributing a class's logit to the
+        raw pixels (0-255) of `images`, taken as `predict` takes them. `target` is the class:
+        None for each image's predicted class, one class for all, or one per image.
+
+        A blank image is allowed here, unlike in `predict`: it is the baseline, and
+        `logits(np.zeros((28, 28)))` is the logit the maps are measured from.
+
+        `method`: integrated_gradients (from the blank image, so each map sums to the logit's
+        difference between the image and the blank; exact for a ReLU MLP), gradient_x_input,
+        or smoothgrad (the gradient averaged over noisy copies, times the image). Positive
+        values are pixels whose ink raised the logit."""
+        return self.attributor.explain(pixels_of(images, blank_ok=True), method, target).maps
+
+    @property
+    def attributor(self) -> Attributor:
+        """The network behind `explain` and `logits`, made on first use."""
+        if self._attributor is None:
+            from ..explain.attribution import Attributor
+
+            self._attributor = Attributor(self.pixel_net.net)
+        return self._attributor
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for N x 784 raw pixels, 0-255."""
         from ..mxnet_compat import mx
 
         return softmax(self.pixel_net(mx.nd.array(pixels, ctx=self.context)).asnumpy())
+
+
+def pixels_of(images: Any, blank_ok: bool = False) -> np.ndarray:
+    """N x 784 raw pixels of images as `Classifier.predict` takes them."""
+    inputs = inputs_of(images, blank_ok)
+    return (np.stack([item.pixels for item in inputs]) if inputs
+            else np.zeros((0, PIXELS), np.float32))
 
 
 def load(checkpoint: str | Path, device: str = "auto",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,8 @@ from ..errors import ConfigError
 from ..files import writable_folder
 from ..metrics import ClassScores, Scores, classification_report, format_report, softmax
 from ..reading import shown
-from .classifier import checkpoint_split, load
-from .plots import missing, plot_confusion, plot_mistakes
+from .classifier import Classifier, checkpoint_split, load
+from .plots import missing, plot_confusion, plot_explained_mistakes, plot_mistakes
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Report:
     logits: np.ndarray
     trained_on: str | None = None  # the checkpoint's dataset, from its sidecar (None: bare)
     privacy: PrivacyRecord | None = None  # what a private run spent, from its sidecar
+    classifier: Classifier | None = field(default=None, repr=False, compare=False)
 
     @property
     def foreign(self) -> bool:
@@ -65,9 +66,10 @@ class Report:
                       f"DP-SGD steps, noise multiplier {spent.noise_multiplier:g})")
         return format_report(self.scores, title)
 
-    def plot(self, folder: str | Path) -> tuple[Path, Path]:
-        """Write confusion.png and mistakes.png (the most confidently wrong test images) into
-        `folder`; needs matplotlib (the plot extra)."""
+    def plot(self, folder: str | Path) -> tuple[Path, ...]:
+        """Write confusion.png, mistakes.png (the most confidently wrong test images) and
+        mistakes-explained.png (their integrated-gradients maps for the predicted and the true
+        class) into `folder`; needs matplotlib (the plot extra). Returns the paths written."""
         from ..errors import OutputError
 
         if (note := missing()) is not None:
@@ -75,9 +77,15 @@ class Report:
         folder = writable_folder(Path(folder), "--plot folder")
         confusion, mistakes = folder / "confusion.png", folder / "mistakes.png"
         plot_confusion(self.confusion, list(self.class_names), confusion)
-        plot_mistakes(self.images, self.labels, softmax(self.logits), list(self.class_names),
-                      mistakes)
-        return confusion, mistakes
+        probabilities = softmax(self.logits)
+        plot_mistakes(self.images, self.labels, probabilities, list(self.class_names), mistakes)
+        if self.classifier is None:
+            return confusion, mistakes
+        explained = folder / "mistakes-explained.png"
+        explain = lambda images, targets: self.classifier.explain(images, target=targets)  # noqa: E731
+        plot_explained_mistakes(self.images, self.labels, probabilities, explain,
+                                list(self.class_names), explained)
+        return confusion, mistakes, explained
 
 
 def evaluate(checkpoint: str | Path, dataset: str | None = None, *, data_root: str | None = None,
@@ -103,4 +111,4 @@ def evaluate(checkpoint: str | Path, dataset: str | None = None, *, data_root: s
     return Report(Path(checkpoint), name, DATASETS[name].class_names,
                   classification_report(logits, test.labels), test.images, test.labels, logits,
                   read.dataset if read.sidecar is not None or read.exported else None,
-                  read.sidecar.privacy if read.sidecar is not None else None)
+                  read.sidecar.privacy if read.sidecar is not None else None, classifier)

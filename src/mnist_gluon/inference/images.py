@@ -234,9 +234,10 @@ def pixel_values(array: np.ndarray, name: str | Path) -> np.ndarray:
     return array
 
 
-def inputs_of(images: Any) -> list[Input]:
+def inputs_of(images: Any, blank_ok: bool = False) -> list[Input]:
     """What `Classifier.predict` takes, as inputs: a numpy array of one or more images, a PIL
-    image, a path (a folder is its files), or a list of these."""
+    image, a path (a folder is its files), or a list of these. A blank array is refused unless
+    `blank_ok` (logits and explanations, whose baseline is the blank image)."""
     import PIL.Image
 
     if isinstance(images, (str, Path)):
@@ -245,31 +246,31 @@ def inputs_of(images: Any) -> list[Input]:
         return [Input("image", None, mnist_like(grey_pixels(images), "the image").reshape(-1))]
     if isinstance(images, (list, tuple)) and not all(
             isinstance(item, (int, float, list, tuple)) for item in images):
-        return [item for part in images for item in inputs_of(part)]
+        return [item for part in images for item in inputs_of(part, blank_ok)]
     if isinstance(images, (np.ndarray, list, tuple)):
-        return from_stack("the array", pixel_values(np.asarray(images), "the array"))
+        return from_stack("the array", pixel_values(np.asarray(images), "the array"), blank_ok)
     raise DataError(f"cannot classify a {type(images).__name__}; pass a numpy array, a PIL "
                     "image, a path, or a list of these")
 
 
-def from_stack(path: str | Path, array: np.ndarray) -> list[Input]:
+def from_stack(path: str | Path, array: np.ndarray, blank_ok: bool = False) -> list[Input]:
     """Images from an array shaped 28x28, Nx28x28, 784 or Nx784."""
     if array.shape in ((IMAGE_SIZE, IMAGE_SIZE), (PIXELS,)):
-        return [Input(str(path), None, check_pixels(path, array.reshape(-1)))]
+        return [Input(str(path), None, check_pixels(path, array.reshape(-1), blank_ok))]
     if array.ndim == 3 and array.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE) or (
             array.ndim == 2 and array.shape[1] == PIXELS):
         flat = array.reshape(len(array), PIXELS)
-        return [Input(str(path), i, check_pixels(f"{path}[{i}]", row))
+        return [Input(str(path), i, check_pixels(f"{path}[{i}]", row, blank_ok))
                 for i, row in enumerate(flat)]
     raise DataError(f"{path} holds an array of shape {array.shape}; expected 28x28, Nx28x28, "
                     "784 or Nx784 pixels")
 
 
-def check_pixels(path: str | Path, pixels: np.ndarray) -> np.ndarray:
+def check_pixels(path: str | Path, pixels: np.ndarray, blank_ok: bool = False) -> np.ndarray:
     pixels = pixels.astype(np.float32)
     if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
         raise DataError(f"{path} has pixel values outside 0-255")
-    if (blank := nothing_drawn(pixels.reshape(1, -1))[0]) is not None:
+    if not blank_ok and (blank := nothing_drawn(pixels.reshape(1, -1))[0]) is not None:
         raise DataError(f"{path} {blank}")
     return pixels
 

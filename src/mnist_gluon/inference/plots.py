@@ -57,13 +57,19 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
     _save(figure, path)
 
 
+def worst_mistakes(labels: np.ndarray, probabilities: np.ndarray, count: int) -> np.ndarray:
+    """The indices of the `count` wrong predictions made with the most confidence."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:count]
+
+
 def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
                   classes: list[str], path: Path, count: int = 25) -> int:
     """The `count` wrong predictions made with the most confidence, in a 5-wide grid:
     800 x 880 pixels. Returns how many were drawn."""
     predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:count]
+    worst = worst_mistakes(labels, probabilities, count)
     figure = _figure(8, 8.8)
     for slot, index in enumerate(worst):
         axes = figure.add_subplot(5, 5, slot + 1)
@@ -72,6 +78,36 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
                        f" (true {classes[labels[index]]})", fontsize=8)
         axes.axis("off")
     figure.suptitle("most confident mistakes: predicted, probability (true)")
+    figure.tight_layout()
+    _save(figure, path)
+    return len(worst)
+
+
+def plot_explained_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
+                            explain, classes: list[str], path: Path, count: int = 8) -> int:
+    """The `count` most confident mistakes, each as two maps side by side: what raised the
+    predicted class's logit and what raised the true class's (red raised, blue lowered).
+    `explain(images, targets)` gives the maps. 4 mistakes a row pair: 960 x 1000 pixels.
+    Returns how many were drawn."""
+    from ..explain.heatmap import overlay
+
+    predicted = probabilities.argmax(axis=1)
+    worst = worst_mistakes(labels, probabilities, count)
+    if len(worst):
+        shown = images[worst].reshape(len(worst), -1)
+        for_predicted = explain(shown, predicted[worst])
+        for_true = explain(shown, labels[worst])
+    figure = _figure(9.6, 10)
+    for slot, index in enumerate(worst):
+        for side, (maps, target, why) in enumerate([(for_predicted, predicted[index], "predicted"),
+                                                    (for_true, labels[index], "true")]):
+            axes = figure.add_subplot(4, 4, 2 * slot + side + 1)
+            axes.imshow(overlay(images[index], maps[slot]))
+            axes.set_title(f"{why} {classes[target]} ({probabilities[index, target]:.2f})",
+                           fontsize=9)
+            axes.axis("off")
+    figure.suptitle("most confident mistakes: what raised the predicted class (left) and the "
+                    "true class (right)\nred: the pixel raised the class's logit, blue: lowered it")
     figure.tight_layout()
     _save(figure, path)
     return len(worst)

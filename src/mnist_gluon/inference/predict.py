@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -16,12 +17,16 @@ class Prediction:
     index: int | None
     label: int
     top_k: list[tuple[int, float]]
+    explanation: Path | None = None  # the heatmap mnist-predict --explain wrote
 
     def to_dict(self) -> dict:
         out = {"path": self.path}
         if self.index is not None:
             out["index"] = self.index
-        return {**out, **answer_dict(self.top_k)}
+        out.update(answer_dict(self.top_k))
+        if self.explanation is not None:
+            out["explanation"] = str(self.explanation)
+        return out
 
 
 def answer_dict(best: list[tuple[int, float]]) -> dict:
@@ -46,3 +51,29 @@ def predict(classifier: Classifier, inputs: list[Input], top_k: int = 3) -> list
         best = ranked(row, top_k)
         out.append(Prediction(item.path, item.index, best[0][0], best))
     return out
+
+
+def explain_predictions(classifier: Classifier, inputs: list[Input],
+                        predictions: list[Prediction], folder: Path, method: str,
+                        taken: set[str]) -> None:
+    """Write a heatmap of each input's predicted class into `folder`, named after the input
+    (`digit.explained.png`, `t10k-images-idx3-ubyte-12.explained.png`) and never twice the same
+    name in one run (`taken`); each prediction then names its file."""
+    from ..explain.heatmap import write_heatmap
+
+    if not inputs:
+        return
+    pixels = np.stack([item.pixels for item in inputs])
+    maps = classifier.attributor.explain(pixels, method).maps
+    for item, prediction, attribution in zip(inputs, predictions, maps, strict=True):
+        stem = Path(item.path).name.split(".")[0] or "image"
+        stem += f"-{item.index}" if item.index is not None else ""
+        name, copy = stem, 1
+        while name in taken:
+            copy += 1
+            name = f"{stem}-{copy}"
+        taken.add(name)
+        prediction.explanation = folder / f"{name}.explained.png"
+        label, probability = prediction.top_k[0]
+        write_heatmap(prediction.explanation, item.pixels.reshape(attribution.shape),
+                      attribution, f"predicted {label} ({probability:.2f}); {method}")

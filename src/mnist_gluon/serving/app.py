@@ -12,18 +12,19 @@ import asyncio
 import dataclasses
 import ipaddress
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
-from ..data import PIXELS
+from ..data import IMAGE_SIZE, PIXELS
 from ..errors import UserError
+from ..explain import METHODS
 from ..inference.classifier import Classifier, load
+from ..metrics import softmax
 from .inputs import (
     ApiError,
     BodyBudget,
@@ -34,7 +35,11 @@ from .inputs import (
     pixels_from_json,
     read_body,
 )
+from .metrics import Metrics, MetricsMiddleware
 from .settings import ConnectionLimits, Limits, ServeOptions
+
+if TYPE_CHECKING:  # imports MXNet
+    from ..explain.attribution import Explanations
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp")
 RAW_BODY_TYPES = (*IMAGE_TYPES, "application/octet-stream")  # an image sent as the body
@@ -156,18 +161,13 @@ def model_info(checkpoint) -> dict[str, Any]:
 
 # --- the application ---------------------------------------------------------------------
 
-def openapi_predict(limits: Limits) -> dict[str, Any]:
+def openapi_images(limits: Limits, answer: dict, what: str) -> dict[str, Any]:
+    """The OpenAPI description of a route that takes images as /v1/predict does and answers
+    `answer` (a JSON schema) with status 200, saying `what`."""
     pixels = {"type": "array", "minItems": 1, "maxItems": limits.max_images,
               "items": {"type": "array", "minItems": PIXELS, "maxItems": PIXELS,
                         "items": {"type": "number", "minimum": 0, "maximum": 255}}}
     binary = {"type": "string", "format": "binary"}
-    ranked = {"type": "object", "required": ["label", "probability"],
-              "properties": {"label": {"type": "integer"}, "probability": {"type": "number"}}}
-    answer = {"type": "object", "required": ["predictions"], "properties": {"predictions": {
-        "type": "array", "items": {"type": "object", "required": ["label", "top_k"],
-                                   "properties": {"label": {"type": "integer"},
-                                                  "top_k": {"type": "array",
-                                                            "items": ranked}}}}}}
     error = {"content": {"application/json": {"schema": {
         "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
     return {
@@ -179,16 +179,55 @@ def openapi_predict(limits: Limits) -> dict[str, Any]:
             **{media: {"schema": binary} for media in IMAGE_TYPES},
         }},
         "responses": {
-            "200": {"description": "The top-k classes of each image, best first",
-                    "content": {"application/json": {"schema": answer}}},
+            "200": {"description": what, "content": {"application/json": {"schema": answer}}},
             **{code: {"description": why, **error} for code, why in [
                 ("400", "Malformed JSON, multipart body or image"),
                 ("401", "Missing or wrong token"),
                 ("413", "Body or batch too large"),
                 ("415", "Unsupported Content-Type"),
-                ("422", "Well-formed, but not images (shape, values, top_k)")]},
+                ("422", "Well-formed, but not images (shape, values, or a query parameter)")]},
         },
     }
+
+
+def openapi_predict(limits: Limits) -> dict[str, Any]:
+    ranked = {"type": "object", "required": ["label", "probability"],
+              "properties": {"label": {"type": "integer"}, "probability": {"type": "number"}}}
+    answer = {"type": "object", "required": ["predictions"], "properties": {"predictions": {
+        "type": "array", "items": {"type": "object", "required": ["label", "top_k"],
+                                   "properties": {"label": {"type": "integer"},
+                                                  "top_k": {"type": "array",
+                                                            "items": ranked}}}}}}
+    return openapi_images(limits, answer, "The top-k classes of each image, best first")
+
+
+def openapi_explain(limits: Limits) -> dict[str, Any]:
+    grid = lambda items: {"type": "array", "minItems": IMAGE_SIZE,  # noqa: E731
+                          "maxItems": IMAGE_SIZE, "items": {
+                              "type": "array", "minItems": IMAGE_SIZE, "maxItems": IMAGE_SIZE,
+                              "items": items}}
+    item = {"type": "object", "required": ["label", "target", "probabilities", "map", "image"],
+            "properties": {"label": {"type": "integer"}, "target": {"type": "integer"},
+                           "probabilities": {"type": "array", "items": {"type": "number"}},
+                           "map": grid({"type": "number"}),
+                           "image": grid({"type": "number", "minimum": 0, "maximum": 255})}}
+    answer = {"type": "object", "required": ["method", "explanations"], "properties": {
+        "method": {"type": "string", "enum": list(METHODS)},
+        "explanations": {"type": "array", "items": item}}}
+    return openapi_images(limits, answer, "Each image's label and class probabilities, and a "
+                          "28 x 28 map attributing the target class's logit to its pixels")
+
+
+def explanation_dicts(explained: "Explanations", pixels: np.ndarray) -> list[dict[str, Any]]:
+    """/v1/explain's answer for each image: the predicted label, the probabilities, the class
+    the map explains, the map, and the 28 x 28 image (0-255) the model saw: an upload's,
+    cropped and centred."""
+    images = np.asarray(pixels, np.float32).reshape(explained.maps.shape)
+    return [{"label": int(row.argmax()), "target": int(target),
+             "probabilities": softmax(row[None])[0].tolist(), "map": (image_map + 0.0).tolist(),
+             "image": image.tolist()}
+            for row, target, image_map, image in zip(explained.logits, explained.targets,
+                                                     explained.maps, images, strict=True)]
 
 
 def create_app(classifier: Classifier, options: ServeOptions):
@@ -241,6 +280,14 @@ def create_app(classifier: Classifier, options: ServeOptions):
         metrics.images.inc(len(rows))
         return JSONResponse({"predictions": [answer_dict(ranked(row, top_k)) for row in rows]})
 
+    add_explain_route(app, engine, options, budget, metrics, guarded)
+    add_middleware(app, options, metrics)
+    return app
+
+
+def add_middleware(app, options: ServeOptions, metrics: Metrics) -> None:
+    """CORS for the origins named, the host and origin checks, and the metrics of every
+    route (added last: it is the outermost)."""
     if options.cors:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -249,7 +296,31 @@ def create_app(classifier: Classifier, options: ServeOptions):
     app.add_middleware(RequestGuard, hosts=options.allowed_hosts, cors=options.cors)
     app.add_middleware(MetricsMiddleware, metrics=metrics,
                        routes=frozenset(route.path for route in app.routes))
-    return app
+
+
+def add_explain_route(app, engine: Engine, options: ServeOptions, budget: BodyBudget,
+                      metrics: Metrics, guarded: list) -> None:
+    """POST /v1/explain: the bodies /v1/predict takes, answered with a map per image."""
+    from fastapi import Query, Request
+    from fastapi.responses import JSONResponse
+
+    classifier = engine.classifier
+
+    @app.post("/v1/explain", summary="Explain the classes of images", openapi_extra=
+              openapi_explain(options.limits), dependencies=guarded)
+    async def explain(request: Request, method: Annotated[Literal[METHODS], Query(
+            description="How the logit is attributed to the pixels")] = METHODS[0],
+            target: Annotated[int | None, Query(
+                ge=0, le=classifier.architecture.classes - 1,
+                description="The class to explain (default: each image's predicted class)")]
+            = None):
+        pixels = await request_pixels(request, engine, options.limits, budget)
+        # on the model's thread, where the attributor is made on first use
+        explained = await engine.call(lambda: classifier.attributor.explain(pixels, method,
+                                                                            target))
+        metrics.explained.inc(len(pixels))
+        return JSONResponse({"method": method,
+                             "explanations": explanation_dicts(explained, pixels)})
 
 
 def add_open_routes(app, page: str, metrics: "Metrics") -> None:
@@ -315,57 +386,6 @@ async def request_pixels(request, engine: Engine, limits: Limits,
     raw = await image_from_form(request.headers, body) if media.startswith(
         "multipart/") else body
     return await engine.decode(raw, limits.max_image_pixels)
-
-
-class Metrics:
-    """This server's Prometheus metrics, in a registry of its own."""
-
-    def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter("mnist_http_requests", "HTTP requests answered",
-                                ["route", "method", "status"], registry=self.registry)
-        self.errors = Counter("mnist_http_errors", "HTTP requests answered with 4xx or 5xx",
-                              ["route", "status"], registry=self.registry)
-        self.latency = Histogram(
-            "mnist_http_request_duration_seconds", "Time to answer a request", ["route"],
-            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5),
-            registry=self.registry)
-        self.images = Counter("mnist_predicted_images", "Images classified",
-                              registry=self.registry)
-        self.forward_rows = Histogram("mnist_forward_batch_size", "Images per forward pass",
-                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-                                      registry=self.registry)
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request, by route (any other path counts as 'other', so
-    that a scanner cannot grow the label set)."""
-
-    def __init__(self, app, metrics: Metrics, routes: frozenset[str]):
-        self.app, self.metrics, self.routes = app, metrics, routes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), 500
-
-        async def send_and_note(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = scope["path"] if scope["path"] in self.routes else "other"
-            method = scope["method"] if scope["method"] in ("GET", "POST") else "other"
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            if status >= 400:
-                self.metrics.errors.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
 
 
 # --- running it --------------------------------------------------------------------------
