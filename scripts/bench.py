@@ -14,7 +14,8 @@ so the ratio holds while the machine's speed drifts. So does JAX, in its own int
 (scripts/jax_peer.py), with each epoch compiled as one scan over its steps; `--part jax_runs`
 sets it against whole `mnist-train` runs instead, their epochs as metrics.jsonl records them.
 `--checkpoints A,B` times mnist-eval on each of several checkpoints in turn (a pruned run's
-best.params against its compressed model.mnc).
+best.params against its compressed model.mnc); `--explain A,B` times `Classifier.explain`, each
+method in turn, on 1,000 test images of each checkpoint.
 The LeNet is timed as whole processes, `mnist-train` against scripts/torch_peer.py: in one
 process, PyTorch's epochs ran faster than they do alone, and the two frameworks' thread pools
 share the cores. Peers use every core, at their default threads. Figures are medians over
@@ -470,6 +471,41 @@ def checkpoints_in_turn(paths: list[str], data_root: str, repeats: int) -> dict:
     return figures
 
 
+def explanations(paths: list[str], data_root: str, repeats: int, images: int = 1000) -> dict:
+    """Maps per second of `Classifier.explain` for `images` test images, each method in turn
+    (after one uncounted round), for each checkpoint, as mnist-predict --explain and
+    /v1/explain compute them: batched on the checkpoint's device."""
+    from mnist_gluon.data import DATASETS, read_split
+
+    test = read_split(DATASETS["mnist"], "test", data_root, download=False)
+    return {path: explanation_speed(path, test.images[:images], repeats) for path in paths}
+
+
+def explanation_speed(path: str, pixels: np.ndarray, repeats: int) -> dict:
+    import mnist_gluon
+    from mnist_gluon.explain import METHODS
+
+    classifier = mnist_gluon.load(path, "cpu")
+    attributor = classifier.attributor
+    targets = classifier.logits(pixels).argmax(axis=1)
+    ways = {method: lambda method=method: classifier.explain(pixels, method=method)
+            for method in METHODS}
+    if attributor.exact:  # a ReLU MLP's: also by the quadrature the closed form replaces
+        ways["quadrature_integrated_gradients"] = lambda: attributor.attribute(
+            pixels.reshape(len(pixels), -1), targets, "integrated_gradients", closed_form=False)
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    for round in range(repeats + 1):
+        for way, explain in ways.items():
+            started = time.perf_counter()
+            explain()
+            if round:
+                times[way].append(time.perf_counter() - started)
+    return {"model": classifier.architecture.describe(),
+            "exact_integrated_gradients": attributor.exact,
+            **{f"{way}_maps_per_s": len(pixels) / statistics.median(times[way]) for way in ways},
+            **{f"{way}_s": summary(times[way]) for way in ways}}
+
+
 # --- augmentation ------------------------------------------------------------------------------
 
 def augmentation(config, data_root: str, repeats: int, batch_size: int = AUGMENT_BATCH,
@@ -654,6 +690,8 @@ def main() -> int:
     parser.add_argument("--checkpoints", metavar="A,B",
                         help="only mnist-eval of these checkpoints in turn (a pruned run's "
                              "best.params and its model.mnc), whole processes and in-process")
+    parser.add_argument("--explain", metavar="A,B",
+                        help="only Classifier.explain's maps per second on these checkpoints")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # one part, in a process of its own
     args = parser.parse_args()
@@ -661,9 +699,11 @@ def main() -> int:
     if args.part is not None:
         print(json.dumps(run_part(args.part, args)))
         return 0
-    if args.whole_processes or args.checkpoints:
-        figures = (whole_processes(args) if args.whole_processes else checkpoints_in_turn(
-            args.checkpoints.split(","), args.data_root, args.process_repeats))
+    if args.whole_processes or args.checkpoints or args.explain:
+        figures = (whole_processes(args) if args.whole_processes
+                   else checkpoints_in_turn(args.checkpoints.split(","), args.data_root,
+                                            args.process_repeats) if args.checkpoints
+                   else explanations(args.explain.split(","), args.data_root, args.repeats))
         print(json.dumps(figures, indent=2))
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2) + "\n")
