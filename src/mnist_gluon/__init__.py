@@ -8,6 +8,7 @@ line: each function below is what the command of the same job runs.
     print(report.accuracy, report.confusion)
     classifier = mnist_gluon.load(run.best_checkpoint)                   # mnist-predict
     labels, probabilities = classifier.predict("digit.png")
+    maps = classifier.explain("digit.png")                               # what it looked at
     mnist_gluon.export(run.best_checkpoint, "export", "onnx")            # mnist-export
 
     from mnist_gluon import mx  # MXNet itself, importable beside numpy 2
