@@ -111,11 +111,16 @@ def test_drawing_a_digit_with_mouse_or_finger_shows_what_the_model_predicts(
         assert browser.save_screenshot(str(folder / "serve-page.png"))
 
 
-def test_the_page_shows_what_the_prediction_looked_at_as_the_api_explains_it(model, browser):
+@pytest.mark.parametrize("kind", ["mlp", "lenet"])
+def test_the_page_shows_what_the_prediction_looked_at_as_the_api_explains_it(
+        kind, model, lenet_model, browser):
     from mnist_gluon.explain.heatmap import overlay
 
-    with serving(model) as (url, _, _):
+    with serving(model if kind == "mlp" else lenet_model) as (url, _, _):
         browser.get(url)
+        WebDriverWait(browser, 30).until(lambda d: (
+            "784-128-10 MLP" if kind == "mlp" else "LeNet 8-16 channels, 64 hidden")
+            in d.find_element(By.ID, "model").text)
         figure = browser.find_element(By.ID, "explained")
         assert not figure.is_displayed()
         draw(browser, SEVEN)
