@@ -1,7 +1,7 @@
 """The whole loop through nothing but mnist-gluon's public API, with an installed mnist-gluon,
 from an empty folder outside the checkout: train base.yaml for 2 epochs, evaluate, predict a PNG
-and a numpy array, and use MXNet as `from mnist_gluon import mx`. Then `mnist-eval --json` on
-the same checkpoint must report the same accuracy.
+and a numpy array, explain them, and use MXNet as `from mnist_gluon import mx`. Then
+`mnist-eval --json` on the same checkpoint must report the same accuracy.
 
     python scripts/api_smoke.py --data-root DIR   # with the python of the venv to check
 
@@ -49,6 +49,15 @@ def main() -> None:
         predicted = classifier.predict(report.images[:1000])
         check(np.array_equal(predicted.labels, report.logits[:1000].argmax(axis=1)),
               "predict on a uint8 array gives evaluate's labels")
+        maps = classifier.explain(report.images[:100])
+        targets = predicted.labels[:100]
+        rise = (classifier.logits(report.images[:100])[np.arange(100), targets]
+                - classifier.logits(np.zeros((28, 28)))[0, targets])
+        check(maps.shape == (100, 28, 28) and np.allclose(maps.sum(axis=(1, 2)), rise,
+                                                          rtol=1e-3, atol=1e-4),
+              "explain's maps add up to the logit's rise from the blank image")
+        check(classifier.explain(png, method="smoothgrad").shape == (1, 28, 28),
+              "explain takes a PNG as predict does")
         logits = classifier.net(mx.nd.array(
             (report.images[:1000].reshape(-1, 784) / 255.0 - classifier.normalization.mean)
             / classifier.normalization.std)).asnumpy()
