@@ -86,10 +86,8 @@ class Attributor:
         """N x classes logits for N x 784 raw pixels."""
         from ..mxnet_compat import mx
 
-        return np.concatenate([
-            self.net(mx.nd.array(pixels[start:start + ROWS], ctx=self.context)).asnumpy()
-            for start in range(0, len(pixels), ROWS)]) if len(pixels) else np.zeros(
-                (0, self.architecture.classes), np.float32)
+        return in_batches(len(pixels), ROWS, self.architecture.classes, lambda rows: self.net(
+            mx.nd.array(pixels[rows], ctx=self.context)).asnumpy())
 
     def explain(self, pixels: np.ndarray, method: str = "integrated_gradients",
                 target: Any = None) -> Explanations:
@@ -116,19 +114,16 @@ class Attributor:
             scales, weights = (nodes + 1) / 2, weights / 2  # from [-1, 1] to the path's [0, 1]
             copies = lambda chunk: scales[:, None, None] * chunk[None]  # noqa: E731
         elif method == "gradient_x_input":
-            scales, weights = np.ones(1), np.ones(1)
+            weights = np.ones(1)
             copies = lambda chunk: chunk[None]  # noqa: E731
         else:
             noise = np.random.default_rng(SMOOTHGRAD_SEED)
             weights = np.full(SMOOTHGRAD_SAMPLES, 1 / SMOOTHGRAD_SAMPLES)
             copies = lambda chunk: chunk[None] + noise.normal(  # noqa: E731
                 0, SMOOTHGRAD_NOISE * 255, (SMOOTHGRAD_SAMPLES, *chunk.shape)).astype(np.float32)
-        per_pass = max(1, ROWS // len(weights))
-        maps = [pixels[start:start + per_pass] * self.averaged_gradient(
-                    copies(pixels[start:start + per_pass]), targets[start:start + per_pass],
-                    weights)
-                for start in range(0, len(pixels), per_pass)]
-        return np.concatenate(maps) if maps else np.zeros((0, pixels.shape[1]), np.float32)
+        return in_batches(len(pixels), max(1, ROWS // len(weights)), pixels.shape[1],
+                          lambda rows: pixels[rows] * self.averaged_gradient(
+                              copies(pixels[rows]), targets[rows], weights))
 
     def averaged_gradient(self, copies: np.ndarray, targets: np.ndarray,
                           weights: np.ndarray) -> np.ndarray:
@@ -155,16 +150,23 @@ class Attributor:
         nd, ctx = mx.nd, self.context
         w1, b1 = self.net.fc1.weight.data(), self.net.fc1.bias.data()
         w2 = self.net.fc2.weight.data()
-        maps = []
-        for start in range(0, len(pixels), ROWS):
-            x = nd.array(pixels[start:start + ROWS], ctx=ctx)
+
+        def maps(rows: slice) -> np.ndarray:
+            x = nd.array(pixels[rows], ctx=ctx)
             a = nd.dot(x, w1, transpose_b=True)  # n x hidden
             b = nd.broadcast_like(b1.reshape((1, -1)), a)
             # where a != 0 the unit switches at t = -b/a; where a == 0 it is on or off throughout
             crossing = -b / nd.where(a == 0, nd.ones_like(a), a)
             fraction = nd.where(a > 0, nd.clip(1 - crossing, 0, 1),
                                 nd.where(a < 0, nd.clip(crossing, 0, 1), b > 0))
-            c = nd.array(targets[start:start + ROWS], ctx=ctx)
-            weighted = fraction * nd.take(w2, c)  # n x hidden: W2[c, j] * fraction_j
-            maps.append((x * nd.dot(weighted, w1)).asnumpy())
-        return np.concatenate(maps) if maps else np.zeros((0, pixels.shape[1]), np.float32)
+            weighted = fraction * nd.take(w2, nd.array(targets[rows], ctx=ctx))  # W2[c, j] f_j
+            return (x * nd.dot(weighted, w1)).asnumpy()
+
+        return in_batches(len(pixels), ROWS, pixels.shape[1], maps)
+
+
+def in_batches(count: int, size: int, width: int, compute) -> np.ndarray:
+    """`compute(rows)` for each slice of `count` rows, `size` at a time, stacked: count x width
+    (float32 zeros of that shape for no rows)."""
+    parts = [compute(slice(start, start + size)) for start in range(0, count, size)]
+    return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)

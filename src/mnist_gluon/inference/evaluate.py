@@ -82,8 +82,7 @@ class Report:
         if self.classifier is None:
             return confusion, mistakes
         explained = folder / "mistakes-explained.png"
-        explain = lambda images, targets: self.classifier.explain(images, target=targets)  # noqa: E731
-        plot_explained_mistakes(self.images, self.labels, probabilities, explain,
+        plot_explained_mistakes(self.images, self.labels, probabilities, self.classifier.explain,
                                 list(self.class_names), explained)
         return confusion, mistakes, explained
 

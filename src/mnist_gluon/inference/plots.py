@@ -87,16 +87,16 @@ def plot_explained_mistakes(images: np.ndarray, labels: np.ndarray, probabilitie
                             explain, classes: list[str], path: Path, count: int = 8) -> int:
     """The `count` most confident mistakes, each as two maps side by side: what raised the
     predicted class's logit and what raised the true class's (red raised, blue lowered).
-    `explain(images, targets)` gives the maps. 4 mistakes a row pair: 960 x 1000 pixels.
-    Returns how many were drawn."""
+    `explain(images, target=classes)` gives the maps (`Classifier.explain`). 4 mistakes a row
+    pair: 960 x 1000 pixels. Returns how many were drawn."""
     from ..explain.heatmap import overlay
 
     predicted = probabilities.argmax(axis=1)
     worst = worst_mistakes(labels, probabilities, count)
     if len(worst):
         shown = images[worst].reshape(len(worst), -1)
-        for_predicted = explain(shown, predicted[worst])
-        for_true = explain(shown, labels[worst])
+        for_predicted = explain(shown, target=predicted[worst])
+        for_true = explain(shown, target=labels[worst])
     figure = _figure(9.6, 10)
     for slot, index in enumerate(worst):
         for side, (maps, target, why) in enumerate([(for_predicted, predicted[index], "predicted"),

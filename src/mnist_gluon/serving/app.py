@@ -223,11 +223,11 @@ def explanation_dicts(explained: "Explanations", pixels: np.ndarray) -> list[dic
     the map explains, the map, and the 28 x 28 image (0-255) the model saw: an upload's,
     cropped and centred."""
     images = np.asarray(pixels, np.float32).reshape(explained.maps.shape)
-    return [{"label": int(row.argmax()), "target": int(target),
-             "probabilities": softmax(row[None])[0].tolist(), "map": (image_map + 0.0).tolist(),
-             "image": image.tolist()}
-            for row, target, image_map, image in zip(explained.logits, explained.targets,
-                                                     explained.maps, images, strict=True)]
+    return [{"label": int(row.argmax()), "target": int(target), "probabilities": row.tolist(),
+             "map": (image_map + 0.0).tolist(), "image": image.tolist()}
+            for row, target, image_map, image in zip(softmax(explained.logits),
+                                                     explained.targets, explained.maps, images,
+                                                     strict=True)]
 
 
 def create_app(classifier: Classifier, options: ServeOptions):
