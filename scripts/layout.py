@@ -18,8 +18,8 @@ from pathlib import Path
 
 # The package's layers, bottom up: the core at the package root, then each subpackage. A module
 # imports its own layer or one below.
-LAYERS = ("", "kernels", "compression", "privacy", "explain", "inference", "training", "serving",
-          "sweep", "distributed", "cli", "__main__")
+LAYERS = ("", "kernels", "compression", "privacy", "explain", "pretraining", "inference",
+          "training", "serving", "sweep", "distributed", "cli", "__main__")
 MAX_AT_ROOT, MAX_FUNCTION, MAX_MODULE = 13, 60, 450
 
 

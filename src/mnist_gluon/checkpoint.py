@@ -102,6 +102,17 @@ class CheckpointRecord:
 
 
 @dataclass
+class PretrainRecord:
+    """train.pretrain's digits: their fonts by name, and one digest of the fonts' bytes."""
+
+    images: int
+    epochs: int
+    fonts: list[str]
+    fonts_sha256: str
+    seconds: float  # rendering and training
+
+
+@dataclass
 class PrivacyRecord:
     """A private run's DP-SGD (train.privacy) and the (epsilon, delta) that its `steps` steps
     so far spent, as dp-accounting's `accountant` counts them."""
@@ -145,6 +156,7 @@ class Sidecar:
     kernels: dict[str, str] = field(default_factory=dict)
     teacher: CheckpointRecord | None = None  # train.distill's teacher
     started_from: CheckpointRecord | None = None  # train.prune.start_from
+    pretrained: PretrainRecord | None = None  # train.pretrain
     # With train.prune: each weight layer's fraction of weights held at zero by its mask.
     sparsity: dict[str, float] = field(default_factory=dict)
     privacy: PrivacyRecord | None = None  # with train.privacy
@@ -162,7 +174,7 @@ class Sidecar:
         record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         record["config"] = config_to_dict(self.config) if self.config is not None else None
         for name in ("architecture", "normalization", "in_epoch", "metrics", "early_stopping",
-                     "data", "teacher", "started_from", "privacy"):
+                     "data", "teacher", "started_from", "pretrained", "privacy"):
             if record[name] is not None:
                 record[name] = dataclasses.asdict(record[name])
         return {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, **record}
@@ -256,12 +268,8 @@ def library_versions() -> dict[str, str]:
     from . import __version__
     from .mxnet_compat import mx
 
-    return {
-        "mnist_gluon": __version__,
-        "mxnet": mx.__version__,
-        "numpy": np.__version__,
-        "python": sys.version.split()[0],
-    }
+    return {"mnist_gluon": __version__, "mxnet": mx.__version__, "numpy": np.__version__,
+            "python": sys.version.split()[0]}
 
 
 @dataclass

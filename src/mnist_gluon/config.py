@@ -21,7 +21,7 @@ import yaml
 from .data import DATASETS as DATASET_SPECS
 from .device import parse_device
 from .errors import ConfigError
-from .reading import coerce, parse_yaml, read_yaml_mapping, shown
+from .reading import coerce, parse_yaml, read_yaml_mapping, shown, unknown_key_message
 
 OPTIMIZERS = ("sgd", "nag", "adam", "rmsprop")
 LR_SCHEDULES = ("none", "step", "cosine")
@@ -41,6 +41,7 @@ INT32_MAX = 2**31 - 1
 # memory on a typo.
 MAX_CLASSES = 1000
 MAX_EPOCHS = 100_000
+MAX_RENDERED = 200_000  # train.pretrain.images: 0.6 GB of float32
 MAX_BATCH = 65_536
 MAX_THREADS = 1024
 # A private run's noise multiplier: below the least, epsilon is past 100 (no privacy worth the
@@ -176,6 +177,16 @@ class PrivacyConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Training before the first step on digits drawn from TrueType fonts, warped at random:
+    public data, which a private run's guarantee does not pay for. Not again on resume."""
+
+    images: int | None = None  # digits to render (each drawn once); null: off
+    epochs: int = 8  # passes over them: NAG, learning rate 0.1, momentum 0.9, batches of 128
+    fonts: str = "/usr/share/fonts/truetype"  # a folder searched for .ttf files
+
+
+@dataclass
 class TrainConfig:
     """The training loop and its optimizer."""
 
@@ -199,6 +210,7 @@ class TrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 @dataclass
@@ -320,24 +332,6 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**values)
 
 
-# Names other tools use for our keys: a user coming from them gets pointed at ours.
-SYNONYMS = {"learning_rate": "lr", "wd": "weight_decay", "num_epochs": "epochs",
-            "batch": "batch_size", "hidden_size": "hidden", "hidden_units": "hidden",
-            "num_classes": "classes", "dataset": "name", "lr_scheduler": "lr_schedule",
-            "clip_grad": "clip_gradient", "ctx": "device"}
-
-
-def unknown_key_message(key: str, known: list[str]) -> str:
-    section, _, leaf = key.rpartition(".")
-    ours = SYNONYMS.get(leaf)
-    synonym = f"{section}.{ours}" if section else ours
-    if ours and synonym in known:
-        return f"unknown config key {key}; did you mean {synonym}?"
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
-    return f"unknown config key {key}; {hint}"
-
-
 # Each number's range, as (key, test, what the message says it must be); null skips the test.
 RANGES = [
     ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
@@ -358,6 +352,9 @@ RANGES = [
     ("train.distill.temperature", lambda v: 0.1 <= v <= 100, "in [0.1, 100]"),
     ("train.distill.weight", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("train.prune.sparsity", lambda v: 0 <= v < 1, "null, or in [0, 1)"),
+    ("train.pretrain.images", lambda v: 1000 <= v <= MAX_RENDERED, f"null, or in [1000, "
+     f"{MAX_RENDERED}]"),
+    ("train.pretrain.epochs", lambda v: 1 <= v <= 100, "in [1, 100]"),
     ("train.prune.epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS}]"),
     ("train.prune.shared_values", lambda v: 1 <= v <= 256, "null, or in [1, 256]"),
     ("train.prune.share_epochs", lambda v: 1 <= v <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS}]"),
@@ -420,6 +417,10 @@ def validate(config: Config) -> None:
             None, "set when train.prune.start_from is (the sparsity to prune it to)")
     require(prune.sparsity is None or not t.kvstore.startswith("dist"), "train.kvstore",
             t.kvstore, "local or device with train.prune (the servers' update keeps no mask)")
+    require(t.pretrain.images is None or (config.data.name == "mnist" and config.model.classes
+            == 10 and prune.start_from is None), "train.pretrain.images", t.pretrain.images,
+            "null with data.name=fashion-mnist, model.classes other than 10 (it draws the 10 "
+            "digits) or train.prune.start_from (which gives the starting weights)")
     parse_device(config.device)  # so a typo fails before any data is read
 
 

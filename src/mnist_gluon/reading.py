@@ -6,6 +6,7 @@ shown in messages cut short; a config's values checked against the types they de
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 import os
 import reprlib
@@ -273,3 +274,21 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return value
         raise ConfigError(f"{key} must be a string, got {shown(value)}")
     raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+# Names other tools use for our keys: a user coming from them gets pointed at ours.
+SYNONYMS = {"learning_rate": "lr", "wd": "weight_decay", "num_epochs": "epochs",
+            "batch": "batch_size", "hidden_size": "hidden", "hidden_units": "hidden",
+            "num_classes": "classes", "dataset": "name", "lr_scheduler": "lr_schedule",
+            "clip_grad": "clip_gradient", "ctx": "device"}
+
+
+def unknown_key_message(key: str, known: list[str]) -> str:
+    section, _, leaf = key.rpartition(".")
+    ours = SYNONYMS.get(leaf)
+    synonym = f"{section}.{ours}" if section else ours
+    if ours and synonym in known:
+        return f"unknown config key {key}; did you mean {synonym}?"
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
+    return f"unknown config key {key}; {hint}"

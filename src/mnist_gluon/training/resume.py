@@ -21,7 +21,8 @@ FIXED_ON_RESUME = ("seed", "data.name", "data.val_size", "model.kind", "model.hi
                    "model.activation", "model.classes", "model.dropout", "model.channels",
                    "train.batch_size", "train.optimizer", "train.distill.teacher",
                    "train.distill.temperature", "train.distill.weight",
-                   "train.distill.soft_targets")
+                   "train.distill.soft_targets", "train.pretrain.images", "train.pretrain.epochs",
+                   "train.pretrain.fonts")
 
 
 def read_resumable(run_dir: Path, config: Config) -> ckpt.Checkpoint:

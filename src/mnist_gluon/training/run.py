@@ -15,7 +15,6 @@ from .. import checkpoint as ckpt
 from .. import engine
 from ..checkpoint import DataRecord, EpochProgress, EpochResult, Sidecar
 from ..compression.prune import sharing, sparsity_at
-from ..compression.start import read_start
 from ..config import Config, config_to_yaml
 from ..data import epoch_order, steps_per_epoch
 from ..device import resolve_contexts
@@ -40,6 +39,7 @@ from .optim import learning_rate
 from .progress import Log, format_epoch
 from .resume import history_until, read_resumable, saved_at
 from .saver import Saver, StopRequests
+from .start import Start, starting_weights
 from .state import RunState
 from .step import plan_epoch, plan_sampled_epoch
 from .tracking import NoTracking, TensorBoard, open_tracking
@@ -149,12 +149,12 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
         raise ConfigError(f"train.batch_size={tcfg.batch_size} is larger than the "
                           f"{data.num_train} training examples; lower it")
     mechanism = run_mechanism(tcfg, data.num_train, steps, resumed and resumed.sidecar, run_dir)
-    arrays, started_from = starting_weights(config, data, resumed)
+    start = starting_weights(config, data, resumed, ctxs[0])
     if resumed is None and cluster.writer:
         # Created only now, so a failure to read the data leaves no empty run folder behind.
         folders.prepare_run_dir(run_dir, force)
         lock.take()
-    trainer = build_trainer(config, ctxs, data.augmentation, arrays, cluster, steps,
+    trainer = build_trainer(config, ctxs, data.augmentation, start.arrays, cluster, steps,
                             resumed.sidecar.step if resumed else 0, kernels, teacher,
                             engine.team_size(threads), data.background, mechanism)
     state, last = RunState(), None
@@ -170,7 +170,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if resumed and resumed.sidecar.refit_of:
         refit_of = Path(resumed.sidecar.refit_of)
     saver = Saver(run_dir, trainer.net, trainer.updater,
-                  run_sidecar(config, trainer, data, threads, kernels, refit_of, started_from),
+                  run_sidecar(config, trainer, data, threads, kernels, refit_of, start),
                   cluster.writer, config.checkpoint.keep, last, average, mechanism)
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
@@ -180,16 +180,6 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     for line in (*kernels.notes, note) if note is not None else kernels.notes:
         run.log.line(line)
     return run, state
-
-
-def starting_weights(config: Config, data: TrainingData, resumed: ckpt.Checkpoint | None
-                     ) -> tuple[dict | None, ckpt.CheckpointRecord | None]:
-    """The weights the run continues or starts from (None: initialised), and the checkpoint
-    train.prune.start_from took them from."""
-    if resumed is not None:
-        return resumed.arrays, resumed.sidecar.started_from
-    start = read_start(config, data.normalization)
-    return start if start is not None else (None, None)
 
 
 def check_batch_split(batch_size: int, ctxs) -> None:
@@ -213,7 +203,7 @@ def same_threads(resumed: ckpt.Checkpoint | None, run_dir: Path) -> int | None:
 
 def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: int | None,
                 kernels: KernelChoice, refit_of: Path | None = None,
-                started_from: ckpt.CheckpointRecord | None = None) -> Sidecar:
+                start: Start | None = None) -> Sidecar:
     """What every checkpoint of the run records about the run itself."""
     used = {"update": trainer.updater.kernel}
     if kernels.elastic is not None:
@@ -225,7 +215,8 @@ def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: i
                    versions=ckpt.library_versions(),
                    refit_of=str(refit_of.resolve()) if refit_of else None, threads=threads,
                    kernels=used, teacher=trainer.teacher.record if trainer.teacher else None,
-                   started_from=started_from)
+                   started_from=start and start.started_from,
+                   pretrained=start and start.pretrained)
 
 
 @dataclass
@@ -374,6 +365,9 @@ class Training:
                      + (f") from {prune.start_from}" if prune.start_from else ")")
                      + (f"; each layer's weights tied to {prune.shared_values} shared values "
                         f"in the last {prune.share_epochs} epochs" if prune.shared_values else ""))
+        if (pre := self.saver.run.pretrained) is not None and resumed is None:
+            log.line(f"pretrained on {pre.images:,} digits rendered from {len(pre.fonts)} fonts "
+                     f"in {pre.epochs} epochs ({pre.seconds:.0f} s), no training image read")
         if self.mechanism is not None:
             log.line(self.mechanism.describe(steps * tcfg.epochs))
 
