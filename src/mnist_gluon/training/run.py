@@ -170,7 +170,7 @@ def set_up(config: Config, run_dir: Path, resume: bool, force: bool, quiet: bool
     if resumed and resumed.sidecar.refit_of:
         refit_of = Path(resumed.sidecar.refit_of)
     saver = Saver(run_dir, trainer.net, trainer.updater,
-                  run_sidecar(config, trainer, data, threads, kernels, refit_of, start),
+                  run_sidecar(config, trainer, data, threads, kernels, start, refit_of),
                   cluster.writer, config.checkpoint.keep, last, average, mechanism)
     tracker, note = open_tracking(config, run_dir, cluster.writer,
                                   resumed.sidecar.step if resumed else None)
@@ -202,8 +202,7 @@ def same_threads(resumed: ckpt.Checkpoint | None, run_dir: Path) -> int | None:
 
 
 def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: int | None,
-                kernels: KernelChoice, refit_of: Path | None = None,
-                start: Start | None = None) -> Sidecar:
+                kernels: KernelChoice, start: Start, refit_of: Path | None = None) -> Sidecar:
     """What every checkpoint of the run records about the run itself."""
     used = {"update": trainer.updater.kernel}
     if kernels.elastic is not None:
@@ -215,8 +214,7 @@ def run_sidecar(config: Config, trainer: Trainer, data: TrainingData, threads: i
                    versions=ckpt.library_versions(),
                    refit_of=str(refit_of.resolve()) if refit_of else None, threads=threads,
                    kernels=used, teacher=trainer.teacher.record if trainer.teacher else None,
-                   started_from=start and start.started_from,
-                   pretrained=start and start.pretrained)
+                   started_from=start.started_from, pretrained=start.pretrained)
 
 
 @dataclass
